@@ -1,0 +1,68 @@
+// pal/cpu.cpp — which CPU we are on (rseq or getcpu), CPU count, time, and
+// running a helper program (tools only).
+#include <cerrno>
+#include <ctime>
+
+#include <sched.h>
+#include <spawn.h>
+#include <sys/rseq.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "pal/pal.hpp"
+
+extern char** environ;
+
+namespace mapheap::pal {
+
+RseqInfo rseq_info() noexcept {
+  RseqInfo info;
+  // glibc 2.35+ registers an rseq area for every thread it starts and exports
+  // its offset from the thread pointer; __rseq_size == 0 means it did not
+  // (disabled by GLIBC_TUNABLES=glibc.pthread.rseq=0, or an old kernel).
+  info.size = __rseq_size;
+  info.offset = __rseq_offset;
+  info.registered = __rseq_size > 0;
+  return info;
+}
+
+unsigned current_cpu() noexcept {
+  if (__rseq_size > 0) {
+    const auto* area = reinterpret_cast<const volatile struct rseq*>(
+        static_cast<char*>(__builtin_thread_pointer()) + __rseq_offset);
+    const int cpu = static_cast<int>(area->cpu_id);
+    if (cpu >= 0) return static_cast<unsigned>(cpu);
+  }
+  const int cpu = ::sched_getcpu();
+  return cpu >= 0 ? static_cast<unsigned>(cpu) : 0u;
+}
+
+unsigned cpu_count() noexcept {
+  const long n = ::sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? static_cast<unsigned>(n) : 1u;
+}
+
+std::uint64_t monotonic_ns() noexcept {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000u +
+         static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+int process_id() noexcept { return static_cast<int>(::getpid()); }
+
+Result<int> spawn_wait(const char* const argv[]) noexcept {
+  pid_t pid = 0;
+  const int r = ::posix_spawnp(&pid, argv[0], nullptr, nullptr, const_cast<char* const*>(argv),
+                               environ);
+  if (r != 0) return Error::make(Op::spawn, r).with_path(argv[0]);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return Error::make(Op::spawn, errno).with_path(argv[0]);
+  }
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return 255;
+}
+
+}  // namespace mapheap::pal

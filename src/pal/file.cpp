@@ -1,0 +1,275 @@
+// pal/file.cpp — descriptors: open, stat, truncate, fallocate, fdatasync,
+// fadvise, read/write, memfd_create and POSIX shared memory.
+#include <cerrno>
+#include <cstring>
+
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <linux/memfd.h>  // MFD_HUGE_2MB, MFD_HUGE_1GB
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include "pal/pal.hpp"
+
+namespace mapheap::pal {
+
+namespace {
+
+int to_os_open_flags(std::uint32_t f) noexcept {
+  int os = O_CLOEXEC;
+  if (f & kOpenReadWrite)
+    os |= O_RDWR;
+  else if (f & kOpenWriteOnly)
+    os |= O_WRONLY;
+  else
+    os |= O_RDONLY;
+  if (f & kOpenCreate) os |= O_CREAT;
+  if (f & kOpenExclusive) os |= O_EXCL;
+  if (f & kOpenTruncate) os |= O_TRUNC;
+  if (!(f & kOpenFollow)) os |= O_NOFOLLOW;
+  return os;
+}
+
+const char* open_detail(int err, std::uint32_t flags) noexcept {
+  switch (err) {
+    case ELOOP:
+      return (flags & kOpenFollow) ? "too many levels of symbolic links"
+                                   : "the path is a symbolic link, and symlinks are not followed";
+    case EEXIST: return "it already exists and exclusive creation was asked";
+    case ENOENT: return (flags & kOpenCreate) ? "a directory in the path does not exist"
+                                              : "it does not exist";
+    case EISDIR: return "the path is a directory";
+    case EACCES: return "permission denied by the file's mode or a directory's";
+    default: return nullptr;
+  }
+}
+
+}  // namespace
+
+Result<int> open_file(const char* path, std::uint32_t flags, unsigned mode) noexcept {
+  const int os = to_os_open_flags(flags);
+  int fd;
+  do {
+    fd = ::open(path, os, static_cast<mode_t>(mode));
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) {
+    const int err = errno;
+    return Error::make(Op::open, err)
+        .with_path(path)
+        .with_flags(static_cast<std::uint32_t>(os), mode)
+        .with_detail(open_detail(err, flags));
+  }
+  return fd;
+}
+
+Status close_fd(int fd) noexcept {
+  // Never retry close on EINTR: on Linux the descriptor is already gone.
+  if (::close(fd) != 0 && errno != EINTR) return Error::make(Op::close, errno);
+  return {};
+}
+
+Result<int> dup_fd(int fd) noexcept {
+  const int r = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (r < 0) return Error::make(Op::open, errno).with_detail("duplicating a descriptor");
+  return r;
+}
+
+Result<FileInfo> stat_fd(int fd) noexcept {
+  struct stat st{};
+  if (::fstat(fd, &st) != 0) return Error::make(Op::fstat, errno);
+  FileInfo info;
+  info.size = static_cast<std::uint64_t>(st.st_size);
+  info.mode = st.st_mode & 07777;
+  info.dev = st.st_dev;
+  info.block_size = static_cast<std::uint64_t>(st.st_blksize);
+  if (S_ISREG(st.st_mode))
+    info.type = FileType::regular;
+  else if (S_ISDIR(st.st_mode))
+    info.type = FileType::directory;
+  else if (S_ISLNK(st.st_mode))
+    info.type = FileType::symlink;
+  else
+    info.type = FileType::other;
+  struct statfs sfs{};
+  if (::fstatfs(fd, &sfs) != 0) return Error::make(Op::fstatfs, errno);
+  info.fs_magic = static_cast<std::uint64_t>(sfs.f_type);
+  info.on_hugetlbfs = sfs.f_type == HUGETLBFS_MAGIC;
+  info.on_tmpfs = sfs.f_type == TMPFS_MAGIC;
+  return info;
+}
+
+Status truncate_fd(int fd, std::uint64_t size) noexcept {
+  int r;
+  do {
+    r = ::ftruncate(fd, static_cast<off_t>(size));
+  } while (r != 0 && errno == EINTR);
+  if (r != 0) {
+    const int err = errno;
+    return Error::make(Op::ftruncate, err)
+        .with_size(size)
+        .with_detail(err == EFBIG ? "larger than the filesystem allows"
+                     : err == ENOSPC ? "the filesystem is full"
+                                     : nullptr);
+  }
+  return {};
+}
+
+Status allocate_fd(int fd, std::uint64_t offset, std::uint64_t len) noexcept {
+  int r;
+  do {
+    r = ::fallocate(fd, 0, static_cast<off_t>(offset), static_cast<off_t>(len));
+  } while (r != 0 && errno == EINTR);
+  if (r != 0) {
+    const int err = errno;
+    return Error::make(Op::fallocate, err)
+        .with_size(len)
+        .with_offset(offset)
+        .with_detail(err == ENOSPC ? "the filesystem is full" : nullptr);
+  }
+  return {};
+}
+
+Status punch_hole(int fd, std::uint64_t offset, std::uint64_t len) noexcept {
+  int r;
+  do {
+    r = ::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
+                    static_cast<off_t>(len));
+  } while (r != 0 && errno == EINTR);
+  if (r != 0) {
+    const int err = errno;
+    return Error::make(Op::punch_hole, err)
+        .with_size(len)
+        .with_offset(offset)
+        .with_detail(err == EOPNOTSUPP ? "the filesystem cannot punch holes" : nullptr);
+  }
+  return {};
+}
+
+Status datasync(int fd) noexcept {
+  // An fdatasync error is never retried: after a failed writeback the kernel
+  // may already have dropped the dirty pages, so a retry could report success
+  // for data that is lost (the 2018 "fsyncgate" lesson).
+  if (::fdatasync(fd) != 0) return Error::make(Op::fdatasync, errno);
+  return {};
+}
+
+Status drop_file_cache(int fd) noexcept {
+  if (::fdatasync(fd) != 0 && errno != EINVAL && errno != EROFS)
+    return Error::make(Op::fdatasync, errno);
+  const int r = ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  if (r != 0) return Error::make(Op::fadvise, r).with_detail("POSIX_FADV_DONTNEED");
+  return {};
+}
+
+Result<std::size_t> read_fd(int fd, void* buf, std::size_t n) noexcept {
+  ssize_t r;
+  do {
+    r = ::read(fd, buf, n);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) return Error::make(Op::read, errno).with_size(n);
+  return static_cast<std::size_t>(r);
+}
+
+Result<std::size_t> pread_fd(int fd, void* buf, std::size_t n, std::uint64_t off) noexcept {
+  ssize_t r;
+  do {
+    r = ::pread(fd, buf, n, static_cast<off_t>(off));
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) return Error::make(Op::read, errno).with_size(n).with_offset(off);
+  return static_cast<std::size_t>(r);
+}
+
+Result<std::size_t> write_fd(int fd, const void* buf, std::size_t n) noexcept {
+  ssize_t r;
+  do {
+    r = ::write(fd, buf, n);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) {
+    const int err = errno;
+    return Error::make(Op::write, err)
+        .with_size(n)
+        .with_detail(err == ENOSPC ? "the filesystem is full" : nullptr);
+  }
+  return static_cast<std::size_t>(r);
+}
+
+Result<std::size_t> pwrite_fd(int fd, const void* buf, std::size_t n, std::uint64_t off) noexcept {
+  ssize_t r;
+  do {
+    r = ::pwrite(fd, buf, n, static_cast<off_t>(off));
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) {
+    const int err = errno;
+    return Error::make(Op::write, err)
+        .with_size(n)
+        .with_offset(off)
+        .with_detail(err == ENOSPC ? "the filesystem is full" : nullptr);
+  }
+  return static_cast<std::size_t>(r);
+}
+
+Status pwrite_all(int fd, const void* buf, std::size_t n, std::uint64_t off) noexcept {
+  const auto* p = static_cast<const char*>(buf);
+  while (n > 0) {
+    auto r = pwrite_fd(fd, p, n, off);
+    if (!r) return r.error();
+    if (r.value() == 0)
+      return Error::make(Op::write, EIO).with_size(n).with_offset(off).with_detail(
+          "wrote zero bytes");
+    p += r.value();
+    off += r.value();
+    n -= r.value();
+  }
+  return {};
+}
+
+Status unlink_path(const char* path) noexcept {
+  if (::unlink(path) != 0) return Error::make(Op::unlink, errno).with_path(path);
+  return {};
+}
+
+Result<int> memfd(const char* name, std::uint32_t flags) noexcept {
+  unsigned os = MFD_CLOEXEC;
+  if (flags & kMemfdAllowSealing) os |= MFD_ALLOW_SEALING;
+  if (flags & kMemfdHuge2M) os |= MFD_HUGETLB | MFD_HUGE_2MB;
+  if (flags & kMemfdHuge1G) os |= MFD_HUGETLB | MFD_HUGE_1GB;
+  const int fd = ::memfd_create(name, os);
+  if (fd < 0) {
+    const int err = errno;
+    return Error::make(Op::memfd_create, err)
+        .with_path(name)
+        .with_flags(flags)
+        .with_detail(err == EINVAL && (flags & (kMemfdHuge2M | kMemfdHuge1G))
+                         ? "the kernel offers no hugetlb pages of that size"
+                         : nullptr);
+  }
+  return fd;
+}
+
+Result<int> shm_open_object(const char* name, std::uint32_t open_flags, unsigned mode) noexcept {
+  int os = to_os_open_flags(open_flags) & ~O_NOFOLLOW;  // shm_open adds O_NOFOLLOW itself
+  if (name == nullptr || name[0] != '/' || std::strchr(name + 1, '/') != nullptr ||
+      name[1] == '\0')
+    return Error::make(Op::shm_open, EINVAL)
+        .with_path(name)
+        .with_flags(static_cast<std::uint32_t>(os), mode)
+        .with_detail("a shared memory name is '/name': one leading slash and no other");
+  const int fd = ::shm_open(name, os, static_cast<mode_t>(mode));
+  if (fd < 0) {
+    const int err = errno;
+    return Error::make(Op::shm_open, err)
+        .with_path(name)
+        .with_flags(static_cast<std::uint32_t>(os), mode)
+        .with_detail(open_detail(err, open_flags));
+  }
+  return fd;
+}
+
+Status shm_remove(const char* name) noexcept {
+  if (::shm_unlink(name) != 0) return Error::make(Op::shm_unlink, errno).with_path(name);
+  return {};
+}
+
+}  // namespace mapheap::pal

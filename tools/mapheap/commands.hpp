@@ -1,0 +1,22 @@
+// tools/mapheap/commands.hpp — how the CLI's subcommands plug into main().
+//
+// Each subcommand registers itself on a CLI11 App and, when run, stores its
+// exit status in the shared `exit_code`. Exit statuses mean the same thing in
+// every subcommand:
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace mapheap::cli {
+
+enum Exit : int {
+  kOk = 0,           // did what was asked; for check-like commands: all is well
+  kFailure = 1,      // the operation failed (the message names why)
+  kUsage = 2,        // bad command line (CLI11 prints the usage)
+  kUnavailable = 3,  // the machine lacks what was asked (e.g. gnuplot for --png)
+};
+
+void add_info(CLI::App& app, int& exit_code);
+void add_bench_io(CLI::App& bench, int& exit_code);
+
+}  // namespace mapheap::cli

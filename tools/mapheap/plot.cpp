@@ -1,0 +1,246 @@
+// tools/mapheap/plot.cpp — BarChart panels to PNG through a gnuplot script.
+#include "plot.hpp"
+
+#include <cerrno>
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include <fmt/core.h>
+
+#include "mapheap/error.hpp"
+#include "pal/pal.hpp"
+
+namespace mapheap::cli {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr int kPanelWidth = 720;
+constexpr int kPanelHeight = 430;
+
+std::string pal_message(const pal::Error& e) {
+  char buf[512];
+  e.format(buf, sizeof(buf));
+  return buf;
+}
+
+// gnuplot single-quoted strings take everything literally except a doubled quote.
+std::string gp_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'') out += '\'';
+    out += c;
+  }
+  out += '\'';
+  return out;
+}
+
+// Labels in the data file are double-quoted columns; gnuplot has no escape for
+// a double quote there, so one becomes a single quote.
+std::string data_label(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) out += (c == '"' || c == '\n') ? '\'' : c;
+  out += '"';
+  return out;
+}
+
+// A scratch directory that is removed with everything in it, whatever happens.
+class ScratchDir {
+ public:
+  ScratchDir() {
+    const fs::path base = fs::temp_directory_path();
+    for (unsigned attempt = 0; attempt < 100; ++attempt) {
+      fs::path p = base / fmt::format("mapheap-plot-{}-{}", pal::process_id(), attempt);
+      std::error_code ec;
+      if (fs::create_directory(p, ec)) {
+        path_ = p;
+        return;
+      }
+      if (ec) break;
+    }
+    throw mapheap::error(EIO, fmt::format("mapheap: cannot create a scratch directory for the "
+                                          "plot under '{}'", base.string()),
+                         base.string());
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  ~ScratchDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+void validate(const std::vector<BarChart>& panels) {
+  if (panels.empty()) throw mapheap::error(EINVAL, "mapheap: nothing to plot (no panels)");
+  for (const BarChart& c : panels) {
+    bool shape_ok = !c.groups.empty() && !c.series.empty() && c.values.size() == c.series.size();
+    for (const auto& row : c.values) shape_ok = shape_ok && row.size() == c.groups.size();
+    if (!shape_ok)
+      throw mapheap::error(EINVAL,
+                           fmt::format("mapheap: plot panel '{}' is malformed: {} series x {} "
+                                       "groups, but values is not [series][group]",
+                                       c.title, c.series.size(), c.groups.size()));
+  }
+}
+
+void write_data(const BarChart& c, const fs::path& file) {
+  std::ofstream out(file);
+  out << data_label("group");
+  for (const auto& s : c.series) out << ' ' << data_label(s);
+  out << '\n';
+  for (std::size_t g = 0; g < c.groups.size(); ++g) {
+    out << data_label(c.groups[g]);
+    for (std::size_t s = 0; s < c.series.size(); ++s) {
+      const double v = c.values[s][g];
+      // A non-positive value has no bar on a log axis; NaN makes gnuplot skip it.
+      if (!std::isfinite(v) || (c.log_y && v <= 0))
+        out << " NaN";
+      else
+        out << ' ' << fmt::format("{:.6g}", v);
+    }
+    out << '\n';
+  }
+  if (!out) throw mapheap::error(EIO, fmt::format("mapheap: cannot write '{}'", file.string()));
+}
+
+std::string make_script(const std::vector<BarChart>& panels, const std::vector<fs::path>& data,
+                        const std::string& png_path, const std::string& title) {
+  const std::size_t cols = panels.size() == 1 ? 1 : 2;
+  const std::size_t rows = (panels.size() + cols - 1) / cols;
+  const int width = kPanelWidth * static_cast<int>(cols);
+  const int height = kPanelHeight * static_cast<int>(rows) + (title.empty() ? 0 : 30);
+
+  std::string s;
+  // pngcairo draws anti-aliased text; the libgd `png` terminal is the fallback
+  // that every gnuplot build has. noenhanced: labels like "mmap+huge" or
+  // "4K_x" must not be read as markup.
+  s += "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {\n";
+  s += fmt::format("  set terminal pngcairo noenhanced size {},{} font 'Sans,10'\n", width, height);
+  s += "} else {\n";
+  s += fmt::format("  set terminal png noenhanced size {},{}\n", width, height);
+  s += "}\n";
+  s += fmt::format("set output {}\n", gp_quote(png_path));
+  s += "set datafile missing 'NaN'\n";
+  s += "set style data histograms\n";
+  s += "set style histogram clustered gap 1\n";
+  s += "set style fill solid 0.85 border -1\n";
+  s += "set boxwidth 0.9 relative\n";
+  s += "set grid ytics\n";
+  s += "set key outside right top vertical Left reverse noautotitle\n";
+  s += "set xtics nomirror\n";
+  s += "set tics out\n";
+  s += fmt::format("set multiplot layout {},{} rowsfirst{}\n", rows, cols,
+                   title.empty() ? std::string() : " title " + gp_quote(title));
+  for (std::size_t i = 0; i < panels.size(); ++i) {
+    const BarChart& c = panels[i];
+    s += fmt::format("set title {}\n", gp_quote(c.title));
+    s += fmt::format("set ylabel {}\n", gp_quote(c.ylabel));
+    if (c.log_y)
+      s += "set logscale y 10\nset yrange [*:*]\n";
+    else
+      s += "unset logscale y\nset yrange [0:*]\n";
+    s += fmt::format("plot for [i=2:{}] {} using i:xtic(1) title columnheader(i)\n",
+                     c.series.size() + 1, gp_quote(data[i].string()));
+  }
+  s += "unset multiplot\n";
+  s += "set output\n";
+  return s;
+}
+
+bool has_png_signature(const std::string& path) {
+  static constexpr unsigned char kSig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  std::ifstream in(path, std::ios::binary);
+  unsigned char head[8] = {};
+  in.read(reinterpret_cast<char*>(head), sizeof(head));
+  if (in.gcount() != sizeof(head)) return false;
+  for (std::size_t i = 0; i < sizeof(head); ++i)
+    if (head[i] != kSig[i]) return false;
+  return true;
+}
+
+}  // namespace
+
+void check_gnuplot() {
+  static const char* const argv[] = {"gnuplot", "-e", "exit", nullptr};
+  auto r = pal::spawn_wait(argv);
+  if (!r && r.error().code == ENOENT)
+    throw mapheap::error(ENOENT,
+                         "mapheap: cannot draw the plot: gnuplot is not installed (install the "
+                         "Debian package gnuplot-nox, e.g. with scripts/deps.sh)",
+                         "gnuplot", 0, "spawn");
+  if (!r)
+    throw mapheap::error(r.error().code,
+                         "mapheap: cannot run gnuplot: " + pal_message(r.error()), "gnuplot", 0,
+                         "spawn");
+  if (r.value() != 0)
+    throw mapheap::error(EIO, fmt::format("mapheap: gnuplot does not work here (`gnuplot -e exit` "
+                                          "exited with status {})",
+                                          r.value()),
+                         "gnuplot", 0, "spawn");
+}
+
+void write_png(const std::vector<BarChart>& panels, const std::string& png_path,
+               const std::string& title) {
+  validate(panels);
+  if (png_path.empty()) throw mapheap::error(EINVAL, "mapheap: the PNG path is empty");
+
+  // Create the output ourselves first: if gnuplot cannot open it, it falls back
+  // to writing the image to our standard output.
+  const fs::path out_path(png_path);
+  std::error_code ec;
+  if (out_path.has_parent_path()) fs::create_directories(out_path.parent_path(), ec);
+  {
+    std::ofstream probe(out_path, std::ios::binary | std::ios::trunc);
+    if (!probe)
+      throw mapheap::error(EACCES,
+                           fmt::format("mapheap: cannot write the plot to '{}' (cannot create "
+                                       "the file{})",
+                                       png_path, ec ? ": " + ec.message() : std::string()),
+                           png_path);
+  }
+
+  ScratchDir dir;
+  std::vector<fs::path> data;
+  for (std::size_t i = 0; i < panels.size(); ++i) {
+    data.push_back(dir.path() / fmt::format("panel{}.dat", i));
+    write_data(panels[i], data.back());
+  }
+  const fs::path script = dir.path() / "plot.gp";
+  {
+    std::ofstream out(script);
+    out << make_script(panels, data, png_path, title);
+    if (!out)
+      throw mapheap::error(EIO, fmt::format("mapheap: cannot write '{}'", script.string()));
+  }
+
+  const std::string script_str = script.string();
+  const char* const argv[] = {"gnuplot", script_str.c_str(), nullptr};
+  auto r = pal::spawn_wait(argv);
+  if (!r) {
+    if (r.error().code == ENOENT) check_gnuplot();  // throws the message naming the package
+    throw mapheap::error(r.error().code, "mapheap: cannot run gnuplot: " + pal_message(r.error()),
+                         "gnuplot", 0, "spawn");
+  }
+  if (r.value() != 0)
+    throw mapheap::error(EIO,
+                         fmt::format("mapheap: gnuplot failed (exit status {}) drawing '{}'; its "
+                                     "messages are above",
+                                     r.value(), png_path),
+                         png_path, 0, "spawn");
+  if (!has_png_signature(png_path))
+    throw mapheap::error(EIO, fmt::format("mapheap: gnuplot did not write a PNG image to '{}'",
+                                          png_path),
+                         png_path);
+}
+
+}  // namespace mapheap::cli
