@@ -52,6 +52,25 @@ bool parse_u64(const char* s, std::uint64_t& out, const char** end = nullptr) no
   return true;
 }
 
+// Strict: hex digits only (strtoull would accept signs, spaces and "0x").
+bool parse_hex(const char* s, std::uint64_t& out, const char** end) noexcept {
+  std::uint64_t v = 0;
+  const char* p = s;
+  for (;; ++p) {
+    unsigned d;
+    if (*p >= '0' && *p <= '9') d = static_cast<unsigned>(*p - '0');
+    else if (*p >= 'a' && *p <= 'f') d = static_cast<unsigned>(*p - 'a' + 10);
+    else if (*p >= 'A' && *p <= 'F') d = static_cast<unsigned>(*p - 'A' + 10);
+    else break;
+    if (v >> 60) return false;  // would overflow 64 bits
+    v = (v << 4) | d;
+  }
+  if (p == s) return false;
+  out = v;
+  *end = p;
+  return true;
+}
+
 bool read_u64_file(const char* path, std::uint64_t& out) noexcept {
   char buf[64];
   auto r = read_small(path, buf, sizeof(buf));
@@ -264,14 +283,13 @@ void SmapsParser::feed_line(const char* line, std::size_t len) noexcept {
   const char* dash = std::strchr(tmp, '-');
   const char* colon = std::strchr(tmp, ':');
   if (dash != nullptr && (colon == nullptr || dash < colon)) {
-    // Header candidate: two hex numbers around the dash.
-    char* end1 = nullptr;
-    char* end2 = nullptr;
-    const unsigned long long lo = std::strtoull(tmp, &end1, 16);
-    if (end1 != dash || dash == tmp) return;
-    const unsigned long long hi = std::strtoull(dash + 1, &end2, 16);
-    if (end2 == dash + 1 || *end2 != ' ' || hi < lo) return;
-    in_range_ = lo < hi_ && hi > lo_;
+    // Header candidate: two hex numbers around the dash, then a space.
+    std::uint64_t lo = 0, hi = 0;
+    const char* end1 = nullptr;
+    const char* end2 = nullptr;
+    if (!parse_hex(tmp, lo, &end1) || end1 != dash) return;
+    if (!parse_hex(dash + 1, hi, &end2) || *end2 != ' ' || hi < lo) return;
+    in_range_ = lo_ < hi_ && lo < hi_ && hi > lo_;
     if (in_range_) {
       ++totals_.vmas;
       totals_.size += hi - lo;

@@ -149,8 +149,13 @@ std::string make_script(const std::vector<BarChart>& panels, const std::vector<f
       s += "set logscale y 10\nset yrange [*:*]\n";
     else
       s += "unset logscale y\nset yrange [0:*]\n";
+    for (double y : c.reference_lines)
+      s += fmt::format("set arrow from graph 0, first {:.6g} to graph 1, first {:.6g} nohead "
+                       "dashtype 2 linecolor rgb 'gray30' front\n",
+                       y, y);
     s += fmt::format("plot for [i=2:{}] {} using i:xtic(1) title columnheader(i)\n",
                      c.series.size() + 1, gp_quote(data[i].string()));
+    s += "unset arrow\n";
   }
   s += "unset multiplot\n";
   s += "set output\n";

@@ -21,6 +21,7 @@ struct BarChart {
   std::vector<std::string> series;          // e.g. methods; one colour each
   std::vector<std::vector<double>> values;  // [series][group]; NaN draws no bar
   bool log_y = false;                       // for quantities spanning decades
+  std::vector<double> reference_lines;      // dashed horizontal lines at these y values
 };
 
 // Throws mapheap::error with code ENOENT and a message that names the package

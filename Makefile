@@ -1,0 +1,63 @@
+# mapheap — the two commands a newcomer needs are `make demo` and `make test`.
+# Everything else is a convenience over the CMake presets (CMakePresets.json).
+
+JOBS ?= $(shell nproc)
+BUILD := build
+
+.PHONY: all deps demo test test-dev test-asan tsan bench fuzz release format clean
+
+all: release
+
+deps:
+	@scripts/deps.sh
+
+# Configure + build one preset: $(call preset,NAME)
+define preset
+	@cmake --preset $(1) >/dev/null
+	@cmake --build --preset $(1) -j $(JOBS)
+endef
+
+release: deps
+	$(call preset,release)
+
+# The main job: a tour of what mapheap does on this machine, in under a minute.
+demo: release
+	@scripts/demo.sh $(BUILD)/release
+
+# The whole suite: debug build with full invariant checks, then again under
+# AddressSanitizer + UndefinedBehaviorSanitizer. CI runs exactly this.
+test: deps test-dev test-asan
+
+test-dev:
+	$(call preset,dev)
+	@ctest --preset dev
+
+test-asan:
+	$(call preset,asan)
+	@ctest --preset asan
+
+# ThreadSanitizer run of the suite (not part of `make test`: run it on what you touch).
+tsan: deps
+	$(call preset,tsan)
+	@ctest --preset tsan
+
+# Side-by-side measurements; results are written up in docs/BENCHMARKS.md.
+bench: release
+	@scripts/bench.sh $(BUILD)/release
+
+# libFuzzer targets, each run for FUZZ_SECONDS (clang 14).
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	$(call preset,fuzz)
+	@for f in $(BUILD)/fuzz/fuzz/fuzz_*; do \
+	  [ -x "$$f" ] || continue; \
+	  mkdir -p $(BUILD)/fuzz/corpus/$$(basename $$f); \
+	  echo "== $$f ($(FUZZ_SECONDS)s)"; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) $(BUILD)/fuzz/corpus/$$(basename $$f) || exit 1; \
+	done
+
+format:
+	@clang-format -i $$(git ls-files '*.cpp' '*.hpp' '*.h')
+
+clean:
+	rm -rf $(BUILD)

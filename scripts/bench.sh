@@ -1,0 +1,10 @@
+#!/bin/sh
+# `make bench`: the full measurements. Tables go to stdout and $BUILD/bench/;
+# plots to docs/bench/. Copy the tables into docs/BENCHMARKS.md with the date.
+set -eu
+BUILD=${1:-build/release}
+MAPHEAP="$BUILD/tools/mapheap/mapheap"
+mkdir -p "$BUILD/bench" docs/bench
+date -u +"%Y-%m-%d %H:%M UTC" | tee "$BUILD/bench/when.txt"
+"$MAPHEAP" info | tee "$BUILD/bench/machine.txt"
+"$MAPHEAP" bench io --png docs/bench/io.png | tee "$BUILD/bench/io.txt"

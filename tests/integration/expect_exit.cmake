@@ -1,0 +1,20 @@
+# cmake -DEXPECT=<code> -DMATCH=<regex> -P expect_exit.cmake -- <command...>
+# Runs a command; passes when it exits with EXPECT and its output (stdout +
+# stderr) matches MATCH.
+set(cmd "")
+set(seen_dashes FALSE)
+foreach(i RANGE ${CMAKE_ARGC})
+  if(seen_dashes)
+    list(APPEND cmd "${CMAKE_ARGV${i}}")
+  elseif("${CMAKE_ARGV${i}}" STREQUAL "--")
+    set(seen_dashes TRUE)
+  endif()
+endforeach()
+list(FILTER cmd EXCLUDE REGEX "^$")
+execute_process(COMMAND ${cmd} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT "${rc}" STREQUAL "${EXPECT}")
+  message(FATAL_ERROR "exit status ${rc}, expected ${EXPECT}\nstdout:\n${out}\nstderr:\n${err}")
+endif()
+if(DEFINED MATCH AND NOT "${out}${err}" MATCHES "${MATCH}")
+  message(FATAL_ERROR "output does not match '${MATCH}'\nstdout:\n${out}\nstderr:\n${err}")
+endif()
