@@ -17,5 +17,8 @@ write_basic_package_version_file(${CMAKE_CURRENT_BINARY_DIR}/mapheapConfigVersio
 install(FILES ${CMAKE_CURRENT_BINARY_DIR}/mapheapConfig.cmake
   ${CMAKE_CURRENT_BINARY_DIR}/mapheapConfigVersion.cmake
   DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/mapheap)
+# The .pc file locates the prefix relative to itself, so the package works
+# wherever `cmake --install --prefix` puts it.
+file(RELATIVE_PATH MAPHEAP_PC_TO_PREFIX "/p/${CMAKE_INSTALL_LIBDIR}/pkgconfig" "/p")
 configure_file(cmake/mapheap.pc.in ${CMAKE_CURRENT_BINARY_DIR}/mapheap.pc @ONLY)
 install(FILES ${CMAKE_CURRENT_BINARY_DIR}/mapheap.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)

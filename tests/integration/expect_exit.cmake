@@ -1,4 +1,5 @@
 # cmake -DEXPECT=<code> -DMATCH=<regex> -P expect_exit.cmake -- <command...>
+cmake_policy(SET CMP0007 NEW)
 # Runs a command; passes when it exits with EXPECT and its output (stdout +
 # stderr) matches MATCH.
 set(cmd "")

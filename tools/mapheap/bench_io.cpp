@@ -312,6 +312,19 @@ const char* name(Method m) {
   return "?";
 }
 bool is_mmap(Method m) { return m != Method::read && m != Method::pread; }
+// A method keeps its colour in every panel of the plot.
+const char* colour(Method m) {
+  switch (m) {
+    case Method::read: return "#404040";
+    case Method::pread: return "#a0a0a0";
+    case Method::mmap: return "#1f77b4";
+    case Method::mmap_populate: return "#2ca02c";
+    case Method::mmap_seq: return "#ff7f0e";
+    case Method::mmap_rand: return "#ff7f0e";
+    case Method::mmap_huge: return "#9467bd";
+  }
+  return "#000000";
+}
 
 std::vector<Method> methods_for(Pattern p) {
   if (p == Pattern::seq)
@@ -1097,12 +1110,11 @@ void Study::print_text(const std::vector<std::string>& summary) const {
   }
 
   if (!writes_.empty()) {
-    fmt::print("Writes: median of {} run{}; written = bytes the kernel wrote per pass "
-               "(task: /proc/self/io write_bytes, counted as pages are dirtied; device: the "
-               "block device's sectors, which include any other writer on it); amp = written / "
-               "changed\n",
+    fmt::print("Writes: median of {} run{}; wrote = bytes the kernel wrote per pass, amp = wrote / "
+               "changed\n(task: /proc/self/io write_bytes, counted as pages are dirtied; dev: "
+               "the block device's sectors written, which include any other writer on it)\n",
                opt_.repeat, opt_.repeat == 1 ? "" : "s");
-    fmt::print("{:<14}{:<8}{:>10}{:>17}{:>11}{:>13}{:>8}{:>13}{:>8}{:>8}\n", "pattern", "method",
+    fmt::print("{:<18}{:<8}{:>10}{:>17}{:>11}{:>13}{:>8}{:>13}{:>8}{:>8}\n", "pattern", "method",
                "time", "rate", "changed", "task wrote", "amp", "dev wrote", "amp", "ratio");
     for (const WriteRow& w : writes_) {
       const std::string pattern =
@@ -1117,7 +1129,7 @@ void Study::print_text(const std::vector<std::string>& summary) const {
       auto amp = [&](const std::optional<double>& v) {
         return v ? fmt::format("{:.1f}", *v / static_cast<double>(w.changed)) : std::string("-");
       };
-      fmt::print("{:<14}{:<8}{:>10}{:>17}{:>11}{:>13}{:>8}{:>13}{:>8}{:>8}\n", pattern,
+      fmt::print("{:<18}{:<8}{:>10}{:>17}{:>11}{:>13}{:>8}{:>13}{:>8}{:>8}\n", pattern,
                  w.method == WriteMethod::write ? "write" : "mmap",
                  fmt::format("{:.3f} s", w.median_seconds), rate,
                  human_bytes(static_cast<double>(w.changed)), bytes(w.task_written),
@@ -1223,6 +1235,7 @@ void Study::plot(const std::string& png) const {
       if (find(p, Cache::warm, bs, Method::read) != nullptr) c.groups.push_back(block_label(bs));
     for (Method m : methods_for(p)) {
       c.series.push_back(name(m));
+      c.colors.push_back(colour(m));
       std::vector<double> v;
       for (std::uint64_t bs : blocks_)
         if (find(p, Cache::warm, bs, Method::read) != nullptr) {
@@ -1249,6 +1262,10 @@ void Study::plot(const std::string& png) const {
       }
     for (const char* s : {"mmap", "mmap+populate", "mmap+madvise", "mmap+huge"}) {
       c.series.push_back(s);
+      c.colors.push_back(colour(std::string_view(s) == "mmap"            ? Method::mmap
+                                : std::string_view(s) == "mmap+populate" ? Method::mmap_populate
+                                : std::string_view(s) == "mmap+madvise"  ? Method::mmap_seq
+                                                                         : Method::mmap_huge));
       std::vector<double> v;
       for (const ReadRow* b : bases) {
         Method m = Method::mmap;
@@ -1285,6 +1302,7 @@ void Study::plot(const std::string& png) const {
       }
       if (!any) continue;
       c.series.push_back(name(m));
+      c.colors.push_back(colour(m));
       c.values.push_back(v);
     }
     if (!c.groups.empty()) panels.push_back(c);
@@ -1305,6 +1323,7 @@ void Study::plot(const std::string& png) const {
       }
     }
     c.series = {"pwrite+fdatasync", "mmap stores+msync"};
+    c.colors = {colour(Method::read), colour(Method::mmap)};
     c.values = {w, m};
     if (!c.groups.empty() && w.size() == m.size()) panels.push_back(c);
   }
@@ -1323,6 +1342,7 @@ void Study::plot(const std::string& png) const {
       dev.push_back(r.device_written ? *r.device_written / changed : std::nan(""));
     }
     c.series = {"task write_bytes", "device sectors"};
+    c.colors = {"#d62728", "#8c564b"};
     c.values = {task, dev};
     if (!c.groups.empty()) panels.push_back(c);
   }

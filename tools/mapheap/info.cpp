@@ -1,5 +1,6 @@
 // tools/mapheap/info.cpp — `mapheap info`: what this machine offers to memory
 // that lives in mappings (page sizes, huge page pools, THP, rseq, overcommit).
+#include <memory>
 #include <string>
 
 #include <fmt/core.h>
@@ -89,10 +90,11 @@ void print_text(const pal::SystemInfo& s) {
 void add_info(CLI::App& app, int& exit_code) {
   auto* cmd = app.add_subcommand(
       "info", "Show what this machine offers: page sizes, huge pages, THP, rseq, overcommit");
-  auto* json = cmd->add_flag("--json", "Print the data as JSON");
+  auto json = std::make_shared<bool>(false);
+  cmd->add_flag("--json", *json, "Print the data as JSON");
   cmd->callback([json, &exit_code] {
     const pal::SystemInfo s = pal::system_info();
-    if (json->count() > 0)
+    if (*json)
       fmt::print("{}\n", to_json(s).dump(2));
     else
       print_text(s);

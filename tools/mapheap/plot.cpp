@@ -83,12 +83,17 @@ class ScratchDir {
 void validate(const std::vector<BarChart>& panels) {
   if (panels.empty()) throw mapheap::error(EINVAL, "mapheap: nothing to plot (no panels)");
   for (const BarChart& c : panels) {
-    bool shape_ok = !c.groups.empty() && !c.series.empty() && c.values.size() == c.series.size();
+    bool shape_ok = !c.groups.empty() && !c.series.empty() && c.values.size() == c.series.size() &&
+                    (c.colors.empty() || c.colors.size() == c.series.size());
+    for (const auto& col : c.colors)
+      shape_ok = shape_ok && col.size() == 7 && col[0] == '#' &&
+                 col.find_first_not_of("0123456789abcdefABCDEF", 1) == std::string::npos;
     for (const auto& row : c.values) shape_ok = shape_ok && row.size() == c.groups.size();
     if (!shape_ok)
       throw mapheap::error(EINVAL,
                            fmt::format("mapheap: plot panel '{}' is malformed: {} series x {} "
-                                       "groups, but values is not [series][group]",
+                                       "groups, but values is not [series][group] (or a colour "
+                                       "is not #rrggbb)",
                                        c.title, c.series.size(), c.groups.size()));
   }
 }
@@ -153,8 +158,15 @@ std::string make_script(const std::vector<BarChart>& panels, const std::vector<f
       s += fmt::format("set arrow from graph 0, first {:.6g} to graph 1, first {:.6g} nohead "
                        "dashtype 2 linecolor rgb 'gray30' front\n",
                        y, y);
-    s += fmt::format("plot for [i=2:{}] {} using i:xtic(1) title columnheader(i)\n",
-                     c.series.size() + 1, gp_quote(data[i].string()));
+    std::string colour;
+    if (!c.colors.empty()) {
+      std::string words;
+      for (const auto& col : c.colors) words += (words.empty() ? "" : " ") + col;
+      s += fmt::format("colours = {}\n", gp_quote(words));
+      colour = " linecolor rgb word(colours, i-1)";
+    }
+    s += fmt::format("plot for [i=2:{}] {} using i:xtic(1) title columnheader(i){}\n",
+                     c.series.size() + 1, gp_quote(data[i].string()), colour);
     s += "unset arrow\n";
   }
   s += "unset multiplot\n";

@@ -22,6 +22,9 @@ struct BarChart {
   std::vector<std::vector<double>> values;  // [series][group]; NaN draws no bar
   bool log_y = false;                       // for quantities spanning decades
   std::vector<double> reference_lines;      // dashed horizontal lines at these y values
+  // One "#rrggbb" per series, so that a method keeps its colour across panels;
+  // empty: gnuplot's default sequence.
+  std::vector<std::string> colors;
 };
 
 // Throws mapheap::error with code ENOENT and a message that names the package
