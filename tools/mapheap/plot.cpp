@@ -64,8 +64,10 @@ class ScratchDir {
       }
       if (ec) break;
     }
-    throw mapheap::error(EIO, fmt::format("mapheap: cannot create a scratch directory for the "
-                                          "plot under '{}'", base.string()),
+    throw mapheap::error(EIO,
+                         fmt::format("mapheap: cannot create a scratch directory for the "
+                                     "plot under '{}'",
+                                     base.string()),
                          base.string());
   }
   ScratchDir(const ScratchDir&) = delete;
@@ -155,9 +157,10 @@ std::string make_script(const std::vector<BarChart>& panels, const std::vector<f
     else
       s += "unset logscale y\nset yrange [0:*]\n";
     for (double y : c.reference_lines)
-      s += fmt::format("set arrow from graph 0, first {:.6g} to graph 1, first {:.6g} nohead "
-                       "dashtype 2 linecolor rgb 'gray30' front\n",
-                       y, y);
+      s += fmt::format(
+          "set arrow from graph 0, first {:.6g} to graph 1, first {:.6g} nohead "
+          "dashtype 2 linecolor rgb 'gray30' front\n",
+          y, y);
     std::string colour;
     if (!c.colors.empty()) {
       std::string words;
@@ -196,13 +199,13 @@ void check_gnuplot() {
                          "Debian package gnuplot-nox, e.g. with scripts/deps.sh)",
                          "gnuplot", 0, "spawn");
   if (!r)
-    throw mapheap::error(r.error().code,
-                         "mapheap: cannot run gnuplot: " + pal_message(r.error()), "gnuplot", 0,
-                         "spawn");
+    throw mapheap::error(r.error().code, "mapheap: cannot run gnuplot: " + pal_message(r.error()),
+                         "gnuplot", 0, "spawn");
   if (r.value() != 0)
-    throw mapheap::error(EIO, fmt::format("mapheap: gnuplot does not work here (`gnuplot -e exit` "
-                                          "exited with status {})",
-                                          r.value()),
+    throw mapheap::error(EIO,
+                         fmt::format("mapheap: gnuplot does not work here (`gnuplot -e exit` "
+                                     "exited with status {})",
+                                     r.value()),
                          "gnuplot", 0, "spawn");
 }
 
@@ -236,8 +239,7 @@ void write_png(const std::vector<BarChart>& panels, const std::string& png_path,
   {
     std::ofstream out(script);
     out << make_script(panels, data, png_path, title);
-    if (!out)
-      throw mapheap::error(EIO, fmt::format("mapheap: cannot write '{}'", script.string()));
+    if (!out) throw mapheap::error(EIO, fmt::format("mapheap: cannot write '{}'", script.string()));
   }
 
   const std::string script_str = script.string();
@@ -255,9 +257,8 @@ void write_png(const std::vector<BarChart>& panels, const std::string& png_path,
                                      r.value(), png_path),
                          png_path, 0, "spawn");
   if (!has_png_signature(png_path))
-    throw mapheap::error(EIO, fmt::format("mapheap: gnuplot did not write a PNG image to '{}'",
-                                          png_path),
-                         png_path);
+    throw mapheap::error(
+        EIO, fmt::format("mapheap: gnuplot did not write a PNG image to '{}'", png_path), png_path);
 }
 
 }  // namespace mapheap::cli

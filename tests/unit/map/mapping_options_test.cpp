@@ -15,6 +15,7 @@
 
 #include "mapheap/mapping.hpp"
 #include "pal/pal.hpp"
+#include "support/death.hpp"
 
 namespace mapheap {
 namespace {
@@ -285,7 +286,7 @@ TEST(MappingFile, ReadOnlyMappingFaultsOnStore) {
         *static_cast<volatile std::byte*>(ro.data()) = std::byte{1};
         ::_exit(0);
       },
-      ::testing::KilledBySignal(SIGSEGV), "");
+      test::DiedOf{SIGSEGV}, test::fault_pattern(SIGSEGV));
 }
 
 TEST(MappingFile, StoresBeyondTheUsableSizeFault) {
@@ -298,14 +299,14 @@ TEST(MappingFile, StoresBeyondTheUsableSizeFault) {
         *static_cast<volatile std::byte*>(m.data() + 2 * page()) = std::byte{1};
         ::_exit(0);
       },
-      ::testing::KilledBySignal(SIGBUS), "");
+      test::DiedOf{SIGBUS}, test::fault_pattern(SIGBUS));
   Mapping a = Mapping::create(MappingOptions::anonymous(page()).with_reserve(4 * page()));
   EXPECT_EXIT(
       {
         *static_cast<volatile std::byte*>(a.data() + 2 * page()) = std::byte{1};
         ::_exit(0);
       },
-      ::testing::KilledBySignal(SIGSEGV), "");
+      test::DiedOf{SIGSEGV}, test::fault_pattern(SIGSEGV));
 }
 
 TEST(MappingMemfd, SharedByDescriptor) {
@@ -326,6 +327,7 @@ TEST(MappingShm, NameWithoutSlashIsNormalized) {
 }
 
 TEST(MappingLock, LockedMappingIsResident) {
+  if (test::kUnderSanitizer) GTEST_SKIP() << "ASan and TSan replace mlock() with a no-op";
   MappingOptions o = MappingOptions::anonymous(4 * page()).with_reserve(8 * page());
   o.lock_memory = true;
   auto r = Mapping::try_create(o);

@@ -1,0 +1,226 @@
+# tests/integration/bench_io/bench_io_check.cmake — runs `mapheap bench io` one
+# way and checks what it produced.
+#
+#   cmake -DMAPHEAP=<mapheap binary> -DMODE=<mode> -DWORK=<scratch dir> -P bench_io_check.cmake
+#
+# Modes: json, png, help, usage, foreign, keep. Only shapes and invariants are
+# checked (rows present, throughput positive, checksums equal, exit codes,
+# messages), never a timing value.
+cmake_minimum_required(VERSION 3.25)
+cmake_policy(SET CMP0007 NEW)
+
+foreach(var MAPHEAP MODE WORK)
+  if(NOT DEFINED ${var})
+    message(FATAL_ERROR "bench_io_check.cmake: -D${var}=... is required")
+  endif()
+endforeach()
+file(REMOVE_RECURSE "${WORK}")
+file(MAKE_DIRECTORY "${WORK}")
+set(data "${WORK}/bench-io.dat")
+# Small enough to take a second or two, still two block sizes and every method.
+set(tiny --size 8M --blocks 4K,1M --repeat 1 --random-ops 256 --updates 64 --quiet
+  --file "${data}")
+
+function(run_bench)
+  execute_process(COMMAND "${MAPHEAP}" bench io ${ARGN}
+    RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  set(rc "${rc}" PARENT_SCOPE)
+  set(out "${out}" PARENT_SCOPE)
+  set(err "${err}" PARENT_SCOPE)
+endfunction()
+
+function(expect_rc want what)
+  if(NOT "${rc}" STREQUAL "${want}")
+    message(FATAL_ERROR "${what}: exit status '${rc}', expected ${want}\n"
+      "stdout:\n${out}\nstderr:\n${err}")
+  endif()
+endfunction()
+
+# json: every method row is there, with positive throughput; all methods that
+# read the same blocks agree on the checksum; writes were verified.
+function(check_json json)
+  string(JSON ok ERROR_VARIABLE jerr GET "${json}" checksums_match)
+  if(jerr)
+    message(FATAL_ERROR "--json output does not parse (${jerr}):\n${json}")
+  endif()
+  if(NOT ok)
+    message(FATAL_ERROR "checksums_match is not true")
+  endif()
+
+  string(JSON n LENGTH "${json}" reads)
+  if(n EQUAL 0)
+    message(FATAL_ERROR "no read rows")
+  endif()
+  math(EXPR last "${n} - 1")
+  foreach(i RANGE ${last})
+    string(JSON pattern GET "${json}" reads ${i} pattern)
+    string(JSON cache GET "${json}" reads ${i} cache)
+    string(JSON block GET "${json}" reads ${i} block)
+    string(JSON method GET "${json}" reads ${i} method)
+    string(JSON gibps GET "${json}" reads ${i} median_gibps)
+    string(JSON match GET "${json}" reads ${i} checksum_match)
+    string(JSON sum GET "${json}" reads ${i} checksum)
+    set(row "${pattern} ${cache} ${block} ${method}")
+    if(NOT gibps GREATER 0)
+      message(FATAL_ERROR "read row '${row}': median_gibps '${gibps}' is not positive")
+    endif()
+    if(NOT match)
+      message(FATAL_ERROR "read row '${row}': checksum_match is not true")
+    endif()
+    if(DEFINED seen_${pattern}_${cache}_${block}_${method})
+      message(FATAL_ERROR "read row '${row}' appears twice")
+    endif()
+    set(seen_${pattern}_${cache}_${block}_${method} TRUE)
+    # Same pattern and block size = same bytes in the same order, whatever the
+    # method or the cache state.
+    if(DEFINED sum_${pattern}_${block})
+      if(NOT sum STREQUAL sum_${pattern}_${block})
+        message(FATAL_ERROR "read row '${row}': checksum ${sum} differs from "
+          "${sum_${pattern}_${block}} (${who_${pattern}_${block}})")
+      endif()
+    else()
+      set(sum_${pattern}_${block} "${sum}")
+      set(who_${pattern}_${block} "${row}")
+    endif()
+  endforeach()
+  foreach(block 4096 1048576)
+    foreach(method read pread mmap mmap+populate mmap+seq mmap+huge mmap+nohuge)
+      if(NOT seen_seq_warm_${block}_${method})
+        message(FATAL_ERROR "missing read row: seq warm ${block} ${method}")
+      endif()
+    endforeach()
+    foreach(method read mmap mmap+populate mmap+rand mmap+huge mmap+nohuge)
+      if(NOT seen_rand_warm_${block}_${method})
+        message(FATAL_ERROR "missing read row: rand warm ${block} ${method}")
+      endif()
+    endforeach()
+  endforeach()
+
+  string(JSON n LENGTH "${json}" writes)
+  math(EXPR last "${n} - 1")
+  foreach(i RANGE ${last})
+    string(JSON pattern GET "${json}" writes ${i} pattern)
+    string(JSON block GET "${json}" writes ${i} block)
+    string(JSON method GET "${json}" writes ${i} method)
+    string(JSON secs GET "${json}" writes ${i} median_seconds)
+    string(JSON changed GET "${json}" writes ${i} bytes_changed)
+    string(JSON verified GET "${json}" writes ${i} verified)
+    set(row "${pattern} ${block} ${method}")
+    if(NOT secs GREATER 0 OR NOT changed GREATER 0 OR NOT verified)
+      message(FATAL_ERROR "write row '${row}': seconds '${secs}', bytes_changed '${changed}', "
+        "verified '${verified}'")
+    endif()
+    set(wseen_${pattern}_${block}_${method} TRUE)
+  endforeach()
+  foreach(key seq_4096 seq_1048576 sparse_64)
+    foreach(method write mmap)
+      if(NOT wseen_${key}_${method})
+        message(FATAL_ERROR "missing write row: ${key} ${method}")
+      endif()
+    endforeach()
+  endforeach()
+
+  string(JSON first GET "${json}" summary 0)
+  if(NOT first MATCHES "Seed claim")
+    message(FATAL_ERROR "the summary does not give the verdict on the seed's claim: ${first}")
+  endif()
+endfunction()
+
+if(MODE STREQUAL "json")
+  run_bench(${tiny} --json)
+  expect_rc(0 "bench io --json")
+  check_json("${out}")
+  if(EXISTS "${data}")
+    message(FATAL_ERROR "the test file was left behind without --keep: ${data}")
+  endif()
+
+elseif(MODE STREQUAL "png")
+  set(png "${WORK}/plots/io.png")  # the directory does not exist yet
+  run_bench(${tiny} --no-cold --png "${png}")
+  if(rc EQUAL 3)
+    message("SKIP: gnuplot is not available here: ${err}")
+    return()
+  endif()
+  expect_rc(0 "bench io --png")
+  if(NOT EXISTS "${png}")
+    message(FATAL_ERROR "no PNG written at ${png}")
+  endif()
+  file(SIZE "${png}" png_size)
+  file(READ "${png}" head LIMIT 8 HEX)
+  if(png_size LESS 1000 OR NOT head STREQUAL "89504e470d0a1a0a")
+    message(FATAL_ERROR "${png} is not a PNG image (${png_size} bytes, starts with ${head})")
+  endif()
+  if(NOT out MATCHES "Verdict")
+    message(FATAL_ERROR "the text report is missing with --png:\n${out}")
+  endif()
+
+elseif(MODE STREQUAL "help")
+  run_bench(--help)
+  expect_rc(0 "bench io --help")
+  foreach(opt --size --blocks --file --keep --repeat --random-ops --updates --cold --no-cold
+      --drop-caches --json --png --quick --quiet)
+    if(NOT out MATCHES "${opt}")
+      message(FATAL_ERROR "--help does not describe ${opt}:\n${out}")
+    endif()
+  endforeach()
+
+elseif(MODE STREQUAL "usage")
+  # Each bad command line: exit 2 (usage) with a message naming the problem.
+  foreach(case
+      "--size;0|greater than zero"
+      "--size;12Q|not a size"
+      "--blocks;3K|power of two"
+      "--blocks;4K,1M;--size;1536K|multiple of the largest block"
+      "--updates;100000000;--size;8M|do not fit"
+      "--cold;--no-cold|excludes"
+      "--repeat;0|not in range")
+    string(REPLACE "|" ";" parts "${case}")
+    list(POP_BACK parts want)
+    run_bench(${parts} --file "${data}")
+    expect_rc(2 "bench io ${parts}")
+    if(NOT err MATCHES "${want}")
+      message(FATAL_ERROR "bench io ${parts}: the message does not say '${want}':\n${err}")
+    endif()
+  endforeach()
+  if(EXISTS "${data}")
+    message(FATAL_ERROR "a refused command line still created ${data}")
+  endif()
+
+elseif(MODE STREQUAL "foreign")
+  # A file that is not ours is refused and left exactly as it was.
+  file(WRITE "${data}" "somebody else's data\n")
+  run_bench(${tiny})
+  expect_rc(1 "bench io on a foreign file")
+  if(NOT err MATCHES "refusing")
+    message(FATAL_ERROR "no clear refusal:\n${err}")
+  endif()
+  file(READ "${data}" content)
+  if(NOT content STREQUAL "somebody else's data\n")
+    message(FATAL_ERROR "the foreign file was modified")
+  endif()
+
+elseif(MODE STREQUAL "keep")
+  # --keep leaves the file; the next run reuses it and, without --keep, removes it.
+  run_bench(${tiny} --no-cold --keep)
+  expect_rc(0 "bench io --keep")
+  if(NOT EXISTS "${data}")
+    message(FATAL_ERROR "--keep did not keep ${data}")
+  endif()
+  file(SIZE "${data}" size)
+  if(NOT size EQUAL 8388608)
+    message(FATAL_ERROR "the kept file has ${size} bytes, expected 8388608")
+  endif()
+  run_bench(${tiny} --no-cold --json)
+  expect_rc(0 "bench io reusing a kept file")
+  string(JSON created GET "${out}" config created)
+  if(created)
+    message(FATAL_ERROR "the kept file was recreated instead of reused")
+  endif()
+  check_json("${out}")
+  if(EXISTS "${data}")
+    message(FATAL_ERROR "the test file was left behind without --keep")
+  endif()
+
+else()
+  message(FATAL_ERROR "unknown MODE '${MODE}'")
+endif()
