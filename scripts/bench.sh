@@ -8,3 +8,5 @@ mkdir -p "$BUILD/bench" docs/bench
 date -u +"%Y-%m-%d %H:%M UTC" | tee "$BUILD/bench/when.txt"
 "$MAPHEAP" info | tee "$BUILD/bench/machine.txt"
 "$MAPHEAP" bench io --png docs/bench/io.png | tee "$BUILD/bench/io.txt"
+"$BUILD/bench/mapping_bench" --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \
+  | tee "$BUILD/bench/mapping.txt"

@@ -290,7 +290,7 @@ result<Mapping> Mapping::try_create(const MappingOptions& o) {
     if (!why_not.empty()) why_not += "; ";
     why_not += s;
   };
-  const pal::SystemInfo sys = pal::system_info();
+  const pal::ThpSettings thp = pal::thp_settings();
   if (obj.on_hugetlbfs) {
     // The filesystem decides: every page of a hugetlbfs file is a huge page.
     plans.push_back({obj.fs_granule == pal::kHuge1G ? HugeOutcome::hugetlb_1g
@@ -324,8 +324,8 @@ result<Mapping> Mapping::try_create(const MappingOptions& o) {
     if (o.huge != HugePolicy::none) {
       const bool shmem = fd_backed && (obj.on_tmpfs || o.backing == Backing::memfd ||
                                        o.backing == Backing::shm || shared);
-      const std::string shmem_mode = sys.thp_shmem;
-      if (sys.thp_enabled == pal::ThpMode::never && !shmem)
+      const std::string shmem_mode = thp.shmem;
+      if (thp.enabled == pal::ThpMode::never && !shmem)
         note("transparent: THP is 'never' in /sys/kernel/mm/transparent_hugepage/enabled");
       else if (shmem && (shmem_mode == "never" || shmem_mode == "deny"))
         note("transparent: shared memory THP is '" + shmem_mode +
@@ -442,7 +442,7 @@ result<Mapping> Mapping::try_create(const MappingOptions& o) {
       }
     } else {
       report.obtained = plan.outcome;
-      if (plan.outcome == HugeOutcome::none && sys.thp_enabled == pal::ThpMode::always && !shared)
+      if (plan.outcome == HugeOutcome::none && thp.enabled == pal::ThpMode::always && !shared)
         (void)pal::advise(base, reserve, pal::Advice::nohugepage);
     }
     const bool wanted_more =

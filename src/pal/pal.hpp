@@ -183,7 +183,15 @@ struct SystemInfo {
   bool pagemap_pfn_readable = false;  // CAP_SYS_ADMIN: pagemap shows frame numbers
   char kernel[64] = {};          // uname release
 };
+// Everything above; probes memfd and pagemap, so call it once, not per mapping.
 SystemInfo system_info() noexcept;
+
+// Just the THP settings (two sysfs reads): what Mapping needs on every create.
+struct ThpSettings {
+  ThpMode enabled = ThpMode::unknown;
+  char shmem[24] = {};  // shmem_enabled choice: always, within_size, advise, never, deny, force
+};
+ThpSettings thp_settings() noexcept;
 // Free huge pages of one size (0 if the size is not offered).
 std::uint64_t huge_pages_free(std::size_t size) noexcept;
 

@@ -182,13 +182,10 @@ SystemInfo system_info() noexcept {
     ::closedir(dir);
   }
 
-  info.thp_enabled = read_thp_mode("/sys/kernel/mm/transparent_hugepage/enabled");
+  const ThpSettings thp = thp_settings();
+  info.thp_enabled = thp.enabled;
+  std::memcpy(info.thp_shmem, thp.shmem, sizeof(info.thp_shmem));
   info.thp_defrag = read_thp_mode("/sys/kernel/mm/transparent_hugepage/defrag");
-  {
-    char buf[160];
-    if (read_small("/sys/kernel/mm/transparent_hugepage/shmem_enabled", buf, sizeof(buf)).ok())
-      bracketed(buf, info.thp_shmem, sizeof(info.thp_shmem));
-  }
   std::uint64_t v = 0;
   if (read_u64_file("/proc/sys/vm/overcommit_memory", v)) info.overcommit_memory = static_cast<int>(v);
   if (read_u64_file("/proc/sys/vm/overcommit_ratio", v)) info.overcommit_ratio = static_cast<int>(v);
@@ -217,6 +214,15 @@ SystemInfo system_info() noexcept {
     info.kernel[n] = '\0';
   }
   return info;
+}
+
+ThpSettings thp_settings() noexcept {
+  ThpSettings t;
+  t.enabled = read_thp_mode("/sys/kernel/mm/transparent_hugepage/enabled");
+  char buf[160];
+  if (read_small("/sys/kernel/mm/transparent_hugepage/shmem_enabled", buf, sizeof(buf)).ok())
+    bracketed(buf, t.shmem, sizeof(t.shmem));
+  return t;
 }
 
 std::uint64_t huge_pages_free(std::size_t size) noexcept {

@@ -154,7 +154,7 @@ TEST_P(MappingConformance, PrefaultMakesEveryPageResident) {
 TEST_P(MappingConformance, AdviceIsAccepted) {
   Mapping m = Mapping::create(opts(8 * page()));
   for (Advice a : {Advice::normal, Advice::sequential, Advice::random, Advice::willneed,
-                   Advice::populate, Advice::dontneed})
+                   Advice::populate, Advice::hugepage, Advice::nohugepage, Advice::dontneed})
     EXPECT_NO_THROW(m.advise(a)) << static_cast<int>(a);
   EXPECT_THROW(m.advise(Advice::normal, 9 * page(), 0), error);  // beyond the size
 }

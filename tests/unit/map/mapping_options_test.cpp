@@ -235,6 +235,22 @@ TEST(MappingFile, NewFileHasMode0600) {
   EXPECT_EQ(static_cast<std::size_t>(st.st_size), page());
 }
 
+TEST(MappingFile, ModeIsTheCallers) {
+  TempPath p("mode640");
+  MappingOptions o = MappingOptions::file(p.str(), page());
+  o.mode = 0640;
+  Mapping m = Mapping::create(o);
+  struct stat st{};
+  ASSERT_EQ(::stat(p.str().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0640u);
+
+  const std::string name = "/mapheap-mode-" + std::to_string(::getpid());
+  Mapping s = Mapping::create(MappingOptions::shm(name, page()));
+  ASSERT_EQ(::fstat(s.fd(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);  // shm objects default to 0600 too
+  EXPECT_EQ(::shm_unlink(name.c_str()), 0);
+}
+
 TEST(MappingFile, GrowExtendsTheFile) {
   TempPath p("grow");
   Mapping m = Mapping::create(MappingOptions::file(p.str(), page()).with_reserve(1 << 20));
