@@ -27,6 +27,7 @@ const char* op_name(Op op) noexcept {
     case Op::msync: return "msync";
     case Op::open: return "open";
     case Op::close: return "close";
+    case Op::dup: return "fcntl(F_DUPFD_CLOEXEC)";
     case Op::fstat: return "fstat";
     case Op::fstatfs: return "fstatfs";
     case Op::ftruncate: return "ftruncate";

@@ -34,6 +34,7 @@ enum class Op : std::uint8_t {
   msync,
   open,
   close,
+  dup,
   fstat,
   fstatfs,
   ftruncate,

@@ -72,7 +72,7 @@ Status close_fd(int fd) noexcept {
 
 Result<int> dup_fd(int fd) noexcept {
   const int r = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
-  if (r < 0) return Error::make(Op::open, errno).with_detail("duplicating a descriptor");
+  if (r < 0) return Error::make(Op::dup, errno);
   return r;
 }
 
@@ -241,7 +241,8 @@ Result<int> memfd(const char* name, std::uint32_t flags) noexcept {
     return Error::make(Op::memfd_create, err)
         .with_path(name)
         .with_flags(flags)
-        .with_detail(err == EINVAL && (flags & (kMemfdHuge2M | kMemfdHuge1G))
+        .with_detail(err == EINVAL && std::strlen(name) > 249 ? "the name is longer than 249 bytes"
+                     : err == EINVAL && (flags & (kMemfdHuge2M | kMemfdHuge1G))
                          ? "the kernel offers no hugetlb pages of that size"
                          : nullptr);
   }

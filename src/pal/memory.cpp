@@ -148,8 +148,11 @@ Result<void*> remap(void* addr, std::size_t old_len, std::size_t new_len, bool m
 
 Result<void*> reserve(std::size_t len, std::size_t align) noexcept {
   const std::size_t page = page_size();
-  if (align < page) align = page;
-  if (len == 0 || !is_power_of_two(align) || len % page != 0)
+  if (!is_power_of_two(align) || align < page)
+    return Error::make(Op::mmap, EINVAL)
+        .with_size(len)
+        .with_detail("reservation alignment must be a power of two of at least the page size");
+  if (len == 0 || len % page != 0)
     return Error::make(Op::mmap, EINVAL)
         .with_size(len)
         .with_detail("reservation length must be a non-zero multiple of the page size");
@@ -178,7 +181,8 @@ Status advise(void* addr, std::size_t len, Advice advice) noexcept {
       detail = "transparent huge pages are not available for this range";
     else if (err == EINVAL &&
              (advice == Advice::populate_read || advice == Advice::populate_write))
-      detail = "MADV_POPULATE needs Linux 5.14 or later";
+      detail = "MADV_POPULATE needs Linux 5.14+ and a protection that allows the access "
+               "(populate_write needs PROT_WRITE)";
     return Error::make(Op::madvise, err)
         .with_size(len)
         .with_flags(static_cast<std::uint64_t>(advice))
@@ -191,7 +195,9 @@ Status lock(void* addr, std::size_t len) noexcept {
   if (::mlock(addr, len) != 0)
     return Error::make(Op::mlock, errno)
         .with_size(len)
-        .with_detail(errno == ENOMEM || errno == EPERM ? "RLIMIT_MEMLOCK too low" : nullptr);
+        .with_detail(errno == ENOMEM || errno == EPERM
+                         ? "RLIMIT_MEMLOCK too low, or part of the range is not mapped"
+                         : nullptr);
   return {};
 }
 

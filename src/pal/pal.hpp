@@ -62,7 +62,7 @@ Status protect(void* addr, std::size_t len, Prot prot) noexcept;
 Result<void*> remap(void* addr, std::size_t old_len, std::size_t new_len, bool may_move) noexcept;
 
 // Reserves `len` bytes of address space, aligned to `align` (a power of two,
-// at least the page size): PROT_NONE, private, anonymous, MAP_NORESERVE. No
+// at least the page size; anything else is EINVAL): PROT_NONE, private, anonymous, MAP_NORESERVE. No
 // memory is committed; the range is later replaced with kMapFixed mappings or
 // made accessible with protect().
 Result<void*> reserve(std::size_t len, std::size_t align) noexcept;

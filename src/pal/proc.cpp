@@ -52,6 +52,11 @@ bool parse_u64(const char* s, std::uint64_t& out, const char** end = nullptr) no
   return true;
 }
 
+// Totals come from untrusted text: they stop at the maximum rather than wrap.
+void add_saturating(std::uint64_t& sum, std::uint64_t v) noexcept {
+  sum = sum > UINT64_MAX - v ? UINT64_MAX : sum + v;
+}
+
 // Strict: hex digits only (strtoull would accept signs, spaces and "0x").
 bool parse_hex(const char* s, std::uint64_t& out, const char** end) noexcept {
   std::uint64_t v = 0;
@@ -113,6 +118,7 @@ Status for_each_line(const char* path, Fn&& fn) noexcept {
   if (!fd) return fd.error();
   char buf[8192];
   std::size_t have = 0;
+  bool skipping = false;  // inside the tail of an overlong line, already passed on
   for (;;) {
     auto r = read_fd(fd.value(), buf + have, sizeof(buf) - have);
     if (!r) {
@@ -124,16 +130,18 @@ Status for_each_line(const char* path, Fn&& fn) noexcept {
     std::size_t start = 0;
     for (std::size_t i = 0; i < have; ++i) {
       if (buf[i] == '\n') {
-        fn(buf + start, i - start);
+        if (!skipping) fn(buf + start, i - start);
+        skipping = false;
         start = i + 1;
       }
     }
     if (got == 0) {
-      if (start < have) fn(buf + start, have - start);
+      if (start < have && !skipping) fn(buf + start, have - start);
       break;
     }
     if (start == 0 && have == sizeof(buf)) {  // one overlong line: pass its head, drop the rest
-      fn(buf, have);
+      if (!skipping) fn(buf, have);
+      skipping = true;
       have = 0;
       continue;
     }
@@ -289,6 +297,9 @@ void SmapsParser::feed_line(const char* line, std::size_t len) noexcept {
   const char* dash = std::strchr(tmp, '-');
   const char* colon = std::strchr(tmp, ':');
   if (dash != nullptr && (colon == nullptr || dash < colon)) {
+    // Whatever this line is, it ends the previous VMA's fields: a malformed
+    // header must not let the next fields count against the last good VMA.
+    in_range_ = false;
     // Header candidate: two hex numbers around the dash, then a space.
     std::uint64_t lo = 0, hi = 0;
     const char* end1 = nullptr;
@@ -298,7 +309,7 @@ void SmapsParser::feed_line(const char* line, std::size_t len) noexcept {
     in_range_ = lo_ < hi_ && lo < hi_ && hi > lo_;
     if (in_range_) {
       ++totals_.vmas;
-      totals_.size += hi - lo;
+      add_saturating(totals_.size, hi - lo);
     }
     return;
   }
@@ -338,7 +349,7 @@ void SmapsParser::feed_line(const char* line, std::size_t len) noexcept {
   };
   for (const Field& f : kFields) {
     if (key_is(f.key)) {
-      totals_.*(f.member) += bytes;
+      add_saturating(totals_.*(f.member), bytes);
       return;
     }
   }

@@ -30,6 +30,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <new>
@@ -81,6 +82,7 @@ struct Options {
   bool drop_caches = false;
   bool json = false;
   std::string png;
+  std::string json_file;
   bool quick = false;
   bool quiet = false;
 };
@@ -442,7 +444,6 @@ struct ReadRow {
   std::uint64_t bytes = 0;         // bytes consumed per pass
   std::uint64_t unique_bytes = 0;  // distinct file bytes touched per pass
   std::vector<ReadPass> passes;
-  std::string note;
   // derived
   double median_seconds = 0, gibps = 0, ratio = 0;
   bool cold_verified = false;
@@ -1430,7 +1431,7 @@ void Study::plot(const std::string& png) const {
         m.push_back(r.rate);
       }
     }
-    c.series = {"pwrite+fdatasync", "mmap stores+msync"};
+    c.series = {"write+fdatasync", "mmap+msync"};
     c.colors = {colour(Method::read), colour(Method::mmap)};
     c.values = {w, m};
     if (!c.groups.empty() && w.size() == m.size()) panels.push_back(c);
@@ -1444,7 +1445,7 @@ void Study::plot(const std::string& png) const {
     for (const WriteRow& r : writes_) {
       if (r.pattern != WritePattern::sparse) continue;
       c.title = fmt::format("Write amplification, {} sparse 64-byte updates + sync", r.ops);
-      c.groups.push_back(r.method == WriteMethod::write ? "pwrite+fdatasync" : "mmap stores+msync");
+      c.groups.push_back(r.method == WriteMethod::write ? "write+fdatasync" : "mmap+msync");
       const double changed = static_cast<double>(r.changed);
       task.push_back(r.task_written ? static_cast<double>(*r.task_written) / changed
                                     : std::nan(""));
@@ -1472,6 +1473,15 @@ int Study::run() {
       fmt::print(stderr, "{}\n", e.what());
       return kUnavailable;
     }
+  }
+  // Opened before measuring, so that a bad path fails in a second, not after minutes.
+  std::ofstream json_out;
+  if (!opt_.json_file.empty()) {
+    json_out.open(opt_.json_file, std::ios::trunc);
+    if (!json_out)
+      throw mapheap::error(
+          EACCES, fmt::format("mapheap bench io: cannot write --json-file '{}'", opt_.json_file),
+          opt_.json_file);
   }
   prepare_file();
 
@@ -1527,6 +1537,14 @@ int Study::run() {
     fmt::print("{}\n", to_json(summary).dump(2));
   else
     print_text(summary);
+  if (json_out.is_open()) {
+    json_out << to_json(summary).dump(2) << '\n';
+    json_out.close();
+    if (!json_out)
+      throw mapheap::error(
+          EIO, fmt::format("mapheap bench io: writing --json-file '{}' failed", opt_.json_file),
+          opt_.json_file);
+  }
   if (!opt_.png.empty()) {
     progress("drawing " + opt_.png);
     plot(opt_.png);
@@ -1594,6 +1612,8 @@ void add_bench_io(CLI::App& bench, int& exit_code) {
                "Before each cold pass also drop the whole page cache (needs root); the file's "
                "own pages are always evicted with POSIX_FADV_DONTNEED");
   io->add_flag("--json", o->json, "Print the results as JSON instead of tables");
+  io->add_option("--json-file", o->json_file,
+                 "Also write the results as JSON to this file (the report still goes to stdout)");
   io->add_option("--png", o->png, "Also draw the results into this PNG file (needs gnuplot)");
   io->add_flag("--quick", o->quick,
                "A short run (256M file, blocks 4K,64K,1M, 16384 random reads; cold sequential "

@@ -152,6 +152,8 @@ std::string make_script(const std::vector<BarChart>& panels, const std::vector<f
     const BarChart& c = panels[i];
     s += fmt::format("set title {}\n", gp_quote(c.title));
     s += fmt::format("set ylabel {}\n", gp_quote(c.ylabel));
+    // Many groups in one panel: slanted labels instead of overlapping ones.
+    s += c.groups.size() > 6 ? "set xtics rotate by 30 right\n" : "set xtics norotate\n";
     if (c.log_y)
       s += "set logscale y 10\nset yrange [*:*]\n";
     else

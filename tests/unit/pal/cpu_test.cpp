@@ -71,7 +71,8 @@ TEST(PalCpu, CurrentCpuMatchesPinnedCpu) {
       CPU_ZERO(&one);
       CPU_SET(cpu, &one);
       if (::sched_setaffinity(0, sizeof(one), &one) != 0) {
-        failures.push_back("sched_setaffinity " + std::to_string(cpu) + ": " + std::strerror(errno));
+        failures.push_back("sched_setaffinity " + std::to_string(cpu) + ": " +
+                           std::strerror(errno));
         continue;
       }
       const unsigned pal_cpu = pal::current_cpu();
@@ -175,8 +176,8 @@ TEST(PalCpu, SpawnWaitExitStatus) {
   EXPECT_EQ(pal::spawn_wait(abs).value_or(-1), 7);
 
   // The arguments reach the program.
-  const char* const args[] = {"sh", "-c", "test \"$1\" = hello && test \"$#\" = 2", "sh", "hello",
-                              "x", nullptr};
+  const char* const args[] = {"sh", "-c",   "test \"$1\" = hello && test \"$#\" = 2", "sh", "hello",
+                              "x",  nullptr};
   EXPECT_EQ(pal::spawn_wait(args).value_or(-1), 0);
 }
 

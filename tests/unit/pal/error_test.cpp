@@ -33,9 +33,10 @@ TEST(PalError, FormatOpenDecodesFlagsModeErrnoAndPath) {
   const pal::Error e = pal::Error::make(pal::Op::open, ENOENT)
                            .with_path("/var/tmp/heap.mh")
                            .with_flags(O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-  const std::string expected = std::string("open(path='/var/tmp/heap.mh', ") +
-                               "flags=O_RDWR|O_CREAT|O_CLOEXEC|O_NOFOLLOW, mode=0600) failed: " +
-                               "ENOENT (" + std::strerror(ENOENT) + ")";
+  const std::string expected =
+      std::string("open(path='/var/tmp/heap.mh', ") +
+      "flags=O_RDWR|O_CREAT|O_CLOEXEC|O_NOFOLLOW, mode=0600) failed: " + "ENOENT (" +
+      std::strerror(ENOENT) + ")";
   EXPECT_EQ(formatted(e), expected);
 }
 
@@ -89,15 +90,17 @@ TEST(PalError, FormatMmapHuge1GAndOffsetAndUnknownBits) {
                            .with_flags(flags, PROT_NONE);
   const std::string s = formatted(e);
   EXPECT_NE(s.find("prot=PROT_NONE"), std::string::npos) << s;
-  EXPECT_NE(s.find("flags=MAP_SHARED|MAP_FIXED|MAP_NORESERVE|MAP_POPULATE|MAP_HUGE_1GB|MAP_HUGETLB"),
-            std::string::npos)
+  EXPECT_NE(
+      s.find("flags=MAP_SHARED|MAP_FIXED|MAP_NORESERVE|MAP_POPULATE|MAP_HUGE_1GB|MAP_HUGETLB"),
+      std::string::npos)
       << s;
   EXPECT_EQ(s.find("MAP_HUGE_2MB"), std::string::npos) << s;
   EXPECT_NE(s.find(", offset=8192)"), std::string::npos) << s;
 
   // A bit the decoder has no name for is still shown, in hex.
-  const pal::Error odd =
-      pal::Error::make(pal::Op::mmap, EINVAL).with_size(1).with_flags(MAP_PRIVATE | 0x40000000u, PROT_READ);
+  const pal::Error odd = pal::Error::make(pal::Op::mmap, EINVAL)
+                             .with_size(1)
+                             .with_flags(MAP_PRIVATE | 0x40000000u, PROT_READ);
   const std::string t = formatted(odd);
   EXPECT_NE(t.find("flags=MAP_PRIVATE|0x40000000"), std::string::npos) << t;
   EXPECT_NE(t.find("prot=PROT_READ,"), std::string::npos) << t;
@@ -134,8 +137,8 @@ TEST(PalError, FormatAppendsDetailAfterErrnoForOsCalls) {
 TEST(PalError, FormatOtherOps) {
   EXPECT_EQ(formatted(pal::Error::make(pal::Op::close, EBADF)),
             std::string("close() failed: EBADF (") + std::strerror(EBADF) + ")");
-  const std::string mp =
-      formatted(pal::Error::make(pal::Op::mprotect, EACCES).with_size(4096).with_flags(0, PROT_READ));
+  const std::string mp = formatted(
+      pal::Error::make(pal::Op::mprotect, EACCES).with_size(4096).with_flags(0, PROT_READ));
   EXPECT_EQ(mp.rfind("mprotect(size=4096, prot=PROT_READ) failed: EACCES", 0), 0u) << mp;
   const std::string mf = formatted(pal::Error::make(pal::Op::memfd_create, EINVAL)
                                        .with_path("heap")
@@ -190,8 +193,8 @@ TEST(PalError, FormatWithSmallCapacityIsTruncatedTerminatedAndReportsFullLength)
   const std::string full = formatted(e);
   ASSERT_GT(full.size(), 16u);
 
-  for (std::size_t cap : {std::size_t{1}, std::size_t{2}, std::size_t{8}, full.size(),
-                          full.size() + 1}) {
+  for (std::size_t cap :
+       {std::size_t{1}, std::size_t{2}, std::size_t{8}, full.size(), full.size() + 1}) {
     char buf[512];
     std::memset(buf, 'X', sizeof(buf));
     const std::size_t n = e.format(buf, cap);
@@ -210,18 +213,41 @@ TEST(PalError, ErrnoNames) {
     int code;
     const char* name;
   } kCases[] = {
-      {EPERM, "EPERM"},       {ENOENT, "ENOENT"},   {EINTR, "EINTR"},
-      {EIO, "EIO"},           {EBADF, "EBADF"},     {EAGAIN, "EAGAIN"},
-      {ENOMEM, "ENOMEM"},     {EACCES, "EACCES"},   {EFAULT, "EFAULT"},
-      {EBUSY, "EBUSY"},       {EEXIST, "EEXIST"},   {ENODEV, "ENODEV"},
-      {ENOTDIR, "ENOTDIR"},   {EISDIR, "EISDIR"},   {EINVAL, "EINVAL"},
-      {ENFILE, "ENFILE"},     {EMFILE, "EMFILE"},   {EFBIG, "EFBIG"},
-      {ENOSPC, "ENOSPC"},     {ESPIPE, "ESPIPE"},   {EROFS, "EROFS"},
-      {ERANGE, "ERANGE"},     {EDEADLK, "EDEADLK"}, {ENAMETOOLONG, "ENAMETOOLONG"},
-      {ENOSYS, "ENOSYS"},     {ELOOP, "ELOOP"},     {EOVERFLOW, "EOVERFLOW"},
-      {EOPNOTSUPP, "EOPNOTSUPP"}, {ETIMEDOUT, "ETIMEDOUT"}, {EOWNERDEAD, "EOWNERDEAD"},
-      {ENOTRECOVERABLE, "ENOTRECOVERABLE"}, {ETXTBSY, "ETXTBSY"}, {EDQUOT, "EDQUOT"},
-      {ENXIO, "ENXIO"},       {ENOEXEC, "ENOEXEC"},
+      {EPERM, "EPERM"},
+      {ENOENT, "ENOENT"},
+      {EINTR, "EINTR"},
+      {EIO, "EIO"},
+      {EBADF, "EBADF"},
+      {EAGAIN, "EAGAIN"},
+      {ENOMEM, "ENOMEM"},
+      {EACCES, "EACCES"},
+      {EFAULT, "EFAULT"},
+      {EBUSY, "EBUSY"},
+      {EEXIST, "EEXIST"},
+      {ENODEV, "ENODEV"},
+      {ENOTDIR, "ENOTDIR"},
+      {EISDIR, "EISDIR"},
+      {EINVAL, "EINVAL"},
+      {ENFILE, "ENFILE"},
+      {EMFILE, "EMFILE"},
+      {EFBIG, "EFBIG"},
+      {ENOSPC, "ENOSPC"},
+      {ESPIPE, "ESPIPE"},
+      {EROFS, "EROFS"},
+      {ERANGE, "ERANGE"},
+      {EDEADLK, "EDEADLK"},
+      {ENAMETOOLONG, "ENAMETOOLONG"},
+      {ENOSYS, "ENOSYS"},
+      {ELOOP, "ELOOP"},
+      {EOVERFLOW, "EOVERFLOW"},
+      {EOPNOTSUPP, "EOPNOTSUPP"},
+      {ETIMEDOUT, "ETIMEDOUT"},
+      {EOWNERDEAD, "EOWNERDEAD"},
+      {ENOTRECOVERABLE, "ENOTRECOVERABLE"},
+      {ETXTBSY, "ETXTBSY"},
+      {EDQUOT, "EDQUOT"},
+      {ENXIO, "ENXIO"},
+      {ENOEXEC, "ENOEXEC"},
   };
   for (const auto& c : kCases) EXPECT_STREQ(pal::errno_name(c.code), c.name);
   EXPECT_STREQ(pal::errno_name(0), "E?");

@@ -7,7 +7,9 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fcntl.h>
@@ -17,6 +19,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -36,7 +39,8 @@ std::string unique_suffix(const char* tag) {
 // A path in /var/tmp (a disk filesystem), removed at scope exit whatever it became.
 struct TempPath {
   std::string path;
-  explicit TempPath(const char* tag) : path("/var/tmp/mapheap-paltest-file-" + unique_suffix(tag)) {}
+  explicit TempPath(const char* tag)
+      : path("/var/tmp/mapheap-paltest-file-" + unique_suffix(tag)) {}
   ~TempPath() {
     if (::unlink(path.c_str()) != 0) ::rmdir(path.c_str());
   }
@@ -116,7 +120,7 @@ TEST(PalFile, OpenCreateGivesMode0600AndCloexec) {
   auto r = pal::open_file(p.c_str(), pal::kOpenReadWrite | pal::kOpenCreate);
   ASSERT_TRUE(r.ok()) << formatted(r.error());
   Fd fd(r.value());
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(::fstat(fd.fd, &st), 0);
   EXPECT_TRUE(S_ISREG(st.st_mode));
   EXPECT_EQ(st.st_mode & 07777, 0600u);
@@ -270,6 +274,7 @@ TEST(PalFile, CloseAndDup) {
   auto bad = pal::dup_fd(-1);
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.error().code, EBADF);
+  EXPECT_EQ(bad.error().op, pal::Op::dup);
 }
 
 // ---------------------------------------------------------------- stat
@@ -280,7 +285,7 @@ TEST(PalFile, StatRegularFile) {
   ASSERT_TRUE(pal::pwrite_all(fd.fd, "hello", 5, 100).ok());
   auto r = pal::stat_fd(fd.fd);
   ASSERT_TRUE(r.ok()) << formatted(r.error());
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(::fstat(fd.fd, &st), 0);
   EXPECT_EQ(r->type, pal::FileType::regular);
   EXPECT_EQ(r->size, 105u);
@@ -380,7 +385,7 @@ TEST(PalFile, AllocateReservesBlocks) {
   Fd fd(create_file(p));
   auto s = pal::allocate_fd(fd.fd, 0, 1 << 20);
   ASSERT_TRUE(s.ok()) << formatted(s.error());
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(::fstat(fd.fd, &st), 0);
   EXPECT_EQ(st.st_size, 1 << 20);  // mode 0 extends the size
   EXPECT_GE(static_cast<std::uint64_t>(st.st_blocks) * 512, std::uint64_t{1} << 20);
@@ -410,14 +415,14 @@ TEST(PalFile, PunchHoleReadsZerosAndKeepsSize) {
   std::vector<char> data(3 * chunk, 'd');
   ASSERT_TRUE(pal::pwrite_all(fd.fd, data.data(), data.size(), 0).ok());
   ASSERT_TRUE(pal::datasync(fd.fd).ok());
-  struct stat before{};
+  struct stat before {};
   ASSERT_EQ(::fstat(fd.fd, &before), 0);
 
   auto s = pal::punch_hole(fd.fd, chunk, chunk);
   ASSERT_TRUE(s.ok()) << formatted(s.error());
-  struct stat after{};
+  struct stat after {};
   ASSERT_EQ(::fstat(fd.fd, &after), 0);
-  EXPECT_EQ(after.st_size, before.st_size);  // KEEP_SIZE
+  EXPECT_EQ(after.st_size, before.st_size);      // KEEP_SIZE
   EXPECT_LT(after.st_blocks, before.st_blocks);  // blocks went back to the filesystem
   std::vector<char> back(data.size());
   ASSERT_EQ(pal::pread_fd(fd.fd, back.data(), back.size(), 0).value_or(0), back.size());
@@ -617,13 +622,68 @@ TEST(PalFile, PositionalIoOnPipeIsEspipe) {
   EXPECT_EQ(std::memcmp(buf, "abcd", 4), 0);
 }
 
+namespace {
+
+std::atomic<int> g_signals{0};
+void count_signal(int) {
+  g_signals.fetch_add(1);
+}
+
+// True while thread `tid` of this process is blocked in system call `nr`.
+bool blocked_in_syscall(pid_t tid, long nr) {
+  std::ifstream in("/proc/self/task/" + std::to_string(tid) + "/syscall");
+  long current = -1;
+  return static_cast<bool>(in >> current) && current == nr;
+}
+
+}  // namespace
+
+TEST(PalFile, ReadRetriesAfterEintr) {
+  // A handler without SA_RESTART makes a blocked read() fail with EINTR; the
+  // contract says pal retries it. The thread's current system call
+  // (/proc/.../syscall) shows when it is blocked in read, before the signal
+  // and again after it, so no timing is involved.
+  struct sigaction sa {};
+  struct sigaction old {};
+  sa.sa_handler = count_signal;
+  sigemptyset(&sa.sa_mask);
+  ASSERT_EQ(::sigaction(SIGUSR2, &sa, &old), 0);
+  g_signals.store(0);
+  int pipefd[2];
+  ASSERT_EQ(::pipe2(pipefd, O_CLOEXEC), 0);
+  Fd r(pipefd[0]), w(pipefd[1]);
+  std::atomic<pid_t> tid{0};
+  std::atomic<long> result{-100};
+  std::thread reader([&] {
+    tid.store(static_cast<pid_t>(::syscall(SYS_gettid)));
+    char c = 0;
+    auto got = pal::read_fd(r.fd, &c, 1);
+    result.store(got.ok() ? static_cast<long>(got.value()) : -got.error().code);
+  });
+  constexpr long kMaxPolls = 10'000'000;
+  while (tid.load() == 0) ::sched_yield();
+  long polls = 0;
+  while (!blocked_in_syscall(tid.load(), SYS_read) && ++polls < kMaxPolls) ::sched_yield();
+  EXPECT_LT(polls, kMaxPolls) << "the reader never blocked in read()";
+  ::pthread_kill(reader.native_handle(), SIGUSR2);
+  while (g_signals.load() == 0) ::sched_yield();
+  // Either pal went back into read() (correct) or the read returned (EINTR leaked).
+  polls = 0;
+  while (result.load() == -100 && !blocked_in_syscall(tid.load(), SYS_read) && ++polls < kMaxPolls)
+    ::sched_yield();
+  ASSERT_EQ(pal::write_fd(w.fd, "x", 1).value_or(0), 1u);
+  reader.join();
+  ASSERT_EQ(::sigaction(SIGUSR2, &old, nullptr), 0);
+  EXPECT_EQ(result.load(), 1) << "read_fd returned -errno " << -result.load();
+}
+
 // ---------------------------------------------------------------- unlink
 
 TEST(PalFile, UnlinkPath) {
   TempPath p("unlink");
   { Fd fd(create_file(p)); }
   ASSERT_TRUE(pal::unlink_path(p.c_str()).ok());
-  struct stat st{};
+  struct stat st {};
   EXPECT_NE(::stat(p.c_str(), &st), 0);
   EXPECT_EQ(errno, ENOENT);
   auto again = pal::unlink_path(p.c_str());
@@ -667,32 +727,39 @@ TEST(PalFile, MemfdAllowSealing) {
   EXPECT_EQ(grow.error().code, EPERM);
 }
 
-TEST(PalFile, MemfdHuge2M) {
-  auto r = pal::memfd("mapheap-paltest-huge", pal::kMemfdHuge2M);
-  if (!r.ok()) {
-    // A kernel without a 2 MiB hugetlb size refuses at creation.
-    EXPECT_EQ(r.error().op, pal::Op::memfd_create);
-    EXPECT_EQ(r.error().flags, static_cast<std::uint64_t>(pal::kMemfdHuge2M));
-    EXPECT_NE(r.error().detail, nullptr);
-    return;
-  }
-  Fd fd(r.value());
-  auto info = pal::stat_fd(fd.fd);
-  ASSERT_TRUE(info.ok());
-  EXPECT_TRUE(info->on_hugetlbfs);
-  EXPECT_EQ(info->block_size, pal::kHuge2M);
-  ASSERT_TRUE(pal::truncate_fd(fd.fd, pal::kHuge2M).ok());
-  auto m = pal::map(nullptr, pal::kHuge2M, pal::Prot::read_write, pal::kMapShared, fd.fd, 0);
-  if (pal::huge_pages_free(pal::kHuge2M) == 0) {
-    // Creation succeeds without pages; a shared mapping reserves a page and
-    // must fail then.
-    ASSERT_FALSE(m.ok());
-    EXPECT_EQ(m.error().op, pal::Op::mmap);
-    EXPECT_EQ(m.error().code, ENOMEM);
-  } else {
-    ASSERT_TRUE(m.ok()) << formatted(m.error());
-    static_cast<volatile char*>(m.value())[0] = 1;
-    EXPECT_TRUE(pal::unmap(m.value(), pal::kHuge2M).ok());
+TEST(PalFile, MemfdHugetlb) {
+  const struct {
+    std::uint32_t flag;
+    std::size_t size;
+  } kSizes[] = {{pal::kMemfdHuge2M, pal::kHuge2M}, {pal::kMemfdHuge1G, pal::kHuge1G}};
+  for (const auto& hs : kSizes) {
+    auto r = pal::memfd("mapheap-paltest-huge", hs.flag);
+    if (!r.ok()) {
+      // A kernel without hugetlb pages of this size refuses at creation.
+      EXPECT_EQ(r.error().op, pal::Op::memfd_create);
+      EXPECT_EQ(r.error().flags, static_cast<std::uint64_t>(hs.flag));
+      EXPECT_NE(r.error().detail, nullptr);
+      continue;
+    }
+    Fd fd(r.value());
+    auto info = pal::stat_fd(fd.fd);
+    ASSERT_TRUE(info.ok());
+    EXPECT_TRUE(info->on_hugetlbfs);
+    EXPECT_FALSE(info->on_tmpfs);
+    EXPECT_EQ(info->block_size, hs.size);
+    ASSERT_TRUE(pal::truncate_fd(fd.fd, hs.size).ok());
+    auto m = pal::map(nullptr, hs.size, pal::Prot::read_write, pal::kMapShared, fd.fd, 0);
+    if (pal::huge_pages_free(hs.size) == 0) {
+      // Creation works without pages; a shared mapping reserves its pages
+      // up front, so it must fail.
+      ASSERT_FALSE(m.ok()) << hs.size;
+      EXPECT_EQ(m.error().op, pal::Op::mmap);
+      EXPECT_EQ(m.error().code, ENOMEM);
+    } else {
+      ASSERT_TRUE(m.ok()) << formatted(m.error());
+      static_cast<volatile char*>(m.value())[0] = 1;
+      EXPECT_TRUE(pal::unmap(m.value(), hs.size).ok());
+    }
   }
 }
 
@@ -703,8 +770,13 @@ TEST(PalFile, MemfdErrors) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error().op, pal::Op::memfd_create);
   EXPECT_EQ(r.error().code, EINVAL);
-  EXPECT_EQ(r.error().path[0], '.');  // the name is kept, truncated
-  EXPECT_EQ(r.error().detail, nullptr);  // not blamed on huge pages
+  EXPECT_EQ(r.error().path[0], '.');     // the name is kept, truncated
+  ASSERT_NE(r.error().detail, nullptr);  // the name is blamed, not huge pages
+  EXPECT_NE(std::string(r.error().detail).find("249"), std::string::npos);
+  auto h = pal::memfd(long_name.c_str(), pal::kMemfdHuge2M);
+  ASSERT_FALSE(h.ok());
+  ASSERT_NE(h.error().detail, nullptr);
+  EXPECT_EQ(std::string(h.error().detail).find("hugetlb"), std::string::npos) << h.error().detail;
 }
 
 // ---------------------------------------------------------------- POSIX shared memory

@@ -201,7 +201,7 @@ TEST(PalProc, SystemInfoMatchesIndependentReads) {
             static_cast<int>(read_number("/proc/sys/vm/overcommit_memory")));
   EXPECT_EQ(info.overcommit_ratio, static_cast<int>(read_number("/proc/sys/vm/overcommit_ratio")));
 
-  struct utsname u{};
+  struct utsname u {};
   ASSERT_EQ(::uname(&u), 0);
   EXPECT_GT(std::strlen(info.kernel), 0u);
   EXPECT_EQ(std::string(u.release).substr(0, sizeof(info.kernel) - 1), info.kernel);
@@ -210,6 +210,20 @@ TEST(PalProc, SystemInfoMatchesIndependentReads) {
   EXPECT_EQ(info.rseq_size, __rseq_size);
   EXPECT_TRUE(info.getcpu_available);
   EXPECT_TRUE(info.memfd_available);
+}
+
+TEST(PalProc, ThpSettingsMatchSysfsAndSystemInfo) {
+  const pal::ThpSettings thp = pal::thp_settings();
+  const std::string enabled = bracketed_word(slurp("/sys/kernel/mm/transparent_hugepage/enabled"));
+  if (enabled.empty()) {
+    EXPECT_EQ(thp.enabled, pal::ThpMode::unknown);
+  } else {
+    EXPECT_EQ(enabled, pal::thp_mode_name(thp.enabled));
+  }
+  EXPECT_EQ(bracketed_word(slurp("/sys/kernel/mm/transparent_hugepage/shmem_enabled")), thp.shmem);
+  const pal::SystemInfo info = pal::system_info();
+  EXPECT_EQ(info.thp_enabled, thp.enabled);
+  EXPECT_STREQ(info.thp_shmem, thp.shmem);
 }
 
 TEST(PalProc, SystemInfoHugePools) {
@@ -331,14 +345,16 @@ TEST(PalSmapsParser, SumsExactlyTheIntersectingVmas) {
   // Range [0x10000, 0x20000).
   std::string text;
   text += vma_block("00001000-00002000 r-xp 00000000 08:01 123     /usr/bin/before", 1000, 1);
-  text += vma_block("0000f000-00011000 rw-p 00000000 00:00 0 ", 1, 0);  // straddles lo
-  text += vma_block("00018000-00020000 rw-s 00000000 00:05 99      /dev/shm/x", 100, 1);  // ends at hi
+  text += vma_block("0000e000-00010000 rw-p 00000000 00:00 0 ", 10000, 1);  // ends at lo: outside
+  text += vma_block("0000f000-00011000 rw-p 00000000 00:00 0 ", 1, 0);      // straddles lo
+  text +=
+      vma_block("00018000-00020000 rw-s 00000000 00:05 99      /dev/shm/x", 100, 1);  // ends at hi
   text += vma_block("00020000-00030000 rw-p 00000000 00:00 0 ", 10000, 1);  // starts at hi: outside
   text += vma_block("7ffff000-80000000 rw-p 00000000 00:00 0       [stack]", 100000, 1);
   const pal::SmapsTotals t = parse(0x10000, 0x20000, text);
   EXPECT_EQ(t.vmas, 2u);
   EXPECT_EQ(t.size, 0x2000u + 0x8000u);  // from the headers, not the Size: lines
-  const std::uint64_t u = 101;            // 1 + 100: units of the two VMAs in range
+  const std::uint64_t u = 101;           // 1 + 100: units of the two VMAs in range
   EXPECT_EQ(t.rss, 1 * u * kKiB);
   EXPECT_EQ(t.pss, 2 * u * kKiB);
   EXPECT_EQ(t.shared_clean, 3 * u * kKiB);
@@ -409,33 +425,56 @@ TEST(PalSmapsParser, MalformedHeadersAreIgnored) {
 // so take these headers as huge VMAs.
 TEST(PalSmapsParser, HeadersWithSignOrOverflowAreIgnored) {
   for (const char* header : {
-           "10000--20000 rw-p 00000000 00:00 0",                  // signed end address
+           "10000--20000 rw-p 00000000 00:00 0",  // signed end address
            "10000-+20000 rw-p 00000000 00:00 0",
-           "10000-1ffffffffffffffffffff rw-p 00000000 00:00 0",   // end overflows 64 bits
+           "10000-1ffffffffffffffffffff rw-p 00000000 00:00 0",           // end overflows 64 bits
            "1ffffffffffffffffffff-fffffffffffffffffffff rw-p 0 00:00 0",  // both overflow
        }) {
     expect_header_ignored(header);
   }
 }
 
+// Fields after a malformed header belong to no VMA: they must not be added to
+// the last good one.
+TEST(PalSmapsParser, FieldsAfterAMalformedHeaderAreNotCounted) {
+  const std::string text =
+      "10000-20000 rw-p 00000000 00:00 0\n"
+      "Rss: 4 kB\n"
+      "zz000-yy000 rw-p 00000000 00:00 0\n"
+      "Rss: 400 kB\n";
+  const pal::SmapsTotals t = parse(0, UINTPTR_MAX, text);
+  EXPECT_EQ(t.vmas, 1u);
+  EXPECT_EQ(t.rss, 4096u);
+}
+
+// Each value fits, but their sum would not: totals saturate instead of wrapping.
+TEST(PalSmapsParser, TotalsSaturate) {
+  const std::string vma =
+      "10000-20000 rw-p 00000000 00:00 0\n"
+      "Rss: 18014398509481983 kB\n";
+  const pal::SmapsTotals t = parse(0, UINTPTR_MAX, vma + vma + vma);
+  EXPECT_EQ(t.vmas, 3u);
+  EXPECT_EQ(t.rss, UINT64_MAX);
+}
+
 TEST(PalSmapsParser, MalformedFieldsAreIgnored) {
   const std::string text =
       "10000-20000 rw-p 00000000 00:00 0\n"
-      "Rss: 4 MB\n"            // wrong unit
-      "Rss: 4\n"               // no unit
-      "Rss: abc kB\n"          // not a number
-      "Rss: -4 kB\n"           // negative
-      "Rss:\n"                 // no value
-      "Rss 4 kB\n"             // no colon
-      "Rsss: 4 kB\n"           // unknown key
-      "Rs: 4 kB\n"             // a prefix of a known key
-      "rss: 4 kB\n"            // keys are case sensitive
-      "Rss: 18014398509481984 kB\n"    // * 1024 would overflow 64 bits
+      "Rss: 4 MB\n"                        // wrong unit
+      "Rss: 4\n"                           // no unit
+      "Rss: abc kB\n"                      // not a number
+      "Rss: -4 kB\n"                       // negative
+      "Rss:\n"                             // no value
+      "Rss 4 kB\n"                         // no colon
+      "Rsss: 4 kB\n"                       // unknown key
+      "Rs: 4 kB\n"                         // a prefix of a known key
+      "rss: 4 kB\n"                        // keys are case sensitive
+      "Rss: 18014398509481984 kB\n"        // * 1024 would overflow 64 bits
       "Rss: 99999999999999999999999 kB\n"  // does not fit 64 bits at all
       "Private_Dirty: 18446744073709551615 kB\n"
-      "THPeligible: yes\n"     // not a number
-      "Rss: 8 kB\n"            // the one good line
-      "Locked:\t12 kB\n";      // tabs are whitespace too
+      "THPeligible: yes\n"  // not a number
+      "Rss: 8 kB\n"         // the one good line
+      "Locked:\t12 kB\n";   // tabs are whitespace too
   const pal::SmapsTotals t = parse(0x10000, 0x20000, text);
   EXPECT_EQ(t.vmas, 1u);
   EXPECT_EQ(t.rss, 8 * kKiB);
@@ -447,8 +486,8 @@ TEST(PalSmapsParser, MalformedFieldsAreIgnored) {
 TEST(PalSmapsParser, LargestValueThatFitsIsKept) {
   // UINT64_MAX / 1024 kB is the largest value that converts to bytes.
   const std::uint64_t max_kb = UINT64_MAX / 1024;
-  const std::string text = "10000-20000 rw-p 00000000 00:00 0\nSwap: " + std::to_string(max_kb) +
-                           " kB\n";
+  const std::string text =
+      "10000-20000 rw-p 00000000 00:00 0\nSwap: " + std::to_string(max_kb) + " kB\n";
   EXPECT_EQ(parse(0x10000, 0x20000, text).swap, max_kb * 1024);
 }
 

@@ -31,7 +31,19 @@ using Word = std::atomic<std::uint32_t>;
 // An upper bound for "keep trying until the other side is asleep" loops, so
 // that a broken futex fails the test instead of hanging it. Reaching it needs
 // the other side to miss tens of millions of chances to run.
-constexpr long kMaxSpins = 50'000'000;
+constexpr long kMaxSpins = 10'000'000;
+
+#if defined(__SANITIZE_THREAD__)
+constexpr bool kThreadSanitizer = true;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+constexpr bool kThreadSanitizer = true;
+#else
+constexpr bool kThreadSanitizer = false;
+#endif
+#else
+constexpr bool kThreadSanitizer = false;
+#endif
 
 // One page of MAP_SHARED anonymous memory: survives fork() as shared memory.
 struct SharedPage {
@@ -176,8 +188,8 @@ TEST(PalFutex, WakeWakesWaitingThread) {
 TEST(PalFutex, WaitIsInterruptedBySignal) {
   // A handler installed without SA_RESTART makes FUTEX_WAIT return EINTR,
   // which futex_wait reports as `interrupted` rather than an error.
-  struct sigaction sa{};
-  struct sigaction old{};
+  struct sigaction sa {};
+  struct sigaction old {};
   sa.sa_handler = ignore_signal;
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = 0;
@@ -292,11 +304,15 @@ TEST(PalRobustMutex, LockBlocksUntilTheHolderUnlocks) {
 TEST(PalRobustMutex, Errors) {
   pal::RobustMutex m;
   ASSERT_TRUE(m.init().ok());
-  // Unlocking a robust mutex one does not hold is refused.
-  auto u = m.unlock();
-  ASSERT_FALSE(u.ok());
-  EXPECT_EQ(u.error().op, pal::Op::mutex_unlock);
-  EXPECT_EQ(u.error().code, EPERM);
+  // Unlocking a robust mutex one does not hold is refused. TSan rightly
+  // reports that misuse, and a report makes every later forked child exit
+  // with TSan's status 66, so this part does not run under TSan.
+  if (!kThreadSanitizer) {
+    auto u = m.unlock();
+    ASSERT_FALSE(u.ok());
+    EXPECT_EQ(u.error().op, pal::Op::mutex_unlock);
+    EXPECT_EQ(u.error().code, EPERM);
+  }
   // A consistent mutex cannot be marked consistent.
   ASSERT_EQ(m.lock().value_or(pal::LockState::busy), pal::LockState::acquired);
   auto c = m.mark_consistent();
