@@ -24,7 +24,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   char buf[300];
   std::memset(buf, 'x', sizeof(buf));
   const std::size_t need = e.format(buf, cap);
-  if (cap > 0 && std::strlen(buf) >= cap) std::abort();         // NUL within the cap
+  if (cap > 0 && std::strlen(buf) >= cap) std::abort();               // NUL within the cap
   if (cap < sizeof(buf) && buf[cap] != 'x' && cap > 0) std::abort();  // nothing past it
   if (cap > 0 && std::strlen(buf) != (need < cap ? need : cap - 1)) std::abort();
   return 0;

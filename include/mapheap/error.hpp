@@ -45,8 +45,8 @@ class error : public std::system_error {
 template <class T>
 class result {
  public:
-  result(T value) : v_(std::move(value)) {}       // NOLINT: implicit by design
-  result(error e) : v_(std::move(e)) {}           // NOLINT: implicit by design
+  result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
+  result(error e) : v_(std::move(e)) {}      // NOLINT: implicit by design
   bool ok() const noexcept { return v_.index() == 0; }
   explicit operator bool() const noexcept { return ok(); }
   T& value() & {

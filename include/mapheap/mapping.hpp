@@ -80,23 +80,23 @@ struct HugeReport {
 enum class Advice : std::uint8_t {
   normal,
   sequential,
-  random,      // no readahead (what heap and kv data mappings use)
+  random,  // no readahead (what heap and kv data mappings use)
   willneed,
   dontneed,
   hugepage,
   nohugepage,
-  populate,    // prefault now (read-write mappings are prefaulted writable)
+  populate,  // prefault now (read-write mappings are prefaulted writable)
 };
 
 struct Residency {
-  std::uint64_t pages = 0;          // pages in the range
-  std::uint64_t resident_pages = 0; // present in RAM (pagemap)
+  std::uint64_t pages = 0;           // pages in the range
+  std::uint64_t resident_pages = 0;  // present in RAM (pagemap)
   std::uint64_t swapped_pages = 0;
-  std::uint64_t rss_bytes = 0;           // smaps, summed over the mapping's VMAs
+  std::uint64_t rss_bytes = 0;  // smaps, summed over the mapping's VMAs
   std::uint64_t private_dirty_bytes = 0;
   std::uint64_t shared_dirty_bytes = 0;
-  std::uint64_t huge_bytes = 0;          // AnonHugePages + ShmemPmdMapped + FilePmdMapped
-  std::uint64_t first_pfn = 0;           // physical frame of the first resident page, 0 if hidden
+  std::uint64_t huge_bytes = 0;  // AnonHugePages + ShmemPmdMapped + FilePmdMapped
+  std::uint64_t first_pfn = 0;   // physical frame of the first resident page, 0 if hidden
 };
 
 struct MappingOptions {
@@ -113,7 +113,7 @@ struct MappingOptions {
   bool follow_symlinks = false;  // default: a symlink is refused (O_NOFOLLOW)
   bool lock_memory = false;      // mlock the usable range
   unsigned mode = 0600;          // permissions of a created file or shm object
-  int fd = -1;  // memfd/file: map this descriptor (dup'ed) instead of opening path
+  int fd = -1;                   // memfd/file: map this descriptor (dup'ed) instead of opening path
 
   // Builders for the common cases.
   static MappingOptions anonymous(std::size_t size, Sharing s = Sharing::private_);

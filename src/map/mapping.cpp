@@ -24,31 +24,44 @@ namespace mapheap {
 
 const char* to_string(Backing b) noexcept {
   switch (b) {
-    case Backing::anonymous: return "anonymous";
-    case Backing::file: return "file";
-    case Backing::shm: return "shm";
-    case Backing::memfd: return "memfd";
+    case Backing::anonymous:
+      return "anonymous";
+    case Backing::file:
+      return "file";
+    case Backing::shm:
+      return "shm";
+    case Backing::memfd:
+      return "memfd";
   }
   return "?";
 }
 
 const char* to_string(HugePolicy p) noexcept {
   switch (p) {
-    case HugePolicy::none: return "none";
-    case HugePolicy::transparent: return "transparent";
-    case HugePolicy::hugetlb_2m: return "hugetlb-2M";
-    case HugePolicy::hugetlb_1g: return "hugetlb-1G";
-    case HugePolicy::automatic: return "auto";
+    case HugePolicy::none:
+      return "none";
+    case HugePolicy::transparent:
+      return "transparent";
+    case HugePolicy::hugetlb_2m:
+      return "hugetlb-2M";
+    case HugePolicy::hugetlb_1g:
+      return "hugetlb-1G";
+    case HugePolicy::automatic:
+      return "auto";
   }
   return "?";
 }
 
 const char* to_string(HugeOutcome o) noexcept {
   switch (o) {
-    case HugeOutcome::none: return "none";
-    case HugeOutcome::transparent: return "transparent";
-    case HugeOutcome::hugetlb_2m: return "hugetlb-2M";
-    case HugeOutcome::hugetlb_1g: return "hugetlb-1G";
+    case HugeOutcome::none:
+      return "none";
+    case HugeOutcome::transparent:
+      return "transparent";
+    case HugeOutcome::hugetlb_2m:
+      return "hugetlb-2M";
+    case HugeOutcome::hugetlb_1g:
+      return "hugetlb-1G";
   }
   return "?";
 }
@@ -97,7 +110,9 @@ MappingOptions MappingOptions::from_fd(int fd, std::size_t size) {
 
 namespace {
 
-std::size_t round_up(std::size_t v, std::size_t g) { return (v + g - 1) / g * g; }
+std::size_t round_up(std::size_t v, std::size_t g) {
+  return (v + g - 1) / g * g;
+}
 
 std::string describe(const pal::Error& e) {
   char buf[640];
@@ -129,10 +144,14 @@ struct Context {
 
 const char* doing_create(Backing b) {
   switch (b) {
-    case Backing::anonymous: return "create anonymous mapping";
-    case Backing::file: return "map file";
-    case Backing::shm: return "map shared memory object";
-    case Backing::memfd: return "map memfd";
+    case Backing::anonymous:
+      return "create anonymous mapping";
+    case Backing::file:
+      return "map file";
+    case Backing::shm:
+      return "map shared memory object";
+    case Backing::memfd:
+      return "map memfd";
   }
   return "map";
 }
@@ -171,7 +190,9 @@ std::string normalized_shm_name(const std::string& name) {
 
 }  // namespace
 
-Mapping::~Mapping() { reset(); }
+Mapping::~Mapping() {
+  reset();
+}
 
 Mapping::Mapping(Mapping&& o) noexcept
     : base_(std::exchange(o.base_, nullptr)),
@@ -231,7 +252,9 @@ void Mapping::close() {
   size_ = reserved_ = 0;
 }
 
-Mapping Mapping::create(const MappingOptions& options) { return try_create(options).value(); }
+Mapping Mapping::create(const MappingOptions& options) {
+  return try_create(options).value();
+}
 
 result<Mapping> Mapping::try_create(const MappingOptions& o) {
   const std::size_t page = pal::page_size();
@@ -242,8 +265,8 @@ result<Mapping> Mapping::try_create(const MappingOptions& o) {
   const bool writable = o.access == Access::read_write;
 
   if (named && o.fd < 0 && o.path.empty())
-    return ctx.check(EINVAL, "no path given for a " + std::string(to_string(o.backing)) +
-                                 " mapping");
+    return ctx.check(EINVAL,
+                     "no path given for a " + std::string(to_string(o.backing)) + " mapping");
   if (o.reserve != 0 && o.size > o.reserve)
     return ctx.check(EINVAL, "size " + std::to_string(o.size) + " is beyond the reservation of " +
                                  std::to_string(o.reserve) + " bytes");
@@ -293,13 +316,13 @@ result<Mapping> Mapping::try_create(const MappingOptions& o) {
   const pal::ThpSettings thp = pal::thp_settings();
   if (obj.on_hugetlbfs) {
     // The filesystem decides: every page of a hugetlbfs file is a huge page.
-    plans.push_back({obj.fs_granule == pal::kHuge1G ? HugeOutcome::hugetlb_1g
-                                                    : HugeOutcome::hugetlb_2m,
-                     obj.fs_granule});
+    plans.push_back(
+        {obj.fs_granule == pal::kHuge1G ? HugeOutcome::hugetlb_1g : HugeOutcome::hugetlb_2m,
+         obj.fs_granule});
   } else {
     const bool want_1g = o.huge == HugePolicy::hugetlb_1g;
-    const bool want_2m = want_1g || o.huge == HugePolicy::hugetlb_2m ||
-                         o.huge == HugePolicy::automatic;
+    const bool want_2m =
+        want_1g || o.huge == HugePolicy::hugetlb_2m || o.huge == HugePolicy::automatic;
     const bool hugetlb_capable =
         o.backing == Backing::anonymous || (o.backing == Backing::memfd && o.fd < 0);
     auto consider = [&](HugeOutcome out, std::size_t hsize, const char* label) {
@@ -414,11 +437,11 @@ result<Mapping> Mapping::try_create(const MappingOptions& o) {
       if (mapped.ok() && size > file_extent)
         mapped = pal::protect(base + file_extent, size - file_extent, prot);
     } else if (hugetlb) {  // private anonymous hugetlb: commit the reservation now
-      auto m = pal::map(base, reserve, prot,
-                        pal::kMapPrivate | pal::kMapAnonymous | pal::kMapFixed |
-                            (plan.outcome == HugeOutcome::hugetlb_1g ? pal::kMapHuge1G
-                                                                     : pal::kMapHuge2M),
-                        -1, 0);
+      auto m = pal::map(
+          base, reserve, prot,
+          pal::kMapPrivate | pal::kMapAnonymous | pal::kMapFixed |
+              (plan.outcome == HugeOutcome::hugetlb_1g ? pal::kMapHuge1G : pal::kMapHuge2M),
+          -1, 0);
       if (!m) mapped = m.error();
     } else {
       mapped = pal::protect(base, size, prot);
@@ -499,8 +522,8 @@ result<std::size_t> Mapping::try_grow(std::size_t new_size) {
   const std::size_t page = pal::page_size();
   const std::size_t have = round_up(size_, page);
   const pal::Prot prot = prot_of(access_);
-  const bool hugetlb = huge_.obtained == HugeOutcome::hugetlb_2m ||
-                       huge_.obtained == HugeOutcome::hugetlb_1g;
+  const bool hugetlb =
+      huge_.obtained == HugeOutcome::hugetlb_2m || huge_.obtained == HugeOutcome::hugetlb_1g;
 
   if (fd_ >= 0 && sharing_ == Sharing::shared) {
     // Another process may have grown the object already; never shrink it.
@@ -528,15 +551,17 @@ result<std::size_t> Mapping::try_grow(std::size_t new_size) {
   return size_;
 }
 
-void Mapping::grow(std::size_t new_size) { (void)try_grow(new_size).value(); }
+void Mapping::grow(std::size_t new_size) {
+  (void)try_grow(new_size).value();
+}
 
 namespace {
 // Validates [offset, offset+len) against the usable size; len 0 = to the end.
 std::pair<std::size_t, std::size_t> clamp_range(const Context& ctx, std::size_t size,
                                                 std::size_t offset, std::size_t len) {
-  if (offset > size) throw ctx.check(ERANGE, "offset " + std::to_string(offset) +
-                                                 " is beyond the mapping's size " +
-                                                 std::to_string(size));
+  if (offset > size)
+    throw ctx.check(ERANGE, "offset " + std::to_string(offset) + " is beyond the mapping's size " +
+                                std::to_string(size));
   if (len == 0) len = size - offset;
   if (len > size - offset)
     throw ctx.check(ERANGE, "range [" + std::to_string(offset) + ", +" + std::to_string(len) +
@@ -554,8 +579,9 @@ void Mapping::sync(std::size_t offset, std::size_t len) {
   auto [start, n] = clamp_range(ctx, size_, offset, len);
   if (fd_ < 0 || sharing_ != Sharing::shared || access_ == Access::read_only) return;
   if (sync_failed_)
-    throw ctx.check(EIO, "an earlier sync failed; the kernel may have dropped the dirty pages, "
-                         "so durability can no longer be promised for this mapping");
+    throw ctx.check(EIO,
+                    "an earlier sync failed; the kernel may have dropped the dirty pages, "
+                    "so durability can no longer be promised for this mapping");
   // msync first: it starts writeback of the mapped pages and waits for it;
   // fdatasync then flushes the device cache and the metadata needed to read
   // the data back (the file size after growth).
@@ -576,16 +602,29 @@ void Mapping::advise(Advice advice, std::size_t offset, std::size_t len) {
   if (n == 0) return;
   pal::Advice a = pal::Advice::normal;
   switch (advice) {
-    case Advice::normal: a = pal::Advice::normal; break;
-    case Advice::sequential: a = pal::Advice::sequential; break;
-    case Advice::random: a = pal::Advice::random; break;
-    case Advice::willneed: a = pal::Advice::willneed; break;
-    case Advice::dontneed: a = pal::Advice::dontneed; break;
-    case Advice::hugepage: a = pal::Advice::hugepage; break;
-    case Advice::nohugepage: a = pal::Advice::nohugepage; break;
+    case Advice::normal:
+      a = pal::Advice::normal;
+      break;
+    case Advice::sequential:
+      a = pal::Advice::sequential;
+      break;
+    case Advice::random:
+      a = pal::Advice::random;
+      break;
+    case Advice::willneed:
+      a = pal::Advice::willneed;
+      break;
+    case Advice::dontneed:
+      a = pal::Advice::dontneed;
+      break;
+    case Advice::hugepage:
+      a = pal::Advice::hugepage;
+      break;
+    case Advice::nohugepage:
+      a = pal::Advice::nohugepage;
+      break;
     case Advice::populate:
-      a = access_ == Access::read_write ? pal::Advice::populate_write
-                                        : pal::Advice::populate_read;
+      a = access_ == Access::read_write ? pal::Advice::populate_write : pal::Advice::populate_read;
       break;
   }
   if (auto s = pal::advise(base_ + start, n, a); !s) {

@@ -49,12 +49,14 @@ std::uint64_t monotonic_ns() noexcept {
          static_cast<std::uint64_t>(ts.tv_nsec);
 }
 
-int process_id() noexcept { return static_cast<int>(::getpid()); }
+int process_id() noexcept {
+  return static_cast<int>(::getpid());
+}
 
 Result<int> spawn_wait(const char* const argv[]) noexcept {
   pid_t pid = 0;
-  const int r = ::posix_spawnp(&pid, argv[0], nullptr, nullptr, const_cast<char* const*>(argv),
-                               environ);
+  const int r =
+      ::posix_spawnp(&pid, argv[0], nullptr, nullptr, const_cast<char* const*>(argv), environ);
   if (r != 0) return Error::make(Op::spawn, r).with_path(argv[0]);
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0) {

@@ -64,11 +64,11 @@ const char* op_name(Op op) noexcept;
 
 struct Error {
   Op op = Op::none;
-  int code = 0;              // errno value (or an errno-like code for Op::check)
-  std::uint64_t size = 0;    // length / size involved, 0 if none
-  std::uint64_t offset = 0;  // file offset involved, 0 if none
-  std::uint64_t flags = 0;   // raw OS flags passed (decoded by op when formatted)
-  std::uint32_t extra = 0;   // second flag word: mmap prot, open mode
+  int code = 0;                  // errno value (or an errno-like code for Op::check)
+  std::uint64_t size = 0;        // length / size involved, 0 if none
+  std::uint64_t offset = 0;      // file offset involved, 0 if none
+  std::uint64_t flags = 0;       // raw OS flags passed (decoded by op when formatted)
+  std::uint32_t extra = 0;       // second flag word: mmap prot, open mode
   const char* detail = nullptr;  // static text with more context, or null
   char path[232] = {};           // path or name involved (truncated), "" if none
 

@@ -37,12 +37,16 @@ const char* open_detail(int err, std::uint32_t flags) noexcept {
     case ELOOP:
       return (flags & kOpenFollow) ? "too many levels of symbolic links"
                                    : "the path is a symbolic link, and symlinks are not followed";
-    case EEXIST: return "it already exists and exclusive creation was asked";
-    case ENOENT: return (flags & kOpenCreate) ? "a directory in the path does not exist"
-                                              : "it does not exist";
-    case EISDIR: return "the path is a directory";
-    case EACCES: return "permission denied by the file's mode or a directory's";
-    default: return nullptr;
+    case EEXIST:
+      return "it already exists and exclusive creation was asked";
+    case ENOENT:
+      return (flags & kOpenCreate) ? "a directory in the path does not exist" : "it does not exist";
+    case EISDIR:
+      return "the path is a directory";
+    case EACCES:
+      return "permission denied by the file's mode or a directory's";
+    default:
+      return nullptr;
   }
 }
 
@@ -77,7 +81,7 @@ Result<int> dup_fd(int fd) noexcept {
 }
 
 Result<FileInfo> stat_fd(int fd) noexcept {
-  struct stat st{};
+  struct stat st {};
   if (::fstat(fd, &st) != 0) return Error::make(Op::fstat, errno);
   FileInfo info;
   info.size = static_cast<std::uint64_t>(st.st_size);
@@ -92,7 +96,7 @@ Result<FileInfo> stat_fd(int fd) noexcept {
     info.type = FileType::symlink;
   else
     info.type = FileType::other;
-  struct statfs sfs{};
+  struct statfs sfs {};
   if (::fstatfs(fd, &sfs) != 0) return Error::make(Op::fstatfs, errno);
   info.fs_magic = static_cast<std::uint64_t>(sfs.f_type);
   info.on_hugetlbfs = sfs.f_type == HUGETLBFS_MAGIC;
@@ -109,7 +113,7 @@ Status truncate_fd(int fd, std::uint64_t size) noexcept {
     const int err = errno;
     return Error::make(Op::ftruncate, err)
         .with_size(size)
-        .with_detail(err == EFBIG ? "larger than the filesystem allows"
+        .with_detail(err == EFBIG    ? "larger than the filesystem allows"
                      : err == ENOSPC ? "the filesystem is full"
                                      : nullptr);
   }
@@ -216,8 +220,10 @@ Status pwrite_all(int fd, const void* buf, std::size_t n, std::uint64_t off) noe
     auto r = pwrite_fd(fd, p, n, off);
     if (!r) return r.error();
     if (r.value() == 0)
-      return Error::make(Op::write, EIO).with_size(n).with_offset(off).with_detail(
-          "wrote zero bytes");
+      return Error::make(Op::write, EIO)
+          .with_size(n)
+          .with_offset(off)
+          .with_detail("wrote zero bytes");
     p += r.value();
     off += r.value();
     n -= r.value();
@@ -251,8 +257,7 @@ Result<int> memfd(const char* name, std::uint32_t flags) noexcept {
 
 Result<int> shm_open_object(const char* name, std::uint32_t open_flags, unsigned mode) noexcept {
   int os = to_os_open_flags(open_flags) & ~O_NOFOLLOW;  // shm_open adds O_NOFOLLOW itself
-  if (name == nullptr || name[0] != '/' || std::strchr(name + 1, '/') != nullptr ||
-      name[1] == '\0')
+  if (name == nullptr || name[0] != '/' || std::strchr(name + 1, '/') != nullptr || name[1] == '\0')
     return Error::make(Op::shm_open, EINVAL)
         .with_path(name)
         .with_flags(static_cast<std::uint32_t>(os), mode)

@@ -3,8 +3,8 @@
 #include <cerrno>
 #include <cstdint>
 
-#include <sys/mman.h>
 #include <linux/mman.h>  // MAP_HUGE_2MB, MAP_HUGE_1GB
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "pal/pal.hpp"
@@ -15,9 +15,12 @@ namespace {
 
 int to_os_prot(Prot p) noexcept {
   switch (p) {
-    case Prot::none: return PROT_NONE;
-    case Prot::read: return PROT_READ;
-    case Prot::read_write: return PROT_READ | PROT_WRITE;
+    case Prot::none:
+      return PROT_NONE;
+    case Prot::read:
+      return PROT_READ;
+    case Prot::read_write:
+      return PROT_READ | PROT_WRITE;
   }
   return PROT_NONE;
 }
@@ -50,25 +53,41 @@ int to_os_map_flags(std::uint32_t f) noexcept {
 
 int to_os_advice(Advice a) noexcept {
   switch (a) {
-    case Advice::normal: return MADV_NORMAL;
-    case Advice::random: return MADV_RANDOM;
-    case Advice::sequential: return MADV_SEQUENTIAL;
-    case Advice::willneed: return MADV_WILLNEED;
-    case Advice::dontneed: return MADV_DONTNEED;
-    case Advice::free_lazy: return MADV_FREE;
-    case Advice::remove: return MADV_REMOVE;
-    case Advice::hugepage: return MADV_HUGEPAGE;
-    case Advice::nohugepage: return MADV_NOHUGEPAGE;
-    case Advice::populate_read: return MADV_POPULATE_READ;
-    case Advice::populate_write: return MADV_POPULATE_WRITE;
-    case Advice::dontdump: return MADV_DONTDUMP;
-    case Advice::cold: return MADV_COLD;
-    case Advice::pageout: return MADV_PAGEOUT;
+    case Advice::normal:
+      return MADV_NORMAL;
+    case Advice::random:
+      return MADV_RANDOM;
+    case Advice::sequential:
+      return MADV_SEQUENTIAL;
+    case Advice::willneed:
+      return MADV_WILLNEED;
+    case Advice::dontneed:
+      return MADV_DONTNEED;
+    case Advice::free_lazy:
+      return MADV_FREE;
+    case Advice::remove:
+      return MADV_REMOVE;
+    case Advice::hugepage:
+      return MADV_HUGEPAGE;
+    case Advice::nohugepage:
+      return MADV_NOHUGEPAGE;
+    case Advice::populate_read:
+      return MADV_POPULATE_READ;
+    case Advice::populate_write:
+      return MADV_POPULATE_WRITE;
+    case Advice::dontdump:
+      return MADV_DONTDUMP;
+    case Advice::cold:
+      return MADV_COLD;
+    case Advice::pageout:
+      return MADV_PAGEOUT;
   }
   return MADV_NORMAL;
 }
 
-bool is_power_of_two(std::size_t v) noexcept { return v != 0 && (v & (v - 1)) == 0; }
+bool is_power_of_two(std::size_t v) noexcept {
+  return v != 0 && (v & (v - 1)) == 0;
+}
 
 }  // namespace
 
@@ -82,20 +101,34 @@ std::size_t page_size() noexcept {
 
 const char* advice_name(Advice a) noexcept {
   switch (a) {
-    case Advice::normal: return "MADV_NORMAL";
-    case Advice::random: return "MADV_RANDOM";
-    case Advice::sequential: return "MADV_SEQUENTIAL";
-    case Advice::willneed: return "MADV_WILLNEED";
-    case Advice::dontneed: return "MADV_DONTNEED";
-    case Advice::free_lazy: return "MADV_FREE";
-    case Advice::remove: return "MADV_REMOVE";
-    case Advice::hugepage: return "MADV_HUGEPAGE";
-    case Advice::nohugepage: return "MADV_NOHUGEPAGE";
-    case Advice::populate_read: return "MADV_POPULATE_READ";
-    case Advice::populate_write: return "MADV_POPULATE_WRITE";
-    case Advice::dontdump: return "MADV_DONTDUMP";
-    case Advice::cold: return "MADV_COLD";
-    case Advice::pageout: return "MADV_PAGEOUT";
+    case Advice::normal:
+      return "MADV_NORMAL";
+    case Advice::random:
+      return "MADV_RANDOM";
+    case Advice::sequential:
+      return "MADV_SEQUENTIAL";
+    case Advice::willneed:
+      return "MADV_WILLNEED";
+    case Advice::dontneed:
+      return "MADV_DONTNEED";
+    case Advice::free_lazy:
+      return "MADV_FREE";
+    case Advice::remove:
+      return "MADV_REMOVE";
+    case Advice::hugepage:
+      return "MADV_HUGEPAGE";
+    case Advice::nohugepage:
+      return "MADV_NOHUGEPAGE";
+    case Advice::populate_read:
+      return "MADV_POPULATE_READ";
+    case Advice::populate_write:
+      return "MADV_POPULATE_WRITE";
+    case Advice::dontdump:
+      return "MADV_DONTDUMP";
+    case Advice::cold:
+      return "MADV_COLD";
+    case Advice::pageout:
+      return "MADV_PAGEOUT";
   }
   return "MADV_?";
 }
@@ -161,8 +194,8 @@ Result<void*> reserve(std::size_t len, std::size_t align) noexcept {
   const std::size_t extra = align - page;
   if (len > SIZE_MAX - extra)
     return Error::make(Op::mmap, ENOMEM).with_size(len).with_detail("reservation too large");
-  auto r = map(nullptr, len + extra, Prot::none, kMapPrivate | kMapAnonymous | kMapNoReserve, -1,
-               0);
+  auto r =
+      map(nullptr, len + extra, Prot::none, kMapPrivate | kMapAnonymous | kMapNoReserve, -1, 0);
   if (!r) return r;
   const auto start = reinterpret_cast<std::uintptr_t>(r.value());
   const std::uintptr_t aligned = (start + align - 1) & ~(static_cast<std::uintptr_t>(align) - 1);
@@ -179,10 +212,10 @@ Status advise(void* addr, std::size_t len, Advice advice) noexcept {
     const char* detail = nullptr;
     if (err == EINVAL && (advice == Advice::hugepage || advice == Advice::nohugepage))
       detail = "transparent huge pages are not available for this range";
-    else if (err == EINVAL &&
-             (advice == Advice::populate_read || advice == Advice::populate_write))
-      detail = "MADV_POPULATE needs Linux 5.14+ and a protection that allows the access "
-               "(populate_write needs PROT_WRITE)";
+    else if (err == EINVAL && (advice == Advice::populate_read || advice == Advice::populate_write))
+      detail =
+          "MADV_POPULATE needs Linux 5.14+ and a protection that allows the access "
+          "(populate_write needs PROT_WRITE)";
     return Error::make(Op::madvise, err)
         .with_size(len)
         .with_flags(static_cast<std::uint64_t>(advice))

@@ -62,9 +62,9 @@ Status protect(void* addr, std::size_t len, Prot prot) noexcept;
 Result<void*> remap(void* addr, std::size_t old_len, std::size_t new_len, bool may_move) noexcept;
 
 // Reserves `len` bytes of address space, aligned to `align` (a power of two,
-// at least the page size; anything else is EINVAL): PROT_NONE, private, anonymous, MAP_NORESERVE. No
-// memory is committed; the range is later replaced with kMapFixed mappings or
-// made accessible with protect().
+// at least the page size; anything else is EINVAL): PROT_NONE, private, anonymous, MAP_NORESERVE.
+// No memory is committed; the range is later replaced with kMapFixed mappings or made accessible
+// with protect().
 Result<void*> reserve(std::size_t len, std::size_t align) noexcept;
 
 enum class Advice : std::uint8_t {
@@ -72,10 +72,10 @@ enum class Advice : std::uint8_t {
   random,
   sequential,
   willneed,
-  dontneed,        // private anonymous: drop pages, next touch reads zeros
-  free_lazy,       // MADV_FREE
-  remove,          // shared/shmem: punch the backing store (MADV_REMOVE)
-  hugepage,        // THP: prefer huge pages
+  dontneed,   // private anonymous: drop pages, next touch reads zeros
+  free_lazy,  // MADV_FREE
+  remove,     // shared/shmem: punch the backing store (MADV_REMOVE)
+  hugepage,   // THP: prefer huge pages
   nohugepage,
   populate_read,   // prefault for reading (Linux 5.14+)
   populate_write,  // prefault writable (Linux 5.14+)
@@ -113,9 +113,9 @@ enum class FileType : std::uint8_t { regular, directory, symlink, other };
 struct FileInfo {
   std::uint64_t size = 0;
   FileType type = FileType::other;
-  std::uint32_t mode = 0;  // permission bits
-  std::uint64_t dev = 0;   // st_dev of the file (for block device statistics)
-  std::uint64_t fs_magic = 0;  // statfs f_type
+  std::uint32_t mode = 0;        // permission bits
+  std::uint64_t dev = 0;         // st_dev of the file (for block device statistics)
+  std::uint64_t fs_magic = 0;    // statfs f_type
   std::uint64_t block_size = 0;  // st_blksize (the huge page size on hugetlbfs)
   bool on_hugetlbfs = false;
   bool on_tmpfs = false;
@@ -136,8 +136,7 @@ Status drop_file_cache(int fd) noexcept;
 Result<std::size_t> read_fd(int fd, void* buf, std::size_t n) noexcept;
 Result<std::size_t> pread_fd(int fd, void* buf, std::size_t n, std::uint64_t off) noexcept;
 Result<std::size_t> write_fd(int fd, const void* buf, std::size_t n) noexcept;
-Result<std::size_t> pwrite_fd(int fd, const void* buf, std::size_t n,
-                              std::uint64_t off) noexcept;
+Result<std::size_t> pwrite_fd(int fd, const void* buf, std::size_t n, std::uint64_t off) noexcept;
 // Loops until n bytes are written (or an error).
 Status pwrite_all(int fd, const void* buf, std::size_t n, std::uint64_t off) noexcept;
 
@@ -161,27 +160,29 @@ enum class ThpMode : std::uint8_t { unknown, always, madvise, never };
 const char* thp_mode_name(ThpMode m) noexcept;
 
 struct HugePagePool {
-  std::size_t page_size = 0;  // 0 = slot unused
-  std::uint64_t total = 0;    // nr_hugepages
-  std::uint64_t free = 0;     // free_hugepages
-  std::uint64_t reserved = 0; // resv_hugepages
+  std::size_t page_size = 0;   // 0 = slot unused
+  std::uint64_t total = 0;     // nr_hugepages
+  std::uint64_t free = 0;      // free_hugepages
+  std::uint64_t reserved = 0;  // resv_hugepages
 };
 
 struct SystemInfo {
   std::size_t page_size = 0;
   unsigned cpus_online = 0;
-  HugePagePool huge[4];          // hugetlb pools by size, as /sys/kernel/mm/hugepages lists them
+  std::uint64_t memory_total = 0;      // bytes (/proc/meminfo MemTotal)
+  std::uint64_t memory_available = 0;  // bytes (/proc/meminfo MemAvailable)
+  HugePagePool huge[4];  // hugetlb pools by size, as /sys/kernel/mm/hugepages lists them
   ThpMode thp_enabled = ThpMode::unknown;
   ThpMode thp_defrag = ThpMode::unknown;  // defrag has more modes; unknown if not one of these
-  char thp_shmem[24] = {};       // /sys/kernel/mm/transparent_hugepage/shmem_enabled choice
-  int overcommit_memory = -1;    // 0 heuristic, 1 always, 2 never
+  char thp_shmem[24] = {};     // /sys/kernel/mm/transparent_hugepage/shmem_enabled choice
+  int overcommit_memory = -1;  // 0 heuristic, 1 always, 2 never
   int overcommit_ratio = -1;
   bool rseq_registered = false;  // glibc registered rseq for this thread
   unsigned rseq_size = 0;        // __rseq_size
   bool getcpu_available = false;
   bool memfd_available = false;
   bool pagemap_pfn_readable = false;  // CAP_SYS_ADMIN: pagemap shows frame numbers
-  char kernel[64] = {};          // uname release
+  char kernel[64] = {};               // uname release
 };
 // Everything above; probes memfd and pagemap, so call it once, not per mapping.
 SystemInfo system_info() noexcept;
@@ -198,11 +199,11 @@ std::uint64_t huge_pages_free(std::size_t size) noexcept;
 // Residency of [addr, addr+len) from /proc/self/pagemap, one entry per page.
 struct PageResidency {
   std::uint64_t pages = 0;
-  std::uint64_t present = 0;   // in RAM
+  std::uint64_t present = 0;  // in RAM
   std::uint64_t swapped = 0;
-  std::uint64_t exclusive = 0; // mapped only here (bit 56)
+  std::uint64_t exclusive = 0;       // mapped only here (bit 56)
   std::uint64_t file_or_shared = 0;  // bit 61
-  std::uint64_t first_pfn = 0; // frame of the first present page; 0 if not permitted
+  std::uint64_t first_pfn = 0;       // frame of the first present page; 0 if not permitted
 };
 Result<PageResidency> pagemap_residency(const void* addr, std::size_t len) noexcept;
 // Physical frame number behind addr; 0 when not present or not permitted.
@@ -219,12 +220,12 @@ struct SmapsTotals {
   std::uint64_t private_clean = 0;
   std::uint64_t private_dirty = 0;
   std::uint64_t anonymous = 0;
-  std::uint64_t anon_huge = 0;    // AnonHugePages
-  std::uint64_t shmem_huge = 0;   // ShmemPmdMapped
-  std::uint64_t file_huge = 0;    // FilePmdMapped
+  std::uint64_t anon_huge = 0;   // AnonHugePages
+  std::uint64_t shmem_huge = 0;  // ShmemPmdMapped
+  std::uint64_t file_huge = 0;   // FilePmdMapped
   std::uint64_t swap = 0;
   std::uint64_t locked = 0;
-  bool thp_eligible = false;      // any VMA with THPeligible: 1
+  bool thp_eligible = false;  // any VMA with THPeligible: 1
 };
 
 // Streaming parser for smaps text; separated from the file reading so that it
@@ -245,8 +246,7 @@ Result<SmapsTotals> smaps_range(const void* addr, std::size_t len) noexcept;
 
 // /proc/self/io counters.
 struct IoCounters {
-  std::uint64_t rchar = 0, wchar = 0, read_bytes = 0, write_bytes = 0,
-                cancelled_write_bytes = 0;
+  std::uint64_t rchar = 0, wchar = 0, read_bytes = 0, write_bytes = 0, cancelled_write_bytes = 0;
 };
 Result<IoCounters> process_io() noexcept;
 
@@ -255,6 +255,16 @@ struct BlockStats {
   std::uint64_t sectors_read = 0, sectors_written = 0;  // 512-byte sectors
 };
 Result<BlockStats> block_device_stats(std::uint64_t dev) noexcept;
+
+// getrusage: page faults and peak resident set size, of this process or of
+// its waited-for children (what an allocator benchmark reports as peak RSS).
+struct ResourceUsage {
+  std::uint64_t minor_faults = 0;
+  std::uint64_t major_faults = 0;
+  std::uint64_t max_rss = 0;  // bytes
+  std::uint64_t user_ns = 0, system_ns = 0;
+};
+Result<ResourceUsage> resource_usage(bool children = false) noexcept;
 
 // echo 1 > /proc/sys/vm/drop_caches (needs root); the page cache is written
 // back first (sync). EACCES/EPERM/EROFS when the caller lacks the right.
@@ -290,8 +300,8 @@ class RobustMutex {
 // ---------------------------------------------------------------- cpu
 
 struct RseqInfo {
-  bool registered = false;  // the C library registered rseq for this thread
-  unsigned size = 0;        // __rseq_size
+  bool registered = false;    // the C library registered rseq for this thread
+  unsigned size = 0;          // __rseq_size
   std::ptrdiff_t offset = 0;  // __rseq_offset from the thread pointer
 };
 RseqInfo rseq_info() noexcept;

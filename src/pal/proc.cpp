@@ -10,6 +10,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -63,10 +64,14 @@ bool parse_hex(const char* s, std::uint64_t& out, const char** end) noexcept {
   const char* p = s;
   for (;; ++p) {
     unsigned d;
-    if (*p >= '0' && *p <= '9') d = static_cast<unsigned>(*p - '0');
-    else if (*p >= 'a' && *p <= 'f') d = static_cast<unsigned>(*p - 'a' + 10);
-    else if (*p >= 'A' && *p <= 'F') d = static_cast<unsigned>(*p - 'A' + 10);
-    else break;
+    if (*p >= '0' && *p <= '9')
+      d = static_cast<unsigned>(*p - '0');
+    else if (*p >= 'a' && *p <= 'f')
+      d = static_cast<unsigned>(*p - 'a' + 10);
+    else if (*p >= 'A' && *p <= 'F')
+      d = static_cast<unsigned>(*p - 'A' + 10);
+    else
+      break;
     if (v >> 60) return false;  // would overflow 64 bits
     v = (v << 4) | d;
   }
@@ -156,10 +161,14 @@ Status for_each_line(const char* path, Fn&& fn) noexcept {
 
 const char* thp_mode_name(ThpMode m) noexcept {
   switch (m) {
-    case ThpMode::always: return "always";
-    case ThpMode::madvise: return "madvise";
-    case ThpMode::never: return "never";
-    case ThpMode::unknown: return "unknown";
+    case ThpMode::always:
+      return "always";
+    case ThpMode::madvise:
+      return "madvise";
+    case ThpMode::never:
+      return "never";
+    case ThpMode::unknown:
+      return "unknown";
   }
   return "unknown";
 }
@@ -168,6 +177,21 @@ SystemInfo system_info() noexcept {
   SystemInfo info;
   info.page_size = page_size();
   info.cpus_online = cpu_count();
+  (void)for_each_line("/proc/meminfo", [&](const char* line, std::size_t n) {
+    auto field = [&](const char* key, std::uint64_t& out) {
+      const std::size_t k = std::strlen(key);
+      std::uint64_t kb = 0;
+      if (n > k && std::memcmp(line, key, k) == 0 && line[k] == ':') {
+        char tmp[64];
+        const std::size_t m = std::min(n - k - 1, sizeof(tmp) - 1);
+        std::memcpy(tmp, line + k + 1, m);
+        tmp[m] = '\0';
+        if (parse_u64(tmp, kb) && kb <= UINT64_MAX / 1024) out = kb * 1024;
+      }
+    };
+    field("MemTotal", info.memory_total);
+    field("MemAvailable", info.memory_available);
+  });
 
   // hugetlb pools: /sys/kernel/mm/hugepages/hugepages-<kB>kB/
   if (DIR* dir = ::opendir("/sys/kernel/mm/hugepages")) {
@@ -195,8 +219,10 @@ SystemInfo system_info() noexcept {
   std::memcpy(info.thp_shmem, thp.shmem, sizeof(info.thp_shmem));
   info.thp_defrag = read_thp_mode("/sys/kernel/mm/transparent_hugepage/defrag");
   std::uint64_t v = 0;
-  if (read_u64_file("/proc/sys/vm/overcommit_memory", v)) info.overcommit_memory = static_cast<int>(v);
-  if (read_u64_file("/proc/sys/vm/overcommit_ratio", v)) info.overcommit_ratio = static_cast<int>(v);
+  if (read_u64_file("/proc/sys/vm/overcommit_memory", v))
+    info.overcommit_memory = static_cast<int>(v);
+  if (read_u64_file("/proc/sys/vm/overcommit_ratio", v))
+    info.overcommit_ratio = static_cast<int>(v);
 
   const RseqInfo rs = rseq_info();
   info.rseq_registered = rs.registered;
@@ -215,7 +241,7 @@ SystemInfo system_info() noexcept {
     auto pfn = physical_frame(const_cast<char*>(&probe));
     info.pagemap_pfn_readable = pfn.ok() && pfn.value() != 0;
   }
-  struct utsname u{};
+  struct utsname u {};
   if (::uname(&u) == 0) {
     const std::size_t n = std::min(std::strlen(u.release), sizeof(info.kernel) - 1);
     std::memcpy(info.kernel, u.release, n);
@@ -253,8 +279,7 @@ Result<PageResidency> pagemap_residency(const void* addr, std::size_t len) noexc
   PageResidency res;
   std::uint64_t entries[512];
   for (std::uintptr_t vpn = start; vpn < end;) {
-    const std::size_t want = static_cast<std::size_t>(
-        end - vpn < 512 ? end - vpn : 512);
+    const std::size_t want = static_cast<std::size_t>(end - vpn < 512 ? end - vpn : 512);
     auto r = pread_fd(fd.value(), entries, want * sizeof(std::uint64_t),
                       static_cast<std::uint64_t>(vpn) * sizeof(std::uint64_t));
     if (!r) {
@@ -375,12 +400,19 @@ Result<IoCounters> process_io() noexcept {
     std::uint64_t v = 0;
     if (colon == nullptr || !parse_u64(colon + 1, v)) return;
     const std::size_t k = static_cast<std::size_t>(colon - tmp);
-    auto is = [&](const char* key) { return std::strlen(key) == k && std::memcmp(tmp, key, k) == 0; };
-    if (is("rchar")) io.rchar = v;
-    else if (is("wchar")) io.wchar = v;
-    else if (is("read_bytes")) io.read_bytes = v;
-    else if (is("write_bytes")) io.write_bytes = v;
-    else if (is("cancelled_write_bytes")) io.cancelled_write_bytes = v;
+    auto is = [&](const char* key) {
+      return std::strlen(key) == k && std::memcmp(tmp, key, k) == 0;
+    };
+    if (is("rchar"))
+      io.rchar = v;
+    else if (is("wchar"))
+      io.wchar = v;
+    else if (is("read_bytes"))
+      io.read_bytes = v;
+    else if (is("write_bytes"))
+      io.write_bytes = v;
+    else if (is("cancelled_write_bytes"))
+      io.cancelled_write_bytes = v;
   });
   if (!s) return s.error();
   return io;
@@ -405,6 +437,23 @@ Result<BlockStats> block_device_stats(std::uint64_t dev) noexcept {
       return Error::make(Op::proc_read, EINVAL).with_path(path).with_detail("unexpected format");
   }
   return BlockStats{f[2], f[6]};
+}
+
+Result<ResourceUsage> resource_usage(bool children) noexcept {
+  struct rusage ru {};
+  if (::getrusage(children ? RUSAGE_CHILDREN : RUSAGE_SELF, &ru) != 0)
+    return Error::make(Op::proc_read, errno).with_detail("getrusage");
+  auto ns = [](const timeval& tv) {
+    return static_cast<std::uint64_t>(tv.tv_sec) * 1000000000u +
+           static_cast<std::uint64_t>(tv.tv_usec) * 1000u;
+  };
+  ResourceUsage u;
+  u.minor_faults = static_cast<std::uint64_t>(ru.ru_minflt);
+  u.major_faults = static_cast<std::uint64_t>(ru.ru_majflt);
+  u.max_rss = static_cast<std::uint64_t>(ru.ru_maxrss) * 1024;  // Linux reports KiB
+  u.user_ns = ns(ru.ru_utime);
+  u.system_ns = ns(ru.ru_stime);
+  return u;
 }
 
 Status drop_page_cache() noexcept {

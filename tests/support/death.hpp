@@ -29,8 +29,12 @@ inline constexpr bool kUnderSanitizer = false;
 struct DiedOf {
   int signal;
   bool operator()(int status) const {
-    if (WIFSIGNALED(status)) return WTERMSIG(status) == signal;
-    return kUnderSanitizer && WIFEXITED(status) && WEXITSTATUS(status) != 0;
+    if (WIFSIGNALED(status) && WTERMSIG(status) == signal) return true;
+    if (!kUnderSanitizer) return false;
+    // The sanitizer reported the fault (fault_pattern checks its report) and
+    // then exited, or aborted when ASAN_OPTIONS has abort_on_error=1.
+    return (WIFEXITED(status) && WEXITSTATUS(status) != 0) ||
+           (WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT);
   }
 };
 

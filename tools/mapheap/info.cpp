@@ -21,10 +21,14 @@ std::string human_size(std::uint64_t bytes) {
 
 const char* overcommit_name(int mode) {
   switch (mode) {
-    case 0: return "heuristic";
-    case 1: return "always";
-    case 2: return "never (strict accounting)";
-    default: return "unknown";
+    case 0:
+      return "heuristic";
+    case 1:
+      return "always";
+    case 2:
+      return "never (strict accounting)";
+    default:
+      return "unknown";
   }
 }
 
@@ -41,13 +45,17 @@ nlohmann::json to_json(const pal::SystemInfo& s) {
       {"kernel", s.kernel},
       {"page_size", s.page_size},
       {"cpus_online", s.cpus_online},
+      {"memory_total", s.memory_total},
+      {"memory_available", s.memory_available},
       {"hugetlb_pools", pools},
-      {"thp", {{"enabled", pal::thp_mode_name(s.thp_enabled)},
-               {"defrag", pal::thp_mode_name(s.thp_defrag)},
-               {"shmem_enabled", s.thp_shmem}}},
-      {"overcommit", {{"mode", s.overcommit_memory},
-                      {"name", overcommit_name(s.overcommit_memory)},
-                      {"ratio", s.overcommit_ratio}}},
+      {"thp",
+       {{"enabled", pal::thp_mode_name(s.thp_enabled)},
+        {"defrag", pal::thp_mode_name(s.thp_defrag)},
+        {"shmem_enabled", s.thp_shmem}}},
+      {"overcommit",
+       {{"mode", s.overcommit_memory},
+        {"name", overcommit_name(s.overcommit_memory)},
+        {"ratio", s.overcommit_ratio}}},
       {"rseq", {{"registered", s.rseq_registered}, {"size", s.rseq_size}}},
       {"memfd", s.memfd_available},
       {"pagemap_frame_numbers", s.pagemap_pfn_readable},
@@ -60,6 +68,9 @@ void print_text(const pal::SystemInfo& s) {
   fmt::print("  {:<24}{}\n", "kernel", s.kernel);
   fmt::print("  {:<24}{}\n", "page size", human_size(s.page_size));
   fmt::print("  {:<24}{}\n", "CPUs online", s.cpus_online);
+  fmt::print("  {:<24}{:.1f} GiB total, {:.1f} GiB available\n", "memory",
+             static_cast<double>(s.memory_total) / (1u << 30),
+             static_cast<double>(s.memory_available) / (1u << 30));
   bool any_pool = false;
   for (const auto& p : s.huge) {
     if (p.page_size == 0) continue;

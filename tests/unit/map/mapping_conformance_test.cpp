@@ -26,16 +26,19 @@ std::string unique(const char* stem) {
 struct Backend {
   const char* name;
   // Builds options for a fresh object of `size` bytes with `reserve` address space.
-  std::function<MappingOptions(const std::string& id, std::size_t size, std::size_t reserve)>
-      make;
+  std::function<MappingOptions(const std::string& id, std::size_t size, std::size_t reserve)> make;
   bool shared;      // stores are seen by fork()ed children and other mappers
   bool persistent;  // content survives unmapping (file, shm)
   std::function<void(const std::string& id)> cleanup;
 };
 
-void PrintTo(const Backend& b, std::ostream* os) { *os << b.name; }
+void PrintTo(const Backend& b, std::ostream* os) {
+  *os << b.name;
+}
 
-std::string file_path(const std::string& id) { return "/var/tmp/" + id + ".map"; }
+std::string file_path(const std::string& id) {
+  return "/var/tmp/" + id + ".map";
+}
 
 const Backend kBackends[] = {
     {"anonymous_private",
@@ -55,8 +58,9 @@ const Backend kBackends[] = {
      true, true, [](const std::string& id) { ::unlink(file_path(id).c_str()); }},
     {"file_private",
      [](const std::string& id, std::size_t s, std::size_t r) {
-       return MappingOptions::file(file_path(id), s).with_reserve(r).with_sharing(
-           Sharing::private_);
+       return MappingOptions::file(file_path(id), s)
+           .with_reserve(r)
+           .with_sharing(Sharing::private_);
      },
      false, false, [](const std::string& id) { ::unlink(file_path(id).c_str()); }},
     {"shm",

@@ -1,8 +1,8 @@
 // Mapping options one by one, and every way of asking for something wrong:
 // each must give a mapheap::error that names the path and the reason.
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -20,7 +20,9 @@
 namespace mapheap {
 namespace {
 
-std::size_t page() { return pal::page_size(); }
+std::size_t page() {
+  return pal::page_size();
+}
 
 class TempPath {
  public:
@@ -86,8 +88,7 @@ TEST(MappingErrors, Directory) {
   // A private mapping opens read-only, which a directory allows: the type check catches it.
   expect_error(
       [&] {
-        Mapping::create(
-            MappingOptions::file(p.str(), page()).with_sharing(Sharing::private_));
+        Mapping::create(MappingOptions::file(p.str(), page()).with_sharing(Sharing::private_));
       },
       EISDIR, {p.str(), "directory"});
 }
@@ -144,9 +145,8 @@ TEST(MappingErrors, FileWithoutPermission) {
 TEST(MappingErrors, EmptyFileWithoutSize) {
   TempPath p("empty");
   ::close(::open(p.str().c_str(), O_CREAT | O_WRONLY, 0600));
-  expect_error(
-      [&] { Mapping::create(MappingOptions::file(p.str(), 0, OpenMode::open_existing)); }, EINVAL,
-      {p.str(), "empty"});
+  expect_error([&] { Mapping::create(MappingOptions::file(p.str(), 0, OpenMode::open_existing)); },
+               EINVAL, {p.str(), "empty"});
 }
 
 TEST(MappingErrors, MissingPath) {
@@ -195,8 +195,8 @@ TEST(MappingErrors, HugetlbStrictFailsWhenUnavailable) {
 }
 
 TEST(MappingHuge, HugetlbFallsBackToTransparentWithAReason) {
-  Mapping m = Mapping::create(MappingOptions::anonymous(pal::kHuge2M)
-                                  .with_huge(HugePolicy::hugetlb_2m));
+  Mapping m =
+      Mapping::create(MappingOptions::anonymous(pal::kHuge2M).with_huge(HugePolicy::hugetlb_2m));
   const HugeReport& r = m.huge_report();
   if (pal::huge_pages_free(pal::kHuge2M) > 0) {
     EXPECT_EQ(r.obtained, HugeOutcome::hugetlb_2m);
@@ -206,8 +206,8 @@ TEST(MappingHuge, HugetlbFallsBackToTransparentWithAReason) {
   EXPECT_TRUE(r.fell_back);
   EXPECT_NE(r.reason.find("0 free"), std::string::npos) << r.reason;
   const pal::SystemInfo sys = pal::system_info();
-  EXPECT_EQ(r.obtained, sys.thp_enabled == pal::ThpMode::never ? HugeOutcome::none
-                                                               : HugeOutcome::transparent);
+  EXPECT_EQ(r.obtained,
+            sys.thp_enabled == pal::ThpMode::never ? HugeOutcome::none : HugeOutcome::transparent);
   EXPECT_EQ(m.granule(), page());
 }
 
@@ -229,7 +229,7 @@ TEST(MappingHuge, TransparentHugePagesBackALargeTouchedRange) {
 TEST(MappingFile, NewFileHasMode0600) {
   TempPath p("mode");
   Mapping m = Mapping::create(MappingOptions::file(p.str(), page()));
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(::stat(p.str().c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   EXPECT_EQ(static_cast<std::size_t>(st.st_size), page());
@@ -240,7 +240,7 @@ TEST(MappingFile, ModeIsTheCallers) {
   MappingOptions o = MappingOptions::file(p.str(), page());
   o.mode = 0640;
   Mapping m = Mapping::create(o);
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(::stat(p.str().c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0640u);
 
@@ -255,7 +255,7 @@ TEST(MappingFile, GrowExtendsTheFile) {
   TempPath p("grow");
   Mapping m = Mapping::create(MappingOptions::file(p.str(), page()).with_reserve(1 << 20));
   m.grow(5 * page());
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(::stat(p.str().c_str(), &st), 0);
   EXPECT_EQ(static_cast<std::size_t>(st.st_size), 5 * page());
 }

@@ -17,6 +17,7 @@
 #include <sys/mman.h>
 #include <sys/rseq.h>
 #include <sys/stat.h>
+#include <sys/sysinfo.h>
 #include <sys/sysmacros.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
@@ -210,6 +211,46 @@ TEST(PalProc, SystemInfoMatchesIndependentReads) {
   EXPECT_EQ(info.rseq_size, __rseq_size);
   EXPECT_TRUE(info.getcpu_available);
   EXPECT_TRUE(info.memfd_available);
+
+  // MemTotal is fixed for the machine: sysinfo() reports the same total.
+  struct sysinfo si {};
+  ASSERT_EQ(::sysinfo(&si), 0);
+  EXPECT_EQ(info.memory_total, static_cast<std::uint64_t>(si.totalram) * si.mem_unit);
+  EXPECT_GT(info.memory_available, 0u);
+  EXPECT_LE(info.memory_available, info.memory_total);
+}
+
+TEST(PalProc, ResourceUsageCountsFaultsAndPeakRss) {
+  auto before = pal::resource_usage();
+  ASSERT_TRUE(before.ok());
+  // Touch 32 MiB of fresh memory: at least one minor fault per 2 MiB (THP) and
+  // a peak RSS of at least that much.
+  const std::size_t len = std::size_t{32} << 20;
+  auto m =
+      pal::map(nullptr, len, pal::Prot::read_write, pal::kMapPrivate | pal::kMapAnonymous, -1, 0);
+  ASSERT_TRUE(m.ok());
+  std::memset(m.value(), 1, len);
+  auto after = pal::resource_usage();
+  ASSERT_TRUE(after.ok());
+  EXPECT_GE(after->minor_faults, before->minor_faults + len / pal::kHuge2M);
+  EXPECT_GE(after->max_rss, len);
+  EXPECT_GE(after->user_ns + after->system_ns, before->user_ns + before->system_ns);
+  ASSERT_TRUE(pal::unmap(m.value(), len).ok());
+
+  // A waited-for child's peak shows in RUSAGE_CHILDREN.
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) ::_exit(1);
+    std::memset(p, 1, len);
+    ::_exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  auto kids = pal::resource_usage(true);
+  ASSERT_TRUE(kids.ok());
+  EXPECT_GE(kids->max_rss, len);
 }
 
 TEST(PalProc, ThpSettingsMatchSysfsAndSystemInfo) {
