@@ -25,16 +25,11 @@ std::string scratch(const char* stem) {
 
 MappingOptions options_for(int backing, std::size_t size) {
   switch (backing) {
-    case 0:
-      return MappingOptions::anonymous(size);
-    case 1:
-      return MappingOptions::anonymous(size, Sharing::shared);
-    case 2:
-      return MappingOptions::file("/var/tmp/" + scratch("mapheap") + ".map", size);
-    case 3:
-      return MappingOptions::shm("/" + scratch("mapheap"), size);
-    default:
-      return MappingOptions::memfd("bench", size);
+    case 0: return MappingOptions::anonymous(size);
+    case 1: return MappingOptions::anonymous(size, Sharing::shared);
+    case 2: return MappingOptions::file("/var/tmp/" + scratch("mapheap") + ".map", size);
+    case 3: return MappingOptions::shm("/" + scratch("mapheap"), size);
+    default: return MappingOptions::memfd("bench", size);
   }
 }
 

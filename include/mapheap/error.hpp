@@ -5,9 +5,10 @@
 // std::generic_category) and what() is a complete sentence naming what was
 // being done, the path, the size and the flags involved, and why it failed:
 //
-//   mapheap: cannot create file mapping '/data/h.heap' (size 4096): open(path=
-//   '/data/h.heap', flags=O_RDWR|O_CREAT|O_CLOEXEC|O_NOFOLLOW, mode=0600) failed:
-//   EACCES (Permission denied)
+//   mapheap: cannot map file '/nonexistent/h.heap' (size 4096): open(path=
+//   '/nonexistent/h.heap', flags=O_RDWR|O_CREAT|O_EXCL|O_CLOEXEC|O_NOFOLLOW|O_NOCTTY|
+//   O_NONBLOCK, mode=0600) failed: ENOENT (No such file or directory): a directory
+//   in the path does not exist
 #pragma once
 
 #include <cstdint>

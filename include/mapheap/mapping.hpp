@@ -14,8 +14,18 @@
 //    process that maps the same object keeps its own base and sees the growth.
 //    (Anonymous *shared* memory is an unnamed memfd, so that it can grow and a
 //    fork()ed child sees the growth.)
-//  * file, private (copy-on-write): changes are never written back; growth past
-//    the file's end maps anonymous zero pages in place.
+//  * file, private (copy-on-write): changes are never written back, and the file
+//    is never created or extended; growth past its end maps anonymous zero
+//    pages in place.
+//  * hugetlb: huge pages cannot be overcommitted (and a writable hugetlbfs
+//    mapping resizes its file to the mapping), so only [0, size) is mapped and
+//    grow() maps each new range in place.
+//
+// Files are preallocated by default (fallocate): a store into a sparse file on
+// a full filesystem is a SIGBUS the kernel cannot turn into an error, so the
+// space is claimed when the mapping is created or grown, where ENOSPC can be
+// reported. shm and memfd objects are sparse by default (RAM is claimed on
+// touch); set `preallocate` to claim it up front.
 //
 // Huge pages: the policy is a request. What was obtained, and why not more, is
 // recorded in huge_report() — a fallback is never silent. Use
@@ -33,6 +43,10 @@
 #include "mapheap/error.hpp"
 
 namespace mapheap {
+
+namespace pal {
+class Status;  // the platform layer's error carrier (src/pal); private helpers only
+}
 
 enum class Backing : std::uint8_t {
   anonymous,  // no name; private, or shared with fork()ed children
@@ -110,6 +124,7 @@ struct MappingOptions {
   HugePolicy huge = HugePolicy::none;
   bool huge_strict = false;      // a huge-page fallback is an error instead
   bool prefault = false;         // populate pages at create and grow
+  bool preallocate = false;      // claim the object's storage (fallocate) at create and grow
   bool follow_symlinks = false;  // default: a symlink is refused (O_NOFOLLOW)
   bool lock_memory = false;      // mlock the usable range
   unsigned mode = 0600;          // permissions of a created file or shm object
@@ -144,6 +159,10 @@ struct MappingOptions {
     prefault = p;
     return *this;
   }
+  MappingOptions& with_preallocate(bool p = true) {
+    preallocate = p;
+    return *this;
+  }
 };
 
 class Mapping {
@@ -158,18 +177,18 @@ class Mapping {
   static Mapping create(const MappingOptions& options);  // throws mapheap::error
   static result<Mapping> try_create(const MappingOptions& options);
 
-  std::byte* data() const noexcept { return base_; }
-  std::size_t size() const noexcept { return size_; }          // usable bytes
-  std::size_t reserved() const noexcept { return reserved_; }  // bytes of address space
-  bool empty() const noexcept { return base_ == nullptr; }
-  Backing backing() const noexcept { return backing_; }
-  Sharing sharing() const noexcept { return sharing_; }
-  Access access() const noexcept { return access_; }
-  const std::string& path() const noexcept { return path_; }
-  int fd() const noexcept { return fd_; }  // -1 for private anonymous
-  const HugeReport& huge_report() const noexcept { return huge_; }
+  std::byte* data() const noexcept { return st_.base; }
+  std::size_t size() const noexcept { return st_.size; }          // usable bytes
+  std::size_t reserved() const noexcept { return st_.reserved; }  // bytes of address space
+  bool empty() const noexcept { return st_.base == nullptr; }
+  Backing backing() const noexcept { return st_.backing; }
+  Sharing sharing() const noexcept { return st_.sharing; }
+  Access access() const noexcept { return st_.access; }
+  const std::string& path() const noexcept { return st_.path; }
+  int fd() const noexcept { return st_.fd; }  // -1 for private anonymous
+  const HugeReport& huge_report() const noexcept { return st_.huge; }
   // Granule of size and growth: the base page, or the huge page for hugetlb.
-  std::size_t granule() const noexcept { return granule_; }
+  std::size_t granule() const noexcept { return st_.granule; }
 
   // Makes [0, new_size) usable; the base address does not move. Shrinking is
   // not done (new_size <= size() is a no-op). Throws if new_size > reserved(),
@@ -185,8 +204,10 @@ class Mapping {
   void advise(Advice advice, std::size_t offset = 0, std::size_t len = 0);
 
   // Gives the pages of [offset, offset+len) back to the OS; later reads see
-  // zeros. Private anonymous: MADV_DONTNEED; shared and file: hole punching
-  // (fallocate PUNCH_HOLE, which also drops them from every mapper).
+  // zeros. Private anonymous: MADV_DONTNEED; shared objects: hole punching
+  // (fallocate PUNCH_HOLE, which also drops them from every mapper); private
+  // file views: fresh anonymous zero pages replace the range (MADV_DONTNEED
+  // would bring the file's bytes back).
   void release(std::size_t offset, std::size_t len);
 
   Residency residency(std::size_t offset = 0, std::size_t len = 0) const;
@@ -195,22 +216,32 @@ class Mapping {
   void close();
 
  private:
-  void reset() noexcept;
+  struct State {
+    std::byte* base = nullptr;
+    std::size_t size = 0;
+    std::size_t reserved = 0;
+    std::size_t granule = 0;
+    std::size_t file_extent = 0;  // private file views: bytes backed by the file
+    int fd = -1;
+    Backing backing = Backing::anonymous;
+    Sharing sharing = Sharing::private_;
+    Access access = Access::read_write;
+    bool prefault = false;
+    bool preallocate = false;
+    bool locked = false;
+    bool piecewise = false;         // hugetlb: only [0, size) is mapped; grow maps more
+    bool hugetlb = false;
+    bool dir_sync_pending = false;  // we created the file: sync() also syncs its directory
+    bool sync_failed = false;       // an msync/fdatasync error is fatal for this mapping
+    std::string path;
+    HugeReport huge;
+  };
 
-  std::byte* base_ = nullptr;
-  std::size_t size_ = 0;
-  std::size_t reserved_ = 0;
-  std::size_t granule_ = 0;
-  std::size_t file_extent_ = 0;  // private file mappings: bytes backed by the file
-  int fd_ = -1;
-  Backing backing_ = Backing::anonymous;
-  Sharing sharing_ = Sharing::private_;
-  Access access_ = Access::read_write;
-  bool prefault_ = false;
-  bool locked_ = false;
-  bool sync_failed_ = false;  // an msync/fdatasync error is fatal for this mapping
-  std::string path_;
-  HugeReport huge_;
+  void reset() noexcept;
+  pal::Status populate(std::size_t offset, std::size_t len) noexcept;
+  pal::Status map_range(std::size_t from, std::size_t to) noexcept;
+
+  State st_;
 };
 
 }  // namespace mapheap

@@ -7,11 +7,13 @@
 //      better option was not taken;
 //   3. reserve an aligned range of address space and map the object over it
 //      (fd-backed) or open its usable prefix (private anonymous).
-// hugetlb pages cannot be overcommitted, so a hugetlb mapping commits its whole
-// reservation at creation; keep `reserve` close to `size` when asking for them.
+// Side effects are undone on failure: a file or shm object this call created is
+// removed again, and nothing stays mapped.
 #include "mapheap/mapping.hpp"
 
 #include <algorithm>
+#include <atomic>
+#include <cstdint>
 #include <cerrno>
 #include <cstdio>
 #include <new>
@@ -24,44 +26,31 @@ namespace mapheap {
 
 const char* to_string(Backing b) noexcept {
   switch (b) {
-    case Backing::anonymous:
-      return "anonymous";
-    case Backing::file:
-      return "file";
-    case Backing::shm:
-      return "shm";
-    case Backing::memfd:
-      return "memfd";
+    case Backing::anonymous: return "anonymous";
+    case Backing::file: return "file";
+    case Backing::shm: return "shm";
+    case Backing::memfd: return "memfd";
   }
   return "?";
 }
 
 const char* to_string(HugePolicy p) noexcept {
   switch (p) {
-    case HugePolicy::none:
-      return "none";
-    case HugePolicy::transparent:
-      return "transparent";
-    case HugePolicy::hugetlb_2m:
-      return "hugetlb-2M";
-    case HugePolicy::hugetlb_1g:
-      return "hugetlb-1G";
-    case HugePolicy::automatic:
-      return "auto";
+    case HugePolicy::none: return "none";
+    case HugePolicy::transparent: return "transparent";
+    case HugePolicy::hugetlb_2m: return "hugetlb-2M";
+    case HugePolicy::hugetlb_1g: return "hugetlb-1G";
+    case HugePolicy::automatic: return "auto";
   }
   return "?";
 }
 
 const char* to_string(HugeOutcome o) noexcept {
   switch (o) {
-    case HugeOutcome::none:
-      return "none";
-    case HugeOutcome::transparent:
-      return "transparent";
-    case HugeOutcome::hugetlb_2m:
-      return "hugetlb-2M";
-    case HugeOutcome::hugetlb_1g:
-      return "hugetlb-1G";
+    case HugeOutcome::none: return "none";
+    case HugeOutcome::transparent: return "transparent";
+    case HugeOutcome::hugetlb_2m: return "hugetlb-2M";
+    case HugeOutcome::hugetlb_1g: return "hugetlb-1G";
   }
   return "?";
 }
@@ -81,12 +70,14 @@ MappingOptions MappingOptions::file(std::string path, std::size_t size, OpenMode
   o.size = size;
   o.open_mode = m;
   o.sharing = Sharing::shared;
+  o.preallocate = true;  // no SIGBUS on a full filesystem: claim the blocks up front
   return o;
 }
 
 MappingOptions MappingOptions::shm(std::string name, std::size_t size, OpenMode m) {
   MappingOptions o = file(std::move(name), size, m);
   o.backing = Backing::shm;
+  o.preallocate = false;  // RAM: claimed on touch unless asked
   return o;
 }
 
@@ -110,7 +101,13 @@ MappingOptions MappingOptions::from_fd(int fd, std::size_t size) {
 
 namespace {
 
-std::size_t round_up(std::size_t v, std::size_t g) {
+// The largest size or reservation we accept: ftruncate and fallocate take an
+// off_t, and pointer differences within the mapping must fit a ptrdiff_t.
+constexpr std::size_t kMaxBytes = static_cast<std::size_t>(PTRDIFF_MAX) / 2 + 1;
+
+// v rounded up to a multiple of g. Sizes are checked against kMaxBytes first,
+// so this cannot overflow.
+std::size_t round_up(std::size_t v, std::size_t g) {  // REQUIRES: v <= kMaxBytes
   return (v + g - 1) / g * g;
 }
 
@@ -126,16 +123,29 @@ struct Context {
   const char* doing;
   std::string path;
   std::size_t size;
+  int fd = -1;  // named in the message when there is no path
 
   std::string head() const {
     std::string s = "mapheap: cannot ";
     s += doing;
-    if (!path.empty()) s += " '" + path + "'";
+    if (!path.empty())
+      s += " '" + path + "'";
+    else if (fd >= 0)
+      s += " (fd " + std::to_string(fd) + ")";
     if (size != 0) s += " (size " + std::to_string(size) + ")";
     return s + ": ";
   }
   error os(const pal::Error& e) const {
-    return error(e.code, head() + describe(e), path, size, pal::op_name(e.op));
+    std::string why = describe(e);
+    // A descriptor passed in by the caller may not be open for writing.
+    if (fd >= 0 &&
+        (e.op == pal::Op::ftruncate || e.op == pal::Op::fallocate || e.op == pal::Op::lock_file) &&
+        (e.code == EBADF || e.code == EINVAL))
+      why += " (is the descriptor open read-write?)";
+    // MADV_POPULATE reports a failed allocation of backing store as EFAULT.
+    if (e.op == pal::Op::madvise && e.code == EFAULT)
+      why += " (could not allocate the backing storage: the filesystem or memory is full)";
+    return error(e.code, head() + why, path, size, pal::op_name(e.op));
   }
   error check(int code, const std::string& why) const {
     return error(code, head() + why, path, size, "check");
@@ -144,14 +154,10 @@ struct Context {
 
 const char* doing_create(Backing b) {
   switch (b) {
-    case Backing::anonymous:
-      return "create anonymous mapping";
-    case Backing::file:
-      return "map file";
-    case Backing::shm:
-      return "map shared memory object";
-    case Backing::memfd:
-      return "map memfd";
+    case Backing::anonymous: return "create anonymous mapping";
+    case Backing::file: return "map file";
+    case Backing::shm: return "map shared memory object";
+    case Backing::memfd: return "map memfd";
   }
   return "map";
 }
@@ -160,19 +166,27 @@ pal::Prot prot_of(Access a) {
   return a == Access::read_only ? pal::Prot::read : pal::Prot::read_write;
 }
 
+bool is_hugetlb(HugeOutcome o) {
+  return o == HugeOutcome::hugetlb_2m || o == HugeOutcome::hugetlb_1g;
+}
+
+// Did `got` give what `asked` requested (automatic is satisfied by anything
+// but nothing)?
+bool satisfies(HugePolicy asked, HugeOutcome got) {
+  switch (asked) {
+    case HugePolicy::none: return true;
+    case HugePolicy::transparent:
+    case HugePolicy::automatic: return got != HugeOutcome::none;
+    case HugePolicy::hugetlb_2m: return is_hugetlb(got);
+    case HugePolicy::hugetlb_1g: return got == HugeOutcome::hugetlb_1g;
+  }
+  return false;
+}
+
 // One rung of the huge-page fallback chain.
 struct Plan {
   HugeOutcome outcome;
   std::size_t granule;
-};
-
-// Everything creation learns before the address space is reserved.
-struct Opened {
-  int fd = -1;
-  std::uint64_t object_size = 0;  // bytes in the file / shm / memfd when opened
-  bool on_hugetlbfs = false;
-  bool on_tmpfs = false;
-  std::size_t fs_granule = 0;  // hugetlbfs page size
 };
 
 // Closes a descriptor unless released (creation's error paths).
@@ -184,125 +198,206 @@ struct FdGuard {
   int release() { return std::exchange(fd, -1); }
 };
 
+// Removes a file or shm object this creation made, unless creation succeeded.
+struct CreatedGuard {
+  Backing backing = Backing::file;
+  std::string path;
+  bool armed = false;
+  ~CreatedGuard() {
+    if (!armed) return;
+    if (backing == Backing::shm)
+      (void)pal::shm_remove(path.c_str());
+    else
+      (void)pal::unlink_path(path.c_str());
+  }
+};
+
 std::string normalized_shm_name(const std::string& name) {
   return (!name.empty() && name[0] == '/') ? name : "/" + name;
 }
 
-}  // namespace
-
-Mapping::~Mapping() {
-  reset();
+// Makes a shared object at least `want` bytes, never smaller. Another process
+// may be growing it at the same moment, so this must not be "fstat, then
+// ftruncate" unguarded: ftruncate can shrink, and a stale size would cut off
+// the other process's growth. fallocate never shrinks; the sparse path holds
+// an OFD lock across its fstat and ftruncate.
+pal::Status extend_object(int fd, std::size_t want, bool preallocate) {
+  auto st = pal::stat_fd(fd);
+  if (!st) return st.error();
+  if (st->size >= want) return {};
+  if (preallocate) {
+    pal::Status s = pal::allocate_fd(fd, st->size, want - st->size);
+    if (s.ok() || s.error().code != EOPNOTSUPP) return s;
+    // The filesystem cannot preallocate: fall back to a sparse extension.
+  }
+  if (auto s = pal::lock_file(fd); !s) return s;
+  pal::Status result;
+  auto again = pal::stat_fd(fd);
+  if (!again)
+    result = again.error();
+  else if (again->size < want)
+    result = pal::truncate_fd(fd, want);
+  (void)pal::unlock_file(fd);
+  return result;
 }
 
-Mapping::Mapping(Mapping&& o) noexcept
-    : base_(std::exchange(o.base_, nullptr)),
-      size_(std::exchange(o.size_, 0)),
-      reserved_(std::exchange(o.reserved_, 0)),
-      granule_(o.granule_),
-      file_extent_(o.file_extent_),
-      fd_(std::exchange(o.fd_, -1)),
-      backing_(o.backing_),
-      sharing_(o.sharing_),
-      access_(o.access_),
-      prefault_(o.prefault_),
-      locked_(o.locked_),
-      sync_failed_(o.sync_failed_),
-      path_(std::move(o.path_)),
-      huge_(std::move(o.huge_)) {}
+}  // namespace
+
+Mapping::~Mapping() { reset(); }
+
+Mapping::Mapping(Mapping&& o) noexcept : st_(std::exchange(o.st_, State{})) {}
 
 Mapping& Mapping::operator=(Mapping&& o) noexcept {
   if (this != &o) {
     reset();
-    base_ = std::exchange(o.base_, nullptr);
-    size_ = std::exchange(o.size_, 0);
-    reserved_ = std::exchange(o.reserved_, 0);
-    granule_ = o.granule_;
-    file_extent_ = o.file_extent_;
-    fd_ = std::exchange(o.fd_, -1);
-    backing_ = o.backing_;
-    sharing_ = o.sharing_;
-    access_ = o.access_;
-    prefault_ = o.prefault_;
-    locked_ = o.locked_;
-    sync_failed_ = o.sync_failed_;
-    path_ = std::move(o.path_);
-    huge_ = std::move(o.huge_);
+    st_ = std::exchange(o.st_, State{});
   }
   return *this;
 }
 
 void Mapping::reset() noexcept {
-  if (base_ != nullptr) (void)pal::unmap(base_, reserved_);
-  if (fd_ >= 0) (void)pal::close_fd(fd_);
-  base_ = nullptr;
-  fd_ = -1;
-  size_ = reserved_ = 0;
+  if (st_.base != nullptr) (void)pal::unmap(st_.base, st_.reserved);
+  if (st_.fd >= 0) (void)pal::close_fd(st_.fd);
+  st_ = State{};
 }
 
 void Mapping::close() {
-  if (base_ != nullptr) {
-    void* base = std::exchange(base_, nullptr);
-    if (auto s = pal::unmap(base, reserved_); !s)
-      throw Context{"unmap", path_, reserved_}.os(s.error());
+  State st = std::exchange(st_, State{});
+  if (st.base != nullptr) {
+    if (auto s = pal::unmap(st.base, st.reserved); !s) {
+      if (st.fd >= 0) (void)pal::close_fd(st.fd);
+      throw Context{"unmap", st.path, st.reserved}.os(s.error());
+    }
   }
-  if (fd_ >= 0) {
-    if (auto s = pal::close_fd(std::exchange(fd_, -1)); !s)
-      throw Context{"close", path_, 0}.os(s.error());
+  if (st.fd >= 0) {
+    if (auto s = pal::close_fd(st.fd); !s) throw Context{"close", st.path, 0}.os(s.error());
   }
-  size_ = reserved_ = 0;
 }
 
-Mapping Mapping::create(const MappingOptions& options) {
-  return try_create(options).value();
+Mapping Mapping::create(const MappingOptions& options) { return try_create(options).value(); }
+
+// Prefaults [offset, offset+len). Stores are the point for anonymous memory
+// and shm; a shared *file* is prefaulted for reading only, because write
+// faults would dirty (and, on ext4, allocate) every page and the next sync
+// would write the whole file.
+pal::Status Mapping::populate(std::size_t offset, std::size_t len) noexcept {
+  if (len == 0) return {};
+  const bool file_view = st_.backing == Backing::file && st_.sharing == Sharing::shared;
+  const bool write = st_.access == Access::read_write && !file_view;
+  std::byte* p = st_.base + offset;
+  pal::Status s =
+      pal::advise(p, len, write ? pal::Advice::populate_write : pal::Advice::populate_read);
+  if (s.ok() || s.error().code != EINVAL) return s;
+  // Kernels before 5.14 lack MADV_POPULATE_*: touch each page. A write touch is
+  // an atomic add of zero, which cannot clobber a peer's concurrent store.
+  const std::size_t page = pal::page_size();
+  for (std::size_t off = 0; off < len; off += page) {
+    if (write)
+      std::atomic_ref<unsigned char>(*reinterpret_cast<unsigned char*>(p + off)).fetch_add(0);
+    else
+      (void)*static_cast<volatile const std::byte*>(p + off);
+  }
+  return {};
+}
+
+// hugetlb (piecewise) mappings: maps [from, to) of the object, or of anonymous
+// huge pages, over our own reservation. On failure the range is reserved
+// again, so the address space stays ours and inaccessible.
+pal::Status Mapping::map_range(std::size_t from, std::size_t to) noexcept {
+  const bool anon = st_.fd < 0;
+  std::uint32_t flags = pal::kMapFixed;
+  flags |= st_.sharing == Sharing::shared ? pal::kMapShared : pal::kMapPrivate;
+  if (anon) {
+    flags |= pal::kMapAnonymous;
+    flags |= st_.granule == pal::kHuge1G ? pal::kMapHuge1G : pal::kMapHuge2M;
+  }
+  auto m = pal::map(st_.base + from, to - from, prot_of(st_.access), flags, st_.fd, anon ? 0 : from);
+  if (m) return {};
+  (void)pal::map(st_.base + from, to - from, pal::Prot::none,
+                 pal::kMapPrivate | pal::kMapAnonymous | pal::kMapNoReserve | pal::kMapFixed, -1,
+                 0);
+  return m.error();
 }
 
 result<Mapping> Mapping::try_create(const MappingOptions& o) {
   const std::size_t page = pal::page_size();
   const bool named = o.backing == Backing::file || o.backing == Backing::shm;
   const std::string path = o.backing == Backing::shm ? normalized_shm_name(o.path) : o.path;
-  Context ctx{doing_create(o.backing), path, o.size};
+  Context ctx{o.fd >= 0 ? "map descriptor" : doing_create(o.backing), path, o.size, o.fd};
   const bool shared = o.sharing == Sharing::shared;
   const bool writable = o.access == Access::read_write;
 
   if (named && o.fd < 0 && o.path.empty())
     return ctx.check(EINVAL,
                      "no path given for a " + std::string(to_string(o.backing)) + " mapping");
+  if (o.size > kMaxBytes || o.reserve > kMaxBytes)
+    return ctx.check(ERANGE, "size " + std::to_string(std::max(o.size, o.reserve)) +
+                                 " is larger than the largest mapping (" +
+                                 std::to_string(kMaxBytes) + " bytes)");
   if (o.reserve != 0 && o.size > o.reserve)
     return ctx.check(EINVAL, "size " + std::to_string(o.size) + " is beyond the reservation of " +
                                  std::to_string(o.reserve) + " bytes");
+  // Only a shared, writable mapping may create (or extend) the object: a
+  // read-only or copy-on-write view of a missing file is an error, not an
+  // empty new file.
+  const bool may_create = named && o.fd < 0 && shared && writable;
+  if (o.open_mode == OpenMode::create_exclusive && named && !may_create)
+    return ctx.check(EINVAL, "exclusive creation needs a shared, read-write mapping");
 
   // ---- 1. open the backing object
-  Opened obj;
+  int obj_fd = -1;
   FdGuard guard;
+  CreatedGuard created{o.backing, path, false};
+  std::uint64_t existing = 0;
+  bool on_hugetlbfs = false, on_tmpfs = false;
+  std::size_t fs_granule = 0;
   const bool fd_backed = o.backing != Backing::anonymous || shared;
   if (o.fd >= 0) {
     auto d = pal::dup_fd(o.fd);
     if (!d) return ctx.os(d.error());
-    obj.fd = guard.fd = d.value();
+    obj_fd = guard.fd = d.value();
   } else if (named) {
-    std::uint32_t flags = 0;
-    // A private mapping never writes to the file, so it opens it read-only.
+    // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer
+    // before the type check below could refuse it.
+    std::uint32_t flags = pal::kOpenNonBlock;
     if (writable && shared) flags |= pal::kOpenReadWrite;
-    if (o.open_mode != OpenMode::open_existing) flags |= pal::kOpenCreate;
-    if (o.open_mode == OpenMode::create_exclusive) flags |= pal::kOpenExclusive;
     if (o.follow_symlinks) flags |= pal::kOpenFollow;
-    auto r = o.backing == Backing::shm ? pal::shm_open_object(path.c_str(), flags, o.mode)
-                                       : pal::open_file(path.c_str(), flags, o.mode);
+    auto open = [&](std::uint32_t f) {
+      return o.backing == Backing::shm ? pal::shm_open_object(path.c_str(), f, o.mode)
+                                       : pal::open_file(path.c_str(), f, o.mode);
+    };
+    const std::uint32_t create_flags = flags | pal::kOpenCreate | pal::kOpenExclusive;
+    pal::Result<int> r = pal::Error{};
+    if (may_create && o.open_mode == OpenMode::create_exclusive) {
+      r = open(create_flags);
+      created.armed = r.ok();
+    } else {
+      r = open(flags);
+      if (!r && r.error().code == ENOENT && may_create &&
+          o.open_mode == OpenMode::open_or_create) {
+        // Create it ourselves (O_EXCL) so that we know whether to remove it
+        // on failure; lose the race to another creator gracefully.
+        r = open(create_flags);
+        created.armed = r.ok();
+        if (!r && r.error().code == EEXIST) r = open(flags);
+      }
+    }
     if (!r) return ctx.os(r.error());
-    obj.fd = guard.fd = r.value();
+    obj_fd = guard.fd = r.value();
   }
-  if (obj.fd >= 0) {
-    auto st = pal::stat_fd(obj.fd);
+  if (obj_fd >= 0) {
+    auto st = pal::stat_fd(obj_fd);
     if (!st) return ctx.os(st.error());
     if (st->type == pal::FileType::directory)
       return ctx.check(EISDIR, "it is a directory, not a file");
     if (st->type != pal::FileType::regular)
       return ctx.check(ENODEV, "it is not a regular file (a device, FIFO or socket)");
-    obj.object_size = st->size;
-    obj.on_hugetlbfs = st->on_hugetlbfs;
-    obj.on_tmpfs = st->on_tmpfs;
-    if (obj.on_hugetlbfs) obj.fs_granule = static_cast<std::size_t>(st->block_size);
+    existing = st->size;
+    on_hugetlbfs = st->on_hugetlbfs;
+    on_tmpfs = st->on_tmpfs;
+    if (on_hugetlbfs) fs_granule = static_cast<std::size_t>(st->block_size);
   }
+  if (existing > kMaxBytes) return ctx.check(EFBIG, "the object is larger than any mapping");
 
   // ---- 2. plan the page size, most wanted first
   HugeReport report;
@@ -313,12 +408,22 @@ result<Mapping> Mapping::try_create(const MappingOptions& o) {
     if (!why_not.empty()) why_not += "; ";
     why_not += s;
   };
-  const pal::ThpSettings thp = pal::thp_settings();
-  if (obj.on_hugetlbfs) {
-    // The filesystem decides: every page of a hugetlbfs file is a huge page.
+  const std::size_t wanted_bytes = std::max<std::size_t>(o.size, existing);
+  if (on_hugetlbfs) {
+    // The filesystem decides: every page of a hugetlbfs file (or hugetlb memfd)
+    // is a huge page, and there is nothing to fall back to.
+    if (fs_granule == 0 || (fs_granule & (fs_granule - 1)) != 0)
+      return ctx.check(EINVAL, "hugetlbfs reports a page size of " + std::to_string(fs_granule));
+    const std::uint64_t need = round_up(std::max<std::size_t>(wanted_bytes, 1), fs_granule) /
+                               fs_granule;
+    const std::uint64_t avail = pal::huge_pages_available(fs_granule);
+    if (avail < need && existing < wanted_bytes)
+      return ctx.check(ENOMEM, "hugetlb pages of " + std::to_string(fs_granule >> 10) +
+                                   " KiB: " + std::to_string(need) + " needed, " +
+                                   std::to_string(avail) + " available (HugePages_Free - Rsvd)");
     plans.push_back(
-        {obj.fs_granule == pal::kHuge1G ? HugeOutcome::hugetlb_1g : HugeOutcome::hugetlb_2m,
-         obj.fs_granule});
+        {fs_granule == pal::kHuge1G ? HugeOutcome::hugetlb_1g : HugeOutcome::hugetlb_2m,
+         fs_granule});
   } else {
     const bool want_1g = o.huge == HugePolicy::hugetlb_1g;
     const bool want_2m =
@@ -332,12 +437,13 @@ result<Mapping> Mapping::try_create(const MappingOptions& o) {
              "hugetlbfs)");
         return;
       }
-      const std::size_t need_bytes = round_up(std::max(o.reserve, o.size), hsize);
-      const std::uint64_t need = need_bytes / hsize;
-      const std::uint64_t free = pal::huge_pages_free(hsize);
-      if (free < need) {
+      // Only [0, size) is mapped at creation (grow maps more), so that is
+      // what must be available now.
+      const std::uint64_t need = round_up(std::max<std::size_t>(o.size, 1), hsize) / hsize;
+      const std::uint64_t avail = pal::huge_pages_available(hsize);
+      if (avail < need) {
         note(std::string(label) + ": " + std::to_string(need) + " pages needed, " +
-             std::to_string(free) + " free (/proc/meminfo HugePages_Free)");
+             std::to_string(avail) + " free (HugePages_Free - HugePages_Rsvd)");
         return;
       }
       plans.push_back({out, hsize});
@@ -345,11 +451,14 @@ result<Mapping> Mapping::try_create(const MappingOptions& o) {
     if (want_1g) consider(HugeOutcome::hugetlb_1g, pal::kHuge1G, "hugetlb 1 GiB");
     if (want_2m) consider(HugeOutcome::hugetlb_2m, pal::kHuge2M, "hugetlb 2 MiB");
     if (o.huge != HugePolicy::none) {
-      const bool shmem = fd_backed && (obj.on_tmpfs || o.backing == Backing::memfd ||
-                                       o.backing == Backing::shm || shared);
+      const pal::ThpSettings thp = pal::thp_settings();
+      // Shared memory (shm, memfd, tmpfs files, anonymous shared) follows
+      // shmem_enabled; everything else the anonymous/file THP switch.
+      const bool shmem = on_tmpfs || o.backing == Backing::shm || o.backing == Backing::memfd ||
+                         (o.backing == Backing::anonymous && shared);
       const std::string shmem_mode = thp.shmem;
-      if (thp.enabled == pal::ThpMode::never && !shmem)
-        note("transparent: THP is 'never' in /sys/kernel/mm/transparent_hugepage/enabled");
+      if (!shmem && thp.effective() == pal::ThpMode::never)
+        note("transparent: THP is 'never' for 2 MiB pages (/sys/kernel/mm/transparent_hugepage)");
       else if (shmem && (shmem_mode == "never" || shmem_mode == "deny"))
         note("transparent: shared memory THP is '" + shmem_mode +
              "' in /sys/kernel/mm/transparent_hugepage/shmem_enabled");
@@ -358,17 +467,29 @@ result<Mapping> Mapping::try_create(const MappingOptions& o) {
     }
     plans.push_back({HugeOutcome::none, page});
   }
+  // A strict request that the plans cannot meet fails before any side effect.
+  if (o.huge_strict && !satisfies(o.huge, plans.front().outcome))
+    return ctx.check(ENOMEM, std::string("huge pages (") + to_string(o.huge) +
+                                 ") were required but are not available: " +
+                                 (why_not.empty() ? "not offered" : why_not));
 
   // ---- 3. size, reserve and map, falling down the plans on failure
   for (std::size_t i = 0; i < plans.size(); ++i) {
     const Plan& plan = plans[i];
     const std::size_t g = plan.granule;
-    const bool hugetlb =
-        plan.outcome == HugeOutcome::hugetlb_2m || plan.outcome == HugeOutcome::hugetlb_1g;
+    const bool hugetlb = is_hugetlb(plan.outcome);
+    const bool last = i + 1 == plans.size();
+    auto fall = [&](const pal::Error& e) -> bool {  // true: try the next plan
+      if (hugetlb && !last && !o.huge_strict) {
+        note(describe(e));
+        return true;
+      }
+      return false;
+    };
 
     // The anonymous shared or memfd object is created now that the page size is known.
     FdGuard fresh;
-    int fd = obj.fd;
+    int fd = obj_fd;
     if (fd < 0 && fd_backed) {
       std::uint32_t mf = 0;
       if (plan.outcome == HugeOutcome::hugetlb_2m) mf |= pal::kMemfdHuge2M;
@@ -376,29 +497,26 @@ result<Mapping> Mapping::try_create(const MappingOptions& o) {
       const std::string name = o.path.empty() ? "mapheap" : o.path;
       auto r = pal::memfd(name.c_str(), mf);
       if (!r) {
-        if (i + 1 < plans.size() && hugetlb) {
-          note(describe(r.error()));
-          continue;
-        }
+        if (fall(r.error())) continue;
         return ctx.os(r.error());
       }
       fd = fresh.fd = r.value();
     }
 
-    // Sizes. `want` is what the caller asked for, in granules; an existing
+    // Sizes. `size` is what the caller asked for, in granules; an existing
     // object larger than that stays whole (its content must be reachable).
-    const std::uint64_t existing = fd >= 0 && fresh.fd < 0 ? obj.object_size : 0;
-    std::size_t size = o.size != 0 ? round_up(o.size, g) : static_cast<std::size_t>(existing);
-    if (existing > size) size = static_cast<std::size_t>(existing);
+    const std::uint64_t have = fresh.fd < 0 ? existing : 0;
+    std::size_t size = o.size != 0 ? round_up(o.size, g) : static_cast<std::size_t>(have);
+    if (have > size) size = static_cast<std::size_t>(have);
     if (size == 0)
       return ctx.check(EINVAL, fd >= 0 && fresh.fd < 0
                                    ? "size 0: the object is empty and no size was given"
                                    : "size 0: a mapping needs a size");
-    if (!writable && shared && fd >= 0 && existing < o.size)
-      return ctx.check(EINVAL, "the object is " + std::to_string(existing) +
+    if (shared && !writable && fd >= 0 && fresh.fd < 0 && have < o.size)
+      return ctx.check(EINVAL, "the object is " + std::to_string(have) +
                                    " bytes; a read-only mapping cannot extend it to " +
                                    std::to_string(o.size));
-    std::size_t reserve = round_up(std::max(o.reserve, size), g);
+    const std::size_t reserve = round_up(std::max(o.reserve, size), g);
     if (o.reserve != 0 && size > round_up(o.reserve, g))
       return ctx.check(EINVAL, "the object is " + std::to_string(size) +
                                    " bytes, larger than the reservation of " +
@@ -408,56 +526,60 @@ result<Mapping> Mapping::try_create(const MappingOptions& o) {
     const std::size_t align = std::max(g, reserve >= pal::kHuge2M ? pal::kHuge2M : page);
     auto res = pal::reserve(reserve, align);
     if (!res) return ctx.os(res.error());
-    auto* base = static_cast<std::byte*>(res.value());
-    auto undo = [&] { (void)pal::unmap(base, reserve); };
+
+    Mapping m;  // owns the reservation from here: every return unmaps it
+    State& st = m.st_;
+    st.base = static_cast<std::byte*>(res.value());
+    st.reserved = reserve;
+    st.granule = g;
+    st.fd = fd;
+    st.backing = o.backing;
+    st.sharing = o.sharing;
+    st.access = o.access;
+    st.prefault = o.prefault;
+    st.preallocate = o.preallocate;
+    st.hugetlb = hugetlb;
+    st.piecewise = hugetlb;
+    st.path = path;
+    auto give_back_fd = [&] { st.fd = -1; };  // the guards own fd until success
 
     const pal::Prot prot = prot_of(o.access);
-    std::size_t file_extent = 0;
     pal::Status mapped;
-    if (fd >= 0 && shared) {
-      if (writable && existing < size) {
-        if (auto s = pal::truncate_fd(fd, size); !s) {
-          undo();
-          if (hugetlb && i + 1 < plans.size()) {
-            note(describe(s.error()));
-            continue;
-          }
-          return ctx.os(s.error());
-        }
+    if (fd >= 0 && shared && writable) {
+      if (auto s = extend_object(fd, size, o.preallocate); !s) {
+        give_back_fd();
+        if (fall(s.error())) continue;
+        return ctx.os(s.error());
       }
+    }
+    if (hugetlb) {
+      // Only [0, size): a writable hugetlbfs mapping would resize the file to
+      // the whole reservation, and huge pages cannot be overcommitted.
+      mapped = m.map_range(0, size);
+    } else if (fd >= 0 && shared) {
       // The whole reservation maps the object: growth is only ftruncate.
-      auto m = pal::map(base, reserve, prot, pal::kMapShared | pal::kMapFixed, fd, 0);
-      if (!m) mapped = m.error();
+      auto r = pal::map(st.base, reserve, prot, pal::kMapShared | pal::kMapFixed, fd, 0);
+      if (!r) mapped = r.error();
     } else if (fd >= 0) {  // private, copy-on-write view of the object
-      file_extent = std::min(round_up(static_cast<std::size_t>(existing), page), reserve);
-      if (file_extent > 0) {
-        auto m = pal::map(base, file_extent, prot, pal::kMapPrivate | pal::kMapFixed, fd, 0);
-        if (!m) mapped = m.error();
+      st.file_extent = std::min(round_up(static_cast<std::size_t>(have), page), reserve);
+      if (st.file_extent > 0) {
+        auto r = pal::map(st.base, st.file_extent, prot, pal::kMapPrivate | pal::kMapFixed, fd, 0);
+        if (!r) mapped = r.error();
       }
-      if (mapped.ok() && size > file_extent)
-        mapped = pal::protect(base + file_extent, size - file_extent, prot);
-    } else if (hugetlb) {  // private anonymous hugetlb: commit the reservation now
-      auto m = pal::map(
-          base, reserve, prot,
-          pal::kMapPrivate | pal::kMapAnonymous | pal::kMapFixed |
-              (plan.outcome == HugeOutcome::hugetlb_1g ? pal::kMapHuge1G : pal::kMapHuge2M),
-          -1, 0);
-      if (!m) mapped = m.error();
+      if (mapped.ok() && size > st.file_extent)
+        mapped = pal::protect(st.base + st.file_extent, size - st.file_extent, prot);
     } else {
-      mapped = pal::protect(base, size, prot);
+      mapped = pal::protect(st.base, size, prot);
     }
     if (!mapped) {
-      undo();
-      if (hugetlb && i + 1 < plans.size()) {
-        note(describe(mapped.error()));
-        continue;
-      }
+      give_back_fd();
+      if (fall(mapped.error())) continue;
       return ctx.os(mapped.error());
     }
 
-    // Transparent huge pages are advice; so is their absence when THP is "always".
+    // Transparent huge pages are advice; so is their absence for policy none.
     if (plan.outcome == HugeOutcome::transparent) {
-      if (auto s = pal::advise(base, reserve, pal::Advice::hugepage); !s) {
+      if (auto s = pal::advise(st.base, reserve, pal::Advice::hugepage); !s) {
         note("transparent: " + describe(s.error()));
         report.obtained = HugeOutcome::none;
       } else {
@@ -465,103 +587,105 @@ result<Mapping> Mapping::try_create(const MappingOptions& o) {
       }
     } else {
       report.obtained = plan.outcome;
-      if (plan.outcome == HugeOutcome::none && thp.enabled == pal::ThpMode::always && !shared)
-        (void)pal::advise(base, reserve, pal::Advice::nohugepage);
+      if (o.huge == HugePolicy::none)  // EINVAL only if the kernel has no THP at all
+        (void)pal::advise(st.base, reserve, pal::Advice::nohugepage);
     }
-    const bool wanted_more =
-        (o.huge == HugePolicy::hugetlb_1g && report.obtained != HugeOutcome::hugetlb_1g) ||
-        (o.huge == HugePolicy::hugetlb_2m && report.obtained != HugeOutcome::hugetlb_2m &&
-         report.obtained != HugeOutcome::hugetlb_1g) ||
-        (o.huge == HugePolicy::transparent && report.obtained == HugeOutcome::none) ||
-        (o.huge == HugePolicy::automatic && report.obtained == HugeOutcome::none);
-    if (wanted_more) {
+    if (!satisfies(o.huge, report.obtained)) {
       report.fell_back = true;
       report.reason = why_not.empty() ? "not available" : why_not;
       if (o.huge_strict) {
-        undo();
+        give_back_fd();
         return ctx.check(ENOMEM, std::string("huge pages (") + to_string(o.huge) +
                                      ") were required but not available: " + report.reason);
       }
-    } else if (o.huge == HugePolicy::automatic && !why_not.empty()) {
-      report.reason = why_not;  // automatic took what it found; say what it passed over
+    } else if (!why_not.empty()) {
+      report.reason = why_not;  // what a lesser-but-acceptable choice passed over
     }
+    st.huge = std::move(report);
 
-    Mapping m;
-    m.base_ = base;
-    m.size_ = size;
-    m.reserved_ = reserve;
-    m.granule_ = g;
-    m.file_extent_ = file_extent;
-    m.fd_ = fd;
+    if (o.prefault) {
+      if (auto s = m.populate(0, size); !s) {
+        give_back_fd();
+        return ctx.os(s.error());
+      }
+    }
+    if (o.lock_memory) {
+      if (auto s = pal::lock(st.base, size); !s) {
+        give_back_fd();
+        return ctx.os(s.error());
+      }
+      st.locked = true;
+    }
+    st.size = size;
+    st.dir_sync_pending = created.armed && o.backing == Backing::file;
     fresh.release();
     guard.release();
-    m.backing_ = o.backing;
-    m.sharing_ = o.sharing;
-    m.access_ = o.access;
-    m.prefault_ = o.prefault;
-    m.path_ = path;
-    m.huge_ = std::move(report);
-    if (o.prefault) m.advise(Advice::populate, 0, size);
-    if (o.lock_memory) {
-      if (auto s = pal::lock(base, size); !s) return ctx.os(s.error());
-      m.locked_ = true;
-    }
+    created.armed = false;
     return m;
   }
   return ctx.check(ENOMEM, "no page size could be mapped: " + why_not);
 }
 
 result<std::size_t> Mapping::try_grow(std::size_t new_size) {
-  Context ctx{"grow mapping", path_, new_size};
-  if (base_ == nullptr) return ctx.check(EBADF, "the mapping is closed");
-  if (new_size <= size_) return size_;
-  const std::size_t want = round_up(new_size, granule_);
-  if (want > reserved_)
-    return ctx.check(ERANGE, "beyond its reservation of " + std::to_string(reserved_) +
+  Context ctx{"grow mapping", st_.path, new_size, st_.path.empty() ? st_.fd : -1};
+  if (st_.base == nullptr) return ctx.check(EBADF, "the mapping is closed");
+  if (new_size <= st_.size) return st_.size;
+  if (new_size > st_.reserved)
+    return ctx.check(ERANGE, "beyond its reservation of " + std::to_string(st_.reserved) +
                                  " bytes (reserve more address space at creation)");
+  const std::size_t want = round_up(new_size, st_.granule);  // <= reserved: granule multiple
   const std::size_t page = pal::page_size();
-  const std::size_t have = round_up(size_, page);
-  const pal::Prot prot = prot_of(access_);
-  const bool hugetlb =
-      huge_.obtained == HugeOutcome::hugetlb_2m || huge_.obtained == HugeOutcome::hugetlb_1g;
+  const std::size_t from = round_up(st_.size, st_.piecewise ? st_.granule : page);
+  const pal::Prot prot = prot_of(st_.access);
+  const bool shared_object = st_.fd >= 0 && st_.sharing == Sharing::shared;
 
-  if (fd_ >= 0 && sharing_ == Sharing::shared) {
-    // Another process may have grown the object already; never shrink it.
-    auto st = pal::stat_fd(fd_);
-    if (!st) return ctx.os(st.error());
-    if (st->size < want) {
-      if (access_ == Access::read_only)
+  if (shared_object) {
+    if (st_.access == Access::read_only) {
+      // Another process may have grown the object; we may not.
+      auto st = pal::stat_fd(st_.fd);
+      if (!st) return ctx.os(st.error());
+      if (st->size < new_size)
         return ctx.check(EINVAL, "the object is " + std::to_string(st->size) +
                                      " bytes; a read-only mapping cannot extend it");
-      if (auto s = pal::truncate_fd(fd_, want); !s) return ctx.os(s.error());
+    } else if (auto s = extend_object(st_.fd, want, st_.preallocate); !s) {
+      return ctx.os(s.error());
     }
-  } else if (fd_ >= 0 || !hugetlb) {
-    // Private: pages past the file's extent (or all pages, for anonymous
-    // memory) are anonymous and become accessible in place.
-    const std::size_t from = std::max(have, file_extent_);
+  }
+  if (st_.piecewise) {
     if (want > from) {
-      if (auto s = pal::protect(base_ + from, want - from, prot); !s) return ctx.os(s.error());
+      if (auto s = map_range(from, want); !s) return ctx.os(s.error());
+    }
+  } else if (!shared_object) {
+    // Private: pages past the file's extent (all pages, for anonymous
+    // memory) are anonymous and become accessible in place.
+    const std::size_t start = std::max(from, st_.file_extent);
+    if (want > start) {
+      if (auto s = pal::protect(st_.base + start, want - start, prot); !s)
+        return ctx.os(s.error());
     }
   }
-  size_ = want;
-  if (prefault_) advise(Advice::populate, have, want - have);
-  if (locked_) {
-    if (auto s = pal::lock(base_ + have, want - have); !s) return ctx.os(s.error());
+  // The new range is usable only once it is populated and locked as asked;
+  // size() does not change if either fails.
+  const std::size_t old = round_up(st_.size, page);
+  if (st_.prefault) {
+    if (auto s = populate(old, want - old); !s) return ctx.os(s.error());
   }
-  return size_;
+  if (st_.locked) {
+    if (auto s = pal::lock(st_.base + old, want - old); !s) return ctx.os(s.error());
+  }
+  st_.size = want;
+  return st_.size;
 }
 
-void Mapping::grow(std::size_t new_size) {
-  (void)try_grow(new_size).value();
-}
+void Mapping::grow(std::size_t new_size) { (void)try_grow(new_size).value(); }
 
 namespace {
 // Validates [offset, offset+len) against the usable size; len 0 = to the end.
 std::pair<std::size_t, std::size_t> clamp_range(const Context& ctx, std::size_t size,
                                                 std::size_t offset, std::size_t len) {
   if (offset > size)
-    throw ctx.check(ERANGE, "offset " + std::to_string(offset) + " is beyond the mapping's size " +
-                                std::to_string(size));
+    throw ctx.check(ERANGE, "offset " + std::to_string(offset) +
+                                " is beyond the mapping's size " + std::to_string(size));
   if (len == 0) len = size - offset;
   if (len > size - offset)
     throw ctx.check(ERANGE, "range [" + std::to_string(offset) + ", +" + std::to_string(len) +
@@ -574,100 +698,90 @@ std::pair<std::size_t, std::size_t> clamp_range(const Context& ctx, std::size_t 
 }  // namespace
 
 void Mapping::sync(std::size_t offset, std::size_t len) {
-  Context ctx{"sync mapping", path_, size_};
-  if (base_ == nullptr) throw ctx.check(EBADF, "the mapping is closed");
-  auto [start, n] = clamp_range(ctx, size_, offset, len);
-  if (fd_ < 0 || sharing_ != Sharing::shared || access_ == Access::read_only) return;
-  if (sync_failed_)
+  Context ctx{"sync mapping", st_.path, st_.size};
+  if (st_.base == nullptr) throw ctx.check(EBADF, "the mapping is closed");
+  auto [start, n] = clamp_range(ctx, st_.size, offset, len);
+  if (st_.fd < 0 || st_.sharing != Sharing::shared || st_.access == Access::read_only) return;
+  if (st_.sync_failed)
     throw ctx.check(EIO,
                     "an earlier sync failed; the kernel may have dropped the dirty pages, "
                     "so durability can no longer be promised for this mapping");
   // msync first: it starts writeback of the mapped pages and waits for it;
   // fdatasync then flushes the device cache and the metadata needed to read
   // the data back (the file size after growth).
-  if (auto s = pal::sync_memory(base_ + start, n); !s) {
-    sync_failed_ = true;
-    throw ctx.os(s.error());
+  pal::Status s = pal::sync_memory(st_.base + start, n);
+  if (s) s = pal::datasync(st_.fd);
+  // A file this mapping created is durable only once its name is.
+  if (s && st_.dir_sync_pending) {
+    s = pal::sync_parent_directory(st_.path.c_str());
+    if (s) st_.dir_sync_pending = false;
   }
-  if (auto s = pal::datasync(fd_); !s) {
-    sync_failed_ = true;
+  if (!s) {
+    st_.sync_failed = true;
     throw ctx.os(s.error());
   }
 }
 
 void Mapping::advise(Advice advice, std::size_t offset, std::size_t len) {
-  Context ctx{"advise mapping", path_, size_};
-  if (base_ == nullptr) throw ctx.check(EBADF, "the mapping is closed");
-  auto [start, n] = clamp_range(ctx, size_, offset, len);
+  Context ctx{"advise mapping", st_.path, st_.size};
+  if (st_.base == nullptr) throw ctx.check(EBADF, "the mapping is closed");
+  auto [start, n] = clamp_range(ctx, st_.size, offset, len);
   if (n == 0) return;
   pal::Advice a = pal::Advice::normal;
   switch (advice) {
-    case Advice::normal:
-      a = pal::Advice::normal;
-      break;
-    case Advice::sequential:
-      a = pal::Advice::sequential;
-      break;
-    case Advice::random:
-      a = pal::Advice::random;
-      break;
-    case Advice::willneed:
-      a = pal::Advice::willneed;
-      break;
-    case Advice::dontneed:
-      a = pal::Advice::dontneed;
-      break;
-    case Advice::hugepage:
-      a = pal::Advice::hugepage;
-      break;
-    case Advice::nohugepage:
-      a = pal::Advice::nohugepage;
-      break;
+    case Advice::normal: a = pal::Advice::normal; break;
+    case Advice::sequential: a = pal::Advice::sequential; break;
+    case Advice::random: a = pal::Advice::random; break;
+    case Advice::willneed: a = pal::Advice::willneed; break;
+    case Advice::dontneed: a = pal::Advice::dontneed; break;
+    case Advice::hugepage: a = pal::Advice::hugepage; break;
+    case Advice::nohugepage: a = pal::Advice::nohugepage; break;
     case Advice::populate:
-      a = access_ == Access::read_write ? pal::Advice::populate_write : pal::Advice::populate_read;
-      break;
-  }
-  if (auto s = pal::advise(base_ + start, n, a); !s) {
-    if (advice == Advice::populate && s.error().code == EINVAL) {
-      // Kernels before 5.14 lack MADV_POPULATE_*: touch each page instead.
-      const std::size_t page = pal::page_size();
-      for (std::size_t off = 0; off < n; off += page)
-        (void)*static_cast<volatile const std::byte*>(base_ + start + off);
+      if (auto s = populate(start, n); !s) throw ctx.os(s.error());
       return;
-    }
-    throw ctx.os(s.error());
   }
+  if (auto s = pal::advise(st_.base + start, n, a); !s) throw ctx.os(s.error());
 }
 
 void Mapping::release(std::size_t offset, std::size_t len) {
-  Context ctx{"release pages of mapping", path_, len};
-  if (base_ == nullptr) throw ctx.check(EBADF, "the mapping is closed");
-  if (offset % granule_ != 0 || len % granule_ != 0)
+  Context ctx{"release pages of mapping", st_.path, len};
+  if (st_.base == nullptr) throw ctx.check(EBADF, "the mapping is closed");
+  if (offset % st_.granule != 0 || len % st_.granule != 0)
     throw ctx.check(EINVAL, "offset " + std::to_string(offset) + " and length " +
                                 std::to_string(len) + " must be multiples of the granule " +
-                                std::to_string(granule_));
-  auto [start, n] = clamp_range(ctx, size_, offset, len);
+                                std::to_string(st_.granule));
+  auto [start, n] = clamp_range(ctx, st_.size, offset, len);
   if (n == 0) return;
   pal::Status s;
-  if (fd_ >= 0 && sharing_ == Sharing::shared) {
-    if (access_ == Access::read_only)
+  if (st_.fd >= 0 && st_.sharing == Sharing::shared) {
+    if (st_.access == Access::read_only)
       throw ctx.check(EBADF, "a read-only mapping cannot release the object's pages");
-    s = pal::punch_hole(fd_, start, n);  // drops the pages from every mapper, too
+    s = pal::punch_hole(st_.fd, start, n);  // drops the pages from every mapper, too
   } else {
-    s = pal::advise(base_ + start, n, pal::Advice::dontneed);
+    // A private view of a file: MADV_DONTNEED would fault the file's bytes
+    // back in, so the part backed by the file is replaced by zero pages.
+    const std::size_t file_end = std::min(start + n, st_.file_extent);
+    if (st_.fd >= 0 && start < file_end) {
+      auto r = pal::map(st_.base + start, file_end - start, prot_of(st_.access),
+                        pal::kMapPrivate | pal::kMapAnonymous | pal::kMapFixed, -1, 0);
+      if (!r) throw ctx.os(r.error());
+    }
+    const std::size_t anon_start = std::max(start, file_end);
+    if (anon_start < start + n)
+      s = pal::advise(st_.base + anon_start, start + n - anon_start, pal::Advice::dontneed);
   }
   if (!s) throw ctx.os(s.error());
 }
 
 Residency Mapping::residency(std::size_t offset, std::size_t len) const {
-  Context ctx{"read residency of mapping", path_, size_};
-  if (base_ == nullptr) throw ctx.check(EBADF, "the mapping is closed");
-  auto [start, n] = clamp_range(ctx, size_, offset, len);
+  Context ctx{"read residency of mapping", st_.path, st_.size};
+  if (st_.base == nullptr) throw ctx.check(EBADF, "the mapping is closed");
+  auto [start, n] = clamp_range(ctx, st_.size, offset, len);
   Residency r;
   if (n == 0) return r;
-  auto pm = pal::pagemap_residency(base_ + start, n);
+  auto pm = pal::pagemap_residency(st_.base + start, n);
   if (!pm) throw ctx.os(pm.error());
-  auto sm = pal::smaps_range(base_ + start, n);
+  auto sm = pal::smaps_range(st_.base + start, n);
   if (!sm) throw ctx.os(sm.error());
   r.pages = pm->pages;
   r.resident_pages = pm->present;

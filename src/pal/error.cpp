@@ -16,152 +16,84 @@ namespace mapheap::pal {
 
 const char* op_name(Op op) noexcept {
   switch (op) {
-    case Op::none:
-      return "(none)";
-    case Op::mmap:
-      return "mmap";
-    case Op::munmap:
-      return "munmap";
-    case Op::mprotect:
-      return "mprotect";
-    case Op::mremap:
-      return "mremap";
-    case Op::madvise:
-      return "madvise";
-    case Op::mlock:
-      return "mlock";
-    case Op::munlock:
-      return "munlock";
-    case Op::msync:
-      return "msync";
-    case Op::open:
-      return "open";
-    case Op::close:
-      return "close";
-    case Op::dup:
-      return "fcntl(F_DUPFD_CLOEXEC)";
-    case Op::fstat:
-      return "fstat";
-    case Op::fstatfs:
-      return "fstatfs";
-    case Op::ftruncate:
-      return "ftruncate";
-    case Op::fallocate:
-      return "fallocate";
-    case Op::punch_hole:
-      return "fallocate(PUNCH_HOLE)";
-    case Op::fdatasync:
-      return "fdatasync";
-    case Op::fadvise:
-      return "posix_fadvise";
-    case Op::read:
-      return "read";
-    case Op::write:
-      return "write";
-    case Op::memfd_create:
-      return "memfd_create";
-    case Op::shm_open:
-      return "shm_open";
-    case Op::shm_unlink:
-      return "shm_unlink";
-    case Op::unlink:
-      return "unlink";
-    case Op::futex_wait:
-      return "futex(WAIT)";
-    case Op::futex_wake:
-      return "futex(WAKE)";
-    case Op::mutex_init:
-      return "pthread_mutex_init";
-    case Op::mutex_lock:
-      return "pthread_mutex_lock";
-    case Op::mutex_unlock:
-      return "pthread_mutex_unlock";
-    case Op::mutex_consistent:
-      return "pthread_mutex_consistent";
-    case Op::proc_read:
-      return "read";
-    case Op::spawn:
-      return "posix_spawnp";
-    case Op::check:
-      return "check";
+    case Op::none: return "(none)";
+    case Op::mmap: return "mmap";
+    case Op::munmap: return "munmap";
+    case Op::mprotect: return "mprotect";
+    case Op::mremap: return "mremap";
+    case Op::madvise: return "madvise";
+    case Op::mlock: return "mlock";
+    case Op::munlock: return "munlock";
+    case Op::msync: return "msync";
+    case Op::open: return "open";
+    case Op::close: return "close";
+    case Op::dup: return "fcntl(F_DUPFD_CLOEXEC)";
+    case Op::fstat: return "fstat";
+    case Op::fstatfs: return "fstatfs";
+    case Op::ftruncate: return "ftruncate";
+    case Op::fallocate: return "fallocate";
+    case Op::punch_hole: return "fallocate(PUNCH_HOLE)";
+    case Op::fdatasync: return "fdatasync";
+    case Op::fsync: return "fsync";
+    case Op::lock_file: return "fcntl(F_OFD_SETLKW)";
+    case Op::fadvise: return "posix_fadvise";
+    case Op::read: return "read";
+    case Op::write: return "write";
+    case Op::memfd_create: return "memfd_create";
+    case Op::shm_open: return "shm_open";
+    case Op::shm_unlink: return "shm_unlink";
+    case Op::unlink: return "unlink";
+    case Op::futex_wait: return "futex(WAIT)";
+    case Op::futex_wake: return "futex(WAKE)";
+    case Op::mutex_init: return "pthread_mutex_init";
+    case Op::mutex_lock: return "pthread_mutex_lock";
+    case Op::mutex_unlock: return "pthread_mutex_unlock";
+    case Op::mutex_consistent: return "pthread_mutex_consistent";
+    case Op::proc_read: return "read";
+    case Op::spawn: return "posix_spawnp";
+    case Op::check: return "check";
   }
   return "(unknown)";
 }
 
 const char* errno_name(int code) noexcept {
   switch (code) {
-    case EPERM:
-      return "EPERM";
-    case ENOENT:
-      return "ENOENT";
-    case EINTR:
-      return "EINTR";
-    case EIO:
-      return "EIO";
-    case EBADF:
-      return "EBADF";
-    case EAGAIN:
-      return "EAGAIN";
-    case ENOMEM:
-      return "ENOMEM";
-    case EACCES:
-      return "EACCES";
-    case EFAULT:
-      return "EFAULT";
-    case EBUSY:
-      return "EBUSY";
-    case EEXIST:
-      return "EEXIST";
-    case ENODEV:
-      return "ENODEV";
-    case ENOTDIR:
-      return "ENOTDIR";
-    case EISDIR:
-      return "EISDIR";
-    case EINVAL:
-      return "EINVAL";
-    case ENFILE:
-      return "ENFILE";
-    case EMFILE:
-      return "EMFILE";
-    case EFBIG:
-      return "EFBIG";
-    case ENOSPC:
-      return "ENOSPC";
-    case ESPIPE:
-      return "ESPIPE";
-    case EROFS:
-      return "EROFS";
-    case ERANGE:
-      return "ERANGE";
-    case EDEADLK:
-      return "EDEADLK";
-    case ENAMETOOLONG:
-      return "ENAMETOOLONG";
-    case ENOSYS:
-      return "ENOSYS";
-    case ELOOP:
-      return "ELOOP";
-    case EOVERFLOW:
-      return "EOVERFLOW";
-    case EOPNOTSUPP:
-      return "EOPNOTSUPP";
-    case ETIMEDOUT:
-      return "ETIMEDOUT";
-    case EOWNERDEAD:
-      return "EOWNERDEAD";
-    case ENOTRECOVERABLE:
-      return "ENOTRECOVERABLE";
-    case ETXTBSY:
-      return "ETXTBSY";
-    case EDQUOT:
-      return "EDQUOT";
-    case ENXIO:
-      return "ENXIO";
-    case ENOEXEC:
-      return "ENOEXEC";
-    default:
-      return "E?";
+    case EPERM: return "EPERM";
+    case ENOENT: return "ENOENT";
+    case EINTR: return "EINTR";
+    case EIO: return "EIO";
+    case EBADF: return "EBADF";
+    case EAGAIN: return "EAGAIN";
+    case ENOMEM: return "ENOMEM";
+    case EACCES: return "EACCES";
+    case EFAULT: return "EFAULT";
+    case EBUSY: return "EBUSY";
+    case EEXIST: return "EEXIST";
+    case ENODEV: return "ENODEV";
+    case ENOTDIR: return "ENOTDIR";
+    case EISDIR: return "EISDIR";
+    case EINVAL: return "EINVAL";
+    case ENFILE: return "ENFILE";
+    case EMFILE: return "EMFILE";
+    case EFBIG: return "EFBIG";
+    case ENOSPC: return "ENOSPC";
+    case ESPIPE: return "ESPIPE";
+    case EROFS: return "EROFS";
+    case ERANGE: return "ERANGE";
+    case EDEADLK: return "EDEADLK";
+    case ENAMETOOLONG: return "ENAMETOOLONG";
+    case ENOSYS: return "ENOSYS";
+    case ELOOP: return "ELOOP";
+    case EOVERFLOW: return "EOVERFLOW";
+    case EOPNOTSUPP: return "EOPNOTSUPP";
+    case ETIMEDOUT: return "ETIMEDOUT";
+    case EOWNERDEAD: return "EOWNERDEAD";
+    case ENOTRECOVERABLE: return "ENOTRECOVERABLE";
+    case ETXTBSY: return "ETXTBSY";
+    case EDQUOT: return "EDQUOT";
+    case ENXIO: return "ENXIO";
+    case ENOEXEC: return "ENOEXEC";
+    default: return "E?";
   }
 }
 
@@ -240,7 +172,7 @@ void put_open_flags(Out& o, std::uint64_t f) noexcept {
   o.put(acc == O_RDWR ? "O_RDWR" : acc == O_WRONLY ? "O_WRONLY" : "O_RDONLY");
   static constexpr FlagName kNames[] = {
       {O_CREAT, "O_CREAT"},     {O_EXCL, "O_EXCL"},         {O_TRUNC, "O_TRUNC"},
-      {O_CLOEXEC, "O_CLOEXEC"}, {O_NOFOLLOW, "O_NOFOLLOW"}, {O_DIRECTORY, "O_DIRECTORY"},
+      {O_CLOEXEC, "O_CLOEXEC"}, {O_NOFOLLOW, "O_NOFOLLOW"}, {O_NOCTTY, "O_NOCTTY"}, {O_NONBLOCK, "O_NONBLOCK"}, {O_DIRECTORY, "O_DIRECTORY"},
       {O_APPEND, "O_APPEND"},
   };
   const std::uint64_t rest = f & ~static_cast<std::uint64_t>(O_ACCMODE);

@@ -41,6 +41,8 @@ enum class Op : std::uint8_t {
   fallocate,
   punch_hole,
   fdatasync,
+  fsync,
+  lock_file,
   fadvise,
   read,
   write,

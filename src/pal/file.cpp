@@ -18,7 +18,7 @@ namespace mapheap::pal {
 namespace {
 
 int to_os_open_flags(std::uint32_t f) noexcept {
-  int os = O_CLOEXEC;
+  int os = O_CLOEXEC | O_NOCTTY;
   if (f & kOpenReadWrite)
     os |= O_RDWR;
   else if (f & kOpenWriteOnly)
@@ -29,6 +29,7 @@ int to_os_open_flags(std::uint32_t f) noexcept {
   if (f & kOpenExclusive) os |= O_EXCL;
   if (f & kOpenTruncate) os |= O_TRUNC;
   if (!(f & kOpenFollow)) os |= O_NOFOLLOW;
+  if (f & kOpenNonBlock) os |= O_NONBLOCK;
   return os;
 }
 
@@ -37,16 +38,12 @@ const char* open_detail(int err, std::uint32_t flags) noexcept {
     case ELOOP:
       return (flags & kOpenFollow) ? "too many levels of symbolic links"
                                    : "the path is a symbolic link, and symlinks are not followed";
-    case EEXIST:
-      return "it already exists and exclusive creation was asked";
+    case EEXIST: return "it already exists and exclusive creation was asked";
     case ENOENT:
       return (flags & kOpenCreate) ? "a directory in the path does not exist" : "it does not exist";
-    case EISDIR:
-      return "the path is a directory";
-    case EACCES:
-      return "permission denied by the file's mode or a directory's";
-    default:
-      return nullptr;
+    case EISDIR: return "the path is a directory";
+    case EACCES: return "permission denied by the file's mode or a directory's";
+    default: return nullptr;
   }
 }
 
@@ -158,6 +155,47 @@ Status datasync(int fd) noexcept {
   if (::fdatasync(fd) != 0) return Error::make(Op::fdatasync, errno);
   return {};
 }
+
+Status sync_parent_directory(const char* path) noexcept {
+  char dir[4096];
+  const char* slash = std::strrchr(path, '/');
+  if (slash == nullptr) {
+    dir[0] = '.';
+    dir[1] = '\0';
+  } else {
+    const std::size_t n = slash == path ? 1 : static_cast<std::size_t>(slash - path);
+    if (n >= sizeof(dir)) return Error::make(Op::fsync, ENAMETOOLONG).with_path(path);
+    std::memcpy(dir, path, n);
+    dir[n] = '\0';
+  }
+  const int fd = ::open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0)
+    return Error::make(Op::open, errno).with_path(dir).with_detail("the parent directory");
+  const int r = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  if (r != 0) return Error::make(Op::fsync, err).with_path(dir);
+  return {};
+}
+
+namespace {
+Status ofd_lock(int fd, short type) noexcept {
+  struct flock fl{};
+  fl.l_type = type;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = 0;
+  fl.l_len = 0;  // the whole file
+  int r;
+  do {
+    r = ::fcntl(fd, F_OFD_SETLKW, &fl);
+  } while (r != 0 && errno == EINTR);
+  if (r != 0) return Error::make(Op::lock_file, errno);
+  return {};
+}
+}  // namespace
+
+Status lock_file(int fd) noexcept { return ofd_lock(fd, F_WRLCK); }
+Status unlock_file(int fd) noexcept { return ofd_lock(fd, F_UNLCK); }
 
 Status drop_file_cache(int fd) noexcept {
   if (::fdatasync(fd) != 0 && errno != EINVAL && errno != EROFS)

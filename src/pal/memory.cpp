@@ -15,12 +15,9 @@ namespace {
 
 int to_os_prot(Prot p) noexcept {
   switch (p) {
-    case Prot::none:
-      return PROT_NONE;
-    case Prot::read:
-      return PROT_READ;
-    case Prot::read_write:
-      return PROT_READ | PROT_WRITE;
+    case Prot::none: return PROT_NONE;
+    case Prot::read: return PROT_READ;
+    case Prot::read_write: return PROT_READ | PROT_WRITE;
   }
   return PROT_NONE;
 }
@@ -53,34 +50,20 @@ int to_os_map_flags(std::uint32_t f) noexcept {
 
 int to_os_advice(Advice a) noexcept {
   switch (a) {
-    case Advice::normal:
-      return MADV_NORMAL;
-    case Advice::random:
-      return MADV_RANDOM;
-    case Advice::sequential:
-      return MADV_SEQUENTIAL;
-    case Advice::willneed:
-      return MADV_WILLNEED;
-    case Advice::dontneed:
-      return MADV_DONTNEED;
-    case Advice::free_lazy:
-      return MADV_FREE;
-    case Advice::remove:
-      return MADV_REMOVE;
-    case Advice::hugepage:
-      return MADV_HUGEPAGE;
-    case Advice::nohugepage:
-      return MADV_NOHUGEPAGE;
-    case Advice::populate_read:
-      return MADV_POPULATE_READ;
-    case Advice::populate_write:
-      return MADV_POPULATE_WRITE;
-    case Advice::dontdump:
-      return MADV_DONTDUMP;
-    case Advice::cold:
-      return MADV_COLD;
-    case Advice::pageout:
-      return MADV_PAGEOUT;
+    case Advice::normal: return MADV_NORMAL;
+    case Advice::random: return MADV_RANDOM;
+    case Advice::sequential: return MADV_SEQUENTIAL;
+    case Advice::willneed: return MADV_WILLNEED;
+    case Advice::dontneed: return MADV_DONTNEED;
+    case Advice::free_lazy: return MADV_FREE;
+    case Advice::remove: return MADV_REMOVE;
+    case Advice::hugepage: return MADV_HUGEPAGE;
+    case Advice::nohugepage: return MADV_NOHUGEPAGE;
+    case Advice::populate_read: return MADV_POPULATE_READ;
+    case Advice::populate_write: return MADV_POPULATE_WRITE;
+    case Advice::dontdump: return MADV_DONTDUMP;
+    case Advice::cold: return MADV_COLD;
+    case Advice::pageout: return MADV_PAGEOUT;
   }
   return MADV_NORMAL;
 }
@@ -101,34 +84,20 @@ std::size_t page_size() noexcept {
 
 const char* advice_name(Advice a) noexcept {
   switch (a) {
-    case Advice::normal:
-      return "MADV_NORMAL";
-    case Advice::random:
-      return "MADV_RANDOM";
-    case Advice::sequential:
-      return "MADV_SEQUENTIAL";
-    case Advice::willneed:
-      return "MADV_WILLNEED";
-    case Advice::dontneed:
-      return "MADV_DONTNEED";
-    case Advice::free_lazy:
-      return "MADV_FREE";
-    case Advice::remove:
-      return "MADV_REMOVE";
-    case Advice::hugepage:
-      return "MADV_HUGEPAGE";
-    case Advice::nohugepage:
-      return "MADV_NOHUGEPAGE";
-    case Advice::populate_read:
-      return "MADV_POPULATE_READ";
-    case Advice::populate_write:
-      return "MADV_POPULATE_WRITE";
-    case Advice::dontdump:
-      return "MADV_DONTDUMP";
-    case Advice::cold:
-      return "MADV_COLD";
-    case Advice::pageout:
-      return "MADV_PAGEOUT";
+    case Advice::normal: return "MADV_NORMAL";
+    case Advice::random: return "MADV_RANDOM";
+    case Advice::sequential: return "MADV_SEQUENTIAL";
+    case Advice::willneed: return "MADV_WILLNEED";
+    case Advice::dontneed: return "MADV_DONTNEED";
+    case Advice::free_lazy: return "MADV_FREE";
+    case Advice::remove: return "MADV_REMOVE";
+    case Advice::hugepage: return "MADV_HUGEPAGE";
+    case Advice::nohugepage: return "MADV_NOHUGEPAGE";
+    case Advice::populate_read: return "MADV_POPULATE_READ";
+    case Advice::populate_write: return "MADV_POPULATE_WRITE";
+    case Advice::dontdump: return "MADV_DONTDUMP";
+    case Advice::cold: return "MADV_COLD";
+    case Advice::pageout: return "MADV_PAGEOUT";
   }
   return "MADV_?";
 }

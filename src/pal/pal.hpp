@@ -101,9 +101,10 @@ enum OpenFlag : std::uint32_t {
   kOpenTruncate = 1u << 3,   // O_TRUNC
   kOpenFollow = 1u << 4,     // drop the default O_NOFOLLOW
   kOpenWriteOnly = 1u << 5,  // O_WRONLY
+  kOpenNonBlock = 1u << 6,   // O_NONBLOCK: opening a FIFO or device must not block
 };
 
-// open(path, flags | O_CLOEXEC [| O_NOFOLLOW], mode). A symlink gives ELOOP.
+// open(path, flags | O_CLOEXEC | O_NOCTTY [| O_NOFOLLOW], mode). A symlink gives ELOOP.
 Result<int> open_file(const char* path, std::uint32_t flags, unsigned mode = 0600) noexcept;
 Status close_fd(int fd) noexcept;
 Result<int> dup_fd(int fd) noexcept;  // F_DUPFD_CLOEXEC
@@ -128,6 +129,13 @@ Status allocate_fd(int fd, std::uint64_t offset, std::uint64_t len) noexcept;
 // fallocate(PUNCH_HOLE | KEEP_SIZE): return blocks to the filesystem; reads give zeros.
 Status punch_hole(int fd, std::uint64_t offset, std::uint64_t len) noexcept;
 Status datasync(int fd) noexcept;  // fdatasync
+// fsync of the directory holding `path`: makes a newly created name durable.
+Status sync_parent_directory(const char* path) noexcept;
+// An open-file-description lock (F_OFD_SETLKW) on the whole file: serialises
+// check-then-act sequences (fstat, then ftruncate) between processes and
+// threads that each opened the file. Released by unlock_file or by closing.
+Status lock_file(int fd) noexcept;
+Status unlock_file(int fd) noexcept;
 // posix_fadvise(POSIX_FADV_DONTNEED) after writeback: evicts the file's clean
 // pages from the page cache (what a "cold" read needs; no privilege needed).
 Status drop_file_cache(int fd) noexcept;
@@ -187,14 +195,23 @@ struct SystemInfo {
 // Everything above; probes memfd and pagemap, so call it once, not per mapping.
 SystemInfo system_info() noexcept;
 
-// Just the THP settings (two sysfs reads): what Mapping needs on every create.
+// Just the THP settings (three sysfs reads): what Mapping needs on every create.
 struct ThpSettings {
-  ThpMode enabled = ThpMode::unknown;
+  ThpMode enabled = ThpMode::unknown;      // the top-level switch
+  ThpMode pmd_enabled = ThpMode::unknown;  // hugepages-2048kB/enabled (6.8+); unknown = inherit
   char shmem[24] = {};  // shmem_enabled choice: always, within_size, advise, never, deny, force
+  // What decides 2 MiB THP for anonymous memory: the per-size switch unless it
+  // says "inherit" (or is absent), then the top-level one.
+  ThpMode effective() const noexcept {
+    return pmd_enabled != ThpMode::unknown ? pmd_enabled : enabled;
+  }
 };
 ThpSettings thp_settings() noexcept;
 // Free huge pages of one size (0 if the size is not offered).
 std::uint64_t huge_pages_free(std::size_t size) noexcept;
+// Free pages not already promised to an existing mapping (free - resv): what
+// a new hugetlb mapping can count on.
+std::uint64_t huge_pages_available(std::size_t size) noexcept;
 
 // Residency of [addr, addr+len) from /proc/self/pagemap, one entry per page.
 struct PageResidency {

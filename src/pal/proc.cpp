@@ -8,7 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include <dirent.h>
+#include <sys/syscall.h>
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/utsname.h>
@@ -161,14 +161,10 @@ Status for_each_line(const char* path, Fn&& fn) noexcept {
 
 const char* thp_mode_name(ThpMode m) noexcept {
   switch (m) {
-    case ThpMode::always:
-      return "always";
-    case ThpMode::madvise:
-      return "madvise";
-    case ThpMode::never:
-      return "never";
-    case ThpMode::unknown:
-      return "unknown";
+    case ThpMode::always: return "always";
+    case ThpMode::madvise: return "madvise";
+    case ThpMode::never: return "never";
+    case ThpMode::unknown: return "unknown";
   }
   return "unknown";
 }
@@ -194,24 +190,46 @@ SystemInfo system_info() noexcept {
   });
 
   // hugetlb pools: /sys/kernel/mm/hugepages/hugepages-<kB>kB/
-  if (DIR* dir = ::opendir("/sys/kernel/mm/hugepages")) {
+  // opendir() would malloc its buffer: list the directory with getdents64
+  // into the stack instead.
+  if (auto dfd = open_file("/sys/kernel/mm/hugepages", kOpenRead | kOpenFollow)) {
     std::size_t slot = 0;
-    while (const dirent* e = ::readdir(dir)) {
-      std::uint64_t kb = 0;
-      if (std::strncmp(e->d_name, "hugepages-", 10) != 0 || !parse_u64(e->d_name + 10, kb))
-        continue;
-      if (slot == sizeof(info.huge) / sizeof(info.huge[0])) break;
-      HugePagePool& pool = info.huge[slot++];
-      pool.page_size = static_cast<std::size_t>(kb) * 1024;
-      char path[320];
-      std::snprintf(path, sizeof(path), "/sys/kernel/mm/hugepages/%s/nr_hugepages", e->d_name);
-      read_u64_file(path, pool.total);
-      std::snprintf(path, sizeof(path), "/sys/kernel/mm/hugepages/%s/free_hugepages", e->d_name);
-      read_u64_file(path, pool.free);
-      std::snprintf(path, sizeof(path), "/sys/kernel/mm/hugepages/%s/resv_hugepages", e->d_name);
-      read_u64_file(path, pool.reserved);
+    alignas(8) char entries[2048];
+    for (;;) {
+      const long n = ::syscall(SYS_getdents64, dfd.value(), entries, sizeof(entries));
+      if (n <= 0) break;
+      for (long off = 0; off < n;) {
+        struct Dirent64 {
+          std::uint64_t ino;
+          std::int64_t off;
+          unsigned short reclen;
+          unsigned char type;
+          char name[1];
+        };
+        const auto* e = reinterpret_cast<const Dirent64*>(entries + off);
+        if (e->reclen == 0) break;
+        off += e->reclen;
+        std::uint64_t kb = 0;
+        if (std::strncmp(e->name, "hugepages-", 10) != 0 || !parse_u64(e->name + 10, kb) ||
+            kb > UINT64_MAX / 1024)
+          continue;
+        if (slot == sizeof(info.huge) / sizeof(info.huge[0])) break;
+        HugePagePool& pool = info.huge[slot++];
+        pool.page_size = static_cast<std::size_t>(kb) * 1024;
+        char path[320];
+        std::snprintf(path, sizeof(path), "/sys/kernel/mm/hugepages/%.64s/nr_hugepages", e->name);
+        read_u64_file(path, pool.total);
+        std::snprintf(path, sizeof(path), "/sys/kernel/mm/hugepages/%.64s/free_hugepages", e->name);
+        read_u64_file(path, pool.free);
+        std::snprintf(path, sizeof(path), "/sys/kernel/mm/hugepages/%.64s/resv_hugepages", e->name);
+        read_u64_file(path, pool.reserved);
+      }
     }
-    ::closedir(dir);
+    (void)close_fd(dfd.value());
+    // getdents order is the directory's; list pools smallest page first.
+    for (std::size_t a = 0; a < slot; ++a)
+      for (std::size_t b = a + 1; b < slot; ++b)
+        if (info.huge[b].page_size < info.huge[a].page_size) std::swap(info.huge[a], info.huge[b]);
   }
 
   const ThpSettings thp = thp_settings();
@@ -253,10 +271,22 @@ SystemInfo system_info() noexcept {
 ThpSettings thp_settings() noexcept {
   ThpSettings t;
   t.enabled = read_thp_mode("/sys/kernel/mm/transparent_hugepage/enabled");
+  // "inherit" (or a kernel before 6.8 without the file) reads as unknown.
+  t.pmd_enabled = read_thp_mode("/sys/kernel/mm/transparent_hugepage/hugepages-2048kB/enabled");
   char buf[160];
   if (read_small("/sys/kernel/mm/transparent_hugepage/shmem_enabled", buf, sizeof(buf)).ok())
     bracketed(buf, t.shmem, sizeof(t.shmem));
   return t;
+}
+
+std::uint64_t huge_pages_available(std::size_t size) noexcept {
+  char path[128];
+  std::snprintf(path, sizeof(path), "/sys/kernel/mm/hugepages/hugepages-%zukB/resv_hugepages",
+                size / 1024);
+  std::uint64_t resv = 0;
+  read_u64_file(path, resv);
+  const std::uint64_t free = huge_pages_free(size);
+  return free > resv ? free - resv : 0;
 }
 
 std::uint64_t huge_pages_free(std::size_t size) noexcept {

@@ -29,14 +29,10 @@ Result<WaitResult> futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t ex
       ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), op, expected, tsp, nullptr, 0);
   if (r == 0) return WaitResult::woken;
   switch (errno) {
-    case EAGAIN:
-      return WaitResult::value_changed;
-    case ETIMEDOUT:
-      return WaitResult::timed_out;
-    case EINTR:
-      return WaitResult::interrupted;
-    default:
-      return Error::make(Op::futex_wait, errno);
+    case EAGAIN: return WaitResult::value_changed;
+    case ETIMEDOUT: return WaitResult::timed_out;
+    case EINTR: return WaitResult::interrupted;
+    default: return Error::make(Op::futex_wait, errno);
   }
 }
 
@@ -62,16 +58,11 @@ Status RobustMutex::init() noexcept {
 namespace {
 Result<LockState> lock_result(int r, Op op) noexcept {
   switch (r) {
-    case 0:
-      return LockState::acquired;
-    case EOWNERDEAD:
-      return LockState::owner_died;  // we hold it; the state needs repair
-    case EBUSY:
-      return LockState::busy;
-    case ENOTRECOVERABLE:
-      return LockState::not_recoverable;
-    default:
-      return Error::make(op, r);
+    case 0: return LockState::acquired;
+    case EOWNERDEAD: return LockState::owner_died;  // we hold it; the state needs repair
+    case EBUSY: return LockState::busy;
+    case ENOTRECOVERABLE: return LockState::not_recoverable;
+    default: return Error::make(op, r);
   }
 }
 }  // namespace

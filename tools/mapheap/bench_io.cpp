@@ -103,23 +103,14 @@ std::optional<std::uint64_t> parse_size(std::string_view s) {
   if (!unit.empty()) {
     switch (unit[0]) {
       case 'k':
-      case 'K':
-        mul = kKiB;
-        break;
+      case 'K': mul = kKiB; break;
       case 'm':
-      case 'M':
-        mul = kMiB;
-        break;
+      case 'M': mul = kMiB; break;
       case 'g':
-      case 'G':
-        mul = kGiB;
-        break;
+      case 'G': mul = kGiB; break;
       case 't':
-      case 'T':
-        mul = kGiB * 1024;
-        break;
-      default:
-        return std::nullopt;
+      case 'T': mul = kGiB * 1024; break;
+      default: return std::nullopt;
     }
     unit.remove_prefix(1);
     if (!(unit.empty() || unit == "B" || unit == "iB" || unit == "b")) return std::nullopt;
@@ -337,22 +328,14 @@ const char* name(WritePattern p) {
 }
 const char* name(Method m) {
   switch (m) {
-    case Method::read:
-      return "read";
-    case Method::pread:
-      return "pread";
-    case Method::mmap:
-      return "mmap";
-    case Method::mmap_populate:
-      return "mmap+populate";
-    case Method::mmap_seq:
-      return "mmap+seq";
-    case Method::mmap_rand:
-      return "mmap+rand";
-    case Method::mmap_huge:
-      return "mmap+huge";
-    case Method::mmap_nohuge:
-      return "mmap+nohuge";
+    case Method::read: return "read";
+    case Method::pread: return "pread";
+    case Method::mmap: return "mmap";
+    case Method::mmap_populate: return "mmap+populate";
+    case Method::mmap_seq: return "mmap+seq";
+    case Method::mmap_rand: return "mmap+rand";
+    case Method::mmap_huge: return "mmap+huge";
+    case Method::mmap_nohuge: return "mmap+nohuge";
   }
   return "?";
 }
@@ -362,22 +345,14 @@ bool is_mmap(Method m) {
 // A method keeps its colour in every panel of the plot.
 const char* colour(Method m) {
   switch (m) {
-    case Method::read:
-      return "#404040";
-    case Method::pread:
-      return "#a0a0a0";
-    case Method::mmap:
-      return "#1f77b4";
-    case Method::mmap_populate:
-      return "#2ca02c";
-    case Method::mmap_seq:
-      return "#ff7f0e";
-    case Method::mmap_rand:
-      return "#ff7f0e";
-    case Method::mmap_huge:
-      return "#9467bd";
-    case Method::mmap_nohuge:
-      return "#8c564b";
+    case Method::read: return "#404040";
+    case Method::pread: return "#a0a0a0";
+    case Method::mmap: return "#1f77b4";
+    case Method::mmap_populate: return "#2ca02c";
+    case Method::mmap_seq: return "#ff7f0e";
+    case Method::mmap_rand: return "#ff7f0e";
+    case Method::mmap_huge: return "#9467bd";
+    case Method::mmap_nohuge: return "#8c564b";
   }
   return "#000000";
 }
@@ -1201,26 +1176,16 @@ std::vector<std::string> Study::verdict() const {
 
 const char* fs_name(std::uint64_t magic) {
   switch (magic) {
-    case 0xEF53:
-      return "ext4";
-    case 0x58465342:
-      return "xfs";
-    case 0x9123683E:
-      return "btrfs";
-    case 0x01021994:
-      return "tmpfs";
-    case 0x794c7630:
-      return "overlayfs";
-    case 0x6969:
-      return "nfs";
-    case 0x2fc12fc1:
-      return "zfs";
-    case 0xF2F52010:
-      return "f2fs";
-    case 0x958458f6:
-      return "hugetlbfs";
-    default:
-      return "other";
+    case 0xEF53: return "ext4";
+    case 0x58465342: return "xfs";
+    case 0x9123683E: return "btrfs";
+    case 0x01021994: return "tmpfs";
+    case 0x794c7630: return "overlayfs";
+    case 0x6969: return "nfs";
+    case 0x2fc12fc1: return "zfs";
+    case 0xF2F52010: return "f2fs";
+    case 0x958458f6: return "hugetlbfs";
+    default: return "other";
   }
 }
 

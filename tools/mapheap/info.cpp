@@ -21,14 +21,10 @@ std::string human_size(std::uint64_t bytes) {
 
 const char* overcommit_name(int mode) {
   switch (mode) {
-    case 0:
-      return "heuristic";
-    case 1:
-      return "always";
-    case 2:
-      return "never (strict accounting)";
-    default:
-      return "unknown";
+    case 0: return "heuristic";
+    case 1: return "always";
+    case 2: return "never (strict accounting)";
+    default: return "unknown";
   }
 }
 

@@ -57,8 +57,10 @@ const Backend kBackends[] = {
      },
      true, true, [](const std::string& id) { ::unlink(file_path(id).c_str()); }},
     {"file_private",
+     // A copy-on-write view never creates its file: make one of `s` bytes first.
      [](const std::string& id, std::size_t s, std::size_t r) {
-       return MappingOptions::file(file_path(id), s)
+       if (s != 0) Mapping::create(MappingOptions::file(file_path(id), s));
+       return MappingOptions::file(file_path(id), s, OpenMode::open_existing)
            .with_reserve(r)
            .with_sharing(Sharing::private_);
      },

@@ -60,7 +60,7 @@ TEST(PalError, FormatOpenFromRealFailureCarriesDetail) {
   ASSERT_FALSE(r.ok());
   const std::string s = formatted(r.error());
   EXPECT_EQ(s.rfind("open(path='/nonexistent-mapheap-dir/sub/file', "
-                    "flags=O_RDWR|O_CREAT|O_CLOEXEC|O_NOFOLLOW, mode=0600) failed: ENOENT (",
+                    "flags=O_RDWR|O_CREAT|O_CLOEXEC|O_NOFOLLOW|O_NOCTTY, mode=0600) failed: ENOENT (",
                     0),
             0u)
       << s;

@@ -471,6 +471,61 @@ TEST(PalFile, Datasync) {
   EXPECT_EQ(sp.error().code, EINVAL);
 }
 
+TEST(PalFile, SyncParentDirectory) {
+  TempPath p("dirsync");
+  Fd fd(create_file(p));
+  EXPECT_TRUE(pal::sync_parent_directory(p.c_str()).ok());
+  EXPECT_TRUE(pal::sync_parent_directory("relative-name-in-cwd").ok());  // the directory "."
+  EXPECT_TRUE(pal::sync_parent_directory("/top-level").ok());            // the directory "/"
+  auto missing = pal::sync_parent_directory("/nonexistent-mapheap-dir/file");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.error().code, ENOENT);
+  EXPECT_STREQ(missing.error().path, "/nonexistent-mapheap-dir");
+}
+
+// OFD locks conflict between two open file descriptions of one file, which is
+// what two processes (or two Mappings) each holding the file have.
+TEST(PalFile, LockFileExcludesOtherOpenFileDescriptions) {
+  TempPath p("ofdlock");
+  Fd a(create_file(p));
+  Fd b(::open(p.c_str(), O_RDWR | O_CLOEXEC));
+  ASSERT_GE(b.fd, 0);
+  auto conflict = [&](int fd) {
+    struct flock fl{};
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    EXPECT_EQ(::fcntl(fd, F_OFD_GETLK, &fl), 0);
+    return fl.l_type != F_UNLCK;
+  };
+  EXPECT_FALSE(conflict(b.fd));
+  ASSERT_TRUE(pal::lock_file(a.fd).ok());
+  EXPECT_TRUE(conflict(b.fd));
+  ASSERT_TRUE(pal::unlock_file(a.fd).ok());
+  EXPECT_FALSE(conflict(b.fd));
+  auto bad = pal::lock_file(-1);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().op, pal::Op::lock_file);
+  EXPECT_EQ(bad.error().code, EBADF);
+  Fd ro(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+  auto readonly = pal::lock_file(ro.fd);  // a write lock needs a writable description
+  ASSERT_FALSE(readonly.ok());
+  EXPECT_EQ(readonly.error().code, EBADF);
+}
+
+TEST(PalFile, NonBlockingOpenOfAFifoReturnsAtOnce) {
+  TempPath p("fifo");
+  ASSERT_EQ(::mkfifo(p.c_str(), 0600), 0);
+  // Without O_NONBLOCK this open would wait for a writer forever.
+  auto r = pal::open_file(p.c_str(), pal::kOpenRead | pal::kOpenNonBlock);
+  ASSERT_TRUE(r.ok());
+  Fd fd(r.value());
+  const int fl = ::fcntl(fd.fd, F_GETFL);
+  EXPECT_NE(fl & O_NONBLOCK, 0);
+  auto st = pal::stat_fd(fd.fd);
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->type, pal::FileType::other);
+}
+
 TEST(PalFile, DropFileCacheEvictsPages) {
   TempPath p("dropcache");
   Fd fd(create_file(p));

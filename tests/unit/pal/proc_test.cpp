@@ -265,6 +265,32 @@ TEST(PalProc, ThpSettingsMatchSysfsAndSystemInfo) {
   const pal::SystemInfo info = pal::system_info();
   EXPECT_EQ(info.thp_enabled, thp.enabled);
   EXPECT_STREQ(info.thp_shmem, thp.shmem);
+  // The 2 MiB switch overrides the top-level one unless it says "inherit".
+  const std::string pmd = bracketed_word(
+      slurp("/sys/kernel/mm/transparent_hugepage/hugepages-2048kB/enabled"));
+  if (pmd.empty() || pmd == "inherit") {
+    EXPECT_EQ(thp.pmd_enabled, pal::ThpMode::unknown);
+    EXPECT_EQ(thp.effective(), thp.enabled);
+  } else {
+    EXPECT_EQ(pmd, pal::thp_mode_name(thp.pmd_enabled));
+    EXPECT_EQ(thp.effective(), thp.pmd_enabled);
+  }
+}
+
+TEST(PalProc, HugePagesAvailableIsFreeMinusReserved) {
+  for (std::size_t size : {pal::kHuge2M, pal::kHuge1G}) {
+    const std::string dir =
+        "/sys/kernel/mm/hugepages/hugepages-" + std::to_string(size / 1024) + "kB/";
+    if (slurp(dir + "free_hugepages").empty()) {
+      EXPECT_EQ(pal::huge_pages_available(size), 0u);
+      continue;
+    }
+    const std::uint64_t free = read_number(dir + "free_hugepages");
+    const std::uint64_t resv = read_number(dir + "resv_hugepages");
+    EXPECT_EQ(pal::huge_pages_available(size), free > resv ? free - resv : 0) << size;
+    EXPECT_LE(pal::huge_pages_available(size), pal::huge_pages_free(size));
+  }
+  EXPECT_EQ(pal::huge_pages_available(12345), 0u);  // a size the kernel does not offer
 }
 
 TEST(PalProc, SystemInfoHugePools) {
