@@ -229,7 +229,7 @@ class Mapping {
     bool prefault = false;
     bool preallocate = false;
     bool locked = false;
-    bool piecewise = false;         // hugetlb: only [0, size) is mapped; grow maps more
+    bool piecewise = false;  // hugetlb: only [0, size) is mapped; grow maps more
     bool hugetlb = false;
     bool dir_sync_pending = false;  // we created the file: sync() also syncs its directory
     bool sync_failed = false;       // an msync/fdatasync error is fatal for this mapping

@@ -13,8 +13,8 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstdint>
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <new>
 #include <utility>
@@ -243,7 +243,9 @@ pal::Status extend_object(int fd, std::size_t want, bool preallocate) {
 
 }  // namespace
 
-Mapping::~Mapping() { reset(); }
+Mapping::~Mapping() {
+  reset();
+}
 
 Mapping::Mapping(Mapping&& o) noexcept : st_(std::exchange(o.st_, State{})) {}
 
@@ -274,7 +276,9 @@ void Mapping::close() {
   }
 }
 
-Mapping Mapping::create(const MappingOptions& options) { return try_create(options).value(); }
+Mapping Mapping::create(const MappingOptions& options) {
+  return try_create(options).value();
+}
 
 // Prefaults [offset, offset+len). Stores are the point for anonymous memory
 // and shm; a shared *file* is prefaulted for reading only, because write
@@ -311,7 +315,8 @@ pal::Status Mapping::map_range(std::size_t from, std::size_t to) noexcept {
     flags |= pal::kMapAnonymous;
     flags |= st_.granule == pal::kHuge1G ? pal::kMapHuge1G : pal::kMapHuge2M;
   }
-  auto m = pal::map(st_.base + from, to - from, prot_of(st_.access), flags, st_.fd, anon ? 0 : from);
+  auto m =
+      pal::map(st_.base + from, to - from, prot_of(st_.access), flags, st_.fd, anon ? 0 : from);
   if (m) return {};
   (void)pal::map(st_.base + from, to - from, pal::Prot::none,
                  pal::kMapPrivate | pal::kMapAnonymous | pal::kMapNoReserve | pal::kMapFixed, -1,
@@ -373,8 +378,7 @@ result<Mapping> Mapping::try_create(const MappingOptions& o) {
       created.armed = r.ok();
     } else {
       r = open(flags);
-      if (!r && r.error().code == ENOENT && may_create &&
-          o.open_mode == OpenMode::open_or_create) {
+      if (!r && r.error().code == ENOENT && may_create && o.open_mode == OpenMode::open_or_create) {
         // Create it ourselves (O_EXCL) so that we know whether to remove it
         // on failure; lose the race to another creator gracefully.
         r = open(create_flags);
@@ -414,16 +418,15 @@ result<Mapping> Mapping::try_create(const MappingOptions& o) {
     // is a huge page, and there is nothing to fall back to.
     if (fs_granule == 0 || (fs_granule & (fs_granule - 1)) != 0)
       return ctx.check(EINVAL, "hugetlbfs reports a page size of " + std::to_string(fs_granule));
-    const std::uint64_t need = round_up(std::max<std::size_t>(wanted_bytes, 1), fs_granule) /
-                               fs_granule;
+    const std::uint64_t need =
+        round_up(std::max<std::size_t>(wanted_bytes, 1), fs_granule) / fs_granule;
     const std::uint64_t avail = pal::huge_pages_available(fs_granule);
     if (avail < need && existing < wanted_bytes)
       return ctx.check(ENOMEM, "hugetlb pages of " + std::to_string(fs_granule >> 10) +
                                    " KiB: " + std::to_string(need) + " needed, " +
                                    std::to_string(avail) + " available (HugePages_Free - Rsvd)");
-    plans.push_back(
-        {fs_granule == pal::kHuge1G ? HugeOutcome::hugetlb_1g : HugeOutcome::hugetlb_2m,
-         fs_granule});
+    plans.push_back({fs_granule == pal::kHuge1G ? HugeOutcome::hugetlb_1g : HugeOutcome::hugetlb_2m,
+                     fs_granule});
   } else {
     const bool want_1g = o.huge == HugePolicy::hugetlb_1g;
     const bool want_2m =
@@ -660,8 +663,7 @@ result<std::size_t> Mapping::try_grow(std::size_t new_size) {
     // memory) are anonymous and become accessible in place.
     const std::size_t start = std::max(from, st_.file_extent);
     if (want > start) {
-      if (auto s = pal::protect(st_.base + start, want - start, prot); !s)
-        return ctx.os(s.error());
+      if (auto s = pal::protect(st_.base + start, want - start, prot); !s) return ctx.os(s.error());
     }
   }
   // The new range is usable only once it is populated and locked as asked;
@@ -677,15 +679,17 @@ result<std::size_t> Mapping::try_grow(std::size_t new_size) {
   return st_.size;
 }
 
-void Mapping::grow(std::size_t new_size) { (void)try_grow(new_size).value(); }
+void Mapping::grow(std::size_t new_size) {
+  (void)try_grow(new_size).value();
+}
 
 namespace {
 // Validates [offset, offset+len) against the usable size; len 0 = to the end.
 std::pair<std::size_t, std::size_t> clamp_range(const Context& ctx, std::size_t size,
                                                 std::size_t offset, std::size_t len) {
   if (offset > size)
-    throw ctx.check(ERANGE, "offset " + std::to_string(offset) +
-                                " is beyond the mapping's size " + std::to_string(size));
+    throw ctx.check(ERANGE, "offset " + std::to_string(offset) + " is beyond the mapping's size " +
+                                std::to_string(size));
   if (len == 0) len = size - offset;
   if (len > size - offset)
     throw ctx.check(ERANGE, "range [" + std::to_string(offset) + ", +" + std::to_string(len) +

@@ -171,9 +171,9 @@ void put_open_flags(Out& o, std::uint64_t f) noexcept {
   const int acc = static_cast<int>(f & O_ACCMODE);
   o.put(acc == O_RDWR ? "O_RDWR" : acc == O_WRONLY ? "O_WRONLY" : "O_RDONLY");
   static constexpr FlagName kNames[] = {
-      {O_CREAT, "O_CREAT"},     {O_EXCL, "O_EXCL"},         {O_TRUNC, "O_TRUNC"},
-      {O_CLOEXEC, "O_CLOEXEC"}, {O_NOFOLLOW, "O_NOFOLLOW"}, {O_NOCTTY, "O_NOCTTY"}, {O_NONBLOCK, "O_NONBLOCK"}, {O_DIRECTORY, "O_DIRECTORY"},
-      {O_APPEND, "O_APPEND"},
+      {O_CREAT, "O_CREAT"},       {O_EXCL, "O_EXCL"},           {O_TRUNC, "O_TRUNC"},
+      {O_CLOEXEC, "O_CLOEXEC"},   {O_NOFOLLOW, "O_NOFOLLOW"},   {O_NOCTTY, "O_NOCTTY"},
+      {O_NONBLOCK, "O_NONBLOCK"}, {O_DIRECTORY, "O_DIRECTORY"}, {O_APPEND, "O_APPEND"},
   };
   const std::uint64_t rest = f & ~static_cast<std::uint64_t>(O_ACCMODE);
   if (rest != 0) {

@@ -180,7 +180,7 @@ Status sync_parent_directory(const char* path) noexcept {
 
 namespace {
 Status ofd_lock(int fd, short type) noexcept {
-  struct flock fl{};
+  struct flock fl {};
   fl.l_type = type;
   fl.l_whence = SEEK_SET;
   fl.l_start = 0;
@@ -194,8 +194,12 @@ Status ofd_lock(int fd, short type) noexcept {
 }
 }  // namespace
 
-Status lock_file(int fd) noexcept { return ofd_lock(fd, F_WRLCK); }
-Status unlock_file(int fd) noexcept { return ofd_lock(fd, F_UNLCK); }
+Status lock_file(int fd) noexcept {
+  return ofd_lock(fd, F_WRLCK);
+}
+Status unlock_file(int fd) noexcept {
+  return ofd_lock(fd, F_UNLCK);
+}
 
 Status drop_file_cache(int fd) noexcept {
   if (::fdatasync(fd) != 0 && errno != EINVAL && errno != EROFS)

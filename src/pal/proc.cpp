@@ -8,9 +8,9 @@
 #include <cstdlib>
 #include <cstring>
 
-#include <sys/syscall.h>
 #include <fcntl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 

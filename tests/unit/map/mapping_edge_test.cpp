@@ -21,11 +21,16 @@
 
 #include "mapheap/mapping.hpp"
 #include "pal/pal.hpp"
+#include "support/process.hpp"
 
 namespace mapheap {
 namespace {
 
-std::size_t page() { return pal::page_size(); }
+using test::in_child;
+
+std::size_t page() {
+  return pal::page_size();
+}
 
 std::string temp_path(const char* stem) {
   static std::atomic<int> n{0};
@@ -34,23 +39,13 @@ std::string temp_path(const char* stem) {
 }
 
 bool exists(const std::string& p) {
-  struct stat st{};
+  struct stat st {};
   return ::lstat(p.c_str(), &st) == 0;
 }
 
 std::uint64_t file_size(const std::string& p) {
-  struct stat st{};
+  struct stat st {};
   return ::stat(p.c_str(), &st) == 0 ? static_cast<std::uint64_t>(st.st_size) : 0;
-}
-
-// Runs `body` in a child process and returns its exit status (or 128+signal).
-template <class Fn>
-int in_child(Fn&& body) {
-  const pid_t pid = ::fork();
-  if (pid == 0) ::_exit(body());
-  int status = 0;
-  if (pid < 0 || ::waitpid(pid, &status, 0) != pid) return -1;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 TEST(MappingEdge, SizesNearTheTopOfTheAddressSpaceAreRefused) {
@@ -147,8 +142,8 @@ TEST(MappingEdge, ViewsThatMayNotCreateDoNotCreate) {
     EXPECT_EQ(r.err().code().value(), ENOENT) << r.err().what();
     EXPECT_FALSE(exists(path));
   }
-  auto excl = Mapping::try_create(
-      MappingOptions::file(path, page(), OpenMode::create_exclusive).with_sharing(Sharing::private_));
+  auto excl = Mapping::try_create(MappingOptions::file(path, page(), OpenMode::create_exclusive)
+                                      .with_sharing(Sharing::private_));
   ASSERT_FALSE(excl.ok());
   EXPECT_EQ(excl.err().code().value(), EINVAL);
   EXPECT_NE(std::string(excl.err().what()).find("shared, read-write"), std::string::npos);
@@ -168,8 +163,8 @@ TEST(MappingEdge, AFailedCreationRemovesWhatItCreated) {
   ::unlink(path.c_str());
 
   const std::string name = "/mapheap-edge-strict-" + std::to_string(::getpid());
-  auto s = Mapping::try_create(MappingOptions::shm(name, page()).with_huge(HugePolicy::hugetlb_2m,
-                                                                          true));
+  auto s = Mapping::try_create(
+      MappingOptions::shm(name, page()).with_huge(HugePolicy::hugetlb_2m, true));
   ASSERT_FALSE(s.ok());
   const int fd = ::shm_open(name.c_str(), O_RDONLY, 0);
   EXPECT_LT(fd, 0) << "the shm object created for the failed attempt is still there";
@@ -186,11 +181,10 @@ TEST(MappingEdge, AFifoIsRefusedWithoutHanging) {
   ASSERT_EQ(::mkfifo(path.c_str(), 0600), 0);
   const int rc = in_child([&] {
     ::alarm(10);  // a regression hangs; the alarm turns it into a failure
-    for (auto o : {MappingOptions::file(path, 0, OpenMode::open_existing)
-                       .with_access(Access::read_only),
-                   MappingOptions::file(path, 0, OpenMode::open_existing)
-                       .with_sharing(Sharing::private_),
-                   MappingOptions::file(path, page(), OpenMode::open_existing)}) {
+    for (auto o :
+         {MappingOptions::file(path, 0, OpenMode::open_existing).with_access(Access::read_only),
+          MappingOptions::file(path, 0, OpenMode::open_existing).with_sharing(Sharing::private_),
+          MappingOptions::file(path, page(), OpenMode::open_existing)}) {
       auto r = Mapping::try_create(o);
       if (r.ok() || r.err().code().value() != ENODEV) return 1;
     }
@@ -213,7 +207,7 @@ TEST(MappingEdge, HugetlbMemfdWithoutPagesFailsCleanly) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.err().code().value(), ENOMEM);
   EXPECT_NE(std::string(r.err().what()).find("available"), std::string::npos) << r.err().what();
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(::fstat(fd, &st), 0);
   EXPECT_EQ(st.st_size, 0) << "the object was resized by a failed mapping";
   ::close(fd);
@@ -268,7 +262,7 @@ TEST(MappingEdge, PrefaultOfASparseFileAllocatesNothing) {
   Mapping m = Mapping::create(o);
   EXPECT_EQ(m.residency().resident_pages, (16u << 20) / page());
   m.sync();
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(::stat(path.c_str(), &st), 0);
   EXPECT_LT(static_cast<std::uint64_t>(st.st_blocks) * 512, std::uint64_t{1} << 20)
       << "a read prefault allocated the file's blocks";

@@ -59,10 +59,11 @@ TEST(PalError, FormatOpenFromRealFailureCarriesDetail) {
   auto r = pal::open_file(path, pal::kOpenReadWrite | pal::kOpenCreate);
   ASSERT_FALSE(r.ok());
   const std::string s = formatted(r.error());
-  EXPECT_EQ(s.rfind("open(path='/nonexistent-mapheap-dir/sub/file', "
-                    "flags=O_RDWR|O_CREAT|O_CLOEXEC|O_NOFOLLOW|O_NOCTTY, mode=0600) failed: ENOENT (",
-                    0),
-            0u)
+  EXPECT_EQ(
+      s.rfind("open(path='/nonexistent-mapheap-dir/sub/file', "
+              "flags=O_RDWR|O_CREAT|O_CLOEXEC|O_NOFOLLOW|O_NOCTTY, mode=0600) failed: ENOENT (",
+              0),
+      0u)
       << s;
   EXPECT_NE(s.find(std::strerror(ENOENT)), std::string::npos) << s;
   ASSERT_NE(r.error().detail, nullptr);

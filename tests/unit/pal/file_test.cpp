@@ -24,10 +24,15 @@
 #include <unistd.h>
 
 #include "pal/pal.hpp"
+#include "support/page_cache.hpp"
+#include "support/process.hpp"
 
 namespace pal = mapheap::pal;
 
 namespace {
+
+using mapheap::test::cached_pages;
+using mapheap::test::run_as_nobody;
 
 const std::size_t kPage = pal::page_size();
 
@@ -77,38 +82,6 @@ std::string formatted(const pal::Error& e) {
   char buf[512];
   (void)e.format(buf, sizeof(buf));
   return buf;
-}
-
-// Runs fn in a forked child that has given up root (uid/gid 65534, no
-// supplementary groups); returns fn's result, or -1 if the child did not
-// exit normally.
-template <class Fn>
-int run_as_nobody(Fn fn) {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    if (::setgroups(0, nullptr) != 0 || ::setresgid(65534, 65534, 65534) != 0 ||
-        ::setresuid(65534, 65534, 65534) != 0)
-      ::_exit(100);
-    ::_exit(fn());
-  }
-  int status = 0;
-  if (::waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) return -1;
-  return WEXITSTATUS(status);
-}
-
-// Pages of the file held in the page cache, via mincore on a fresh mapping
-// (mapping does not fault anything in).
-std::size_t cached_pages(int fd, std::size_t len) {
-  void* p = ::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, 0);
-  if (p == MAP_FAILED) return ~std::size_t{0};
-  std::vector<unsigned char> vec((len + kPage - 1) / kPage);
-  std::size_t n = 0;
-  if (::mincore(p, len, vec.data()) == 0)
-    for (unsigned char v : vec) n += v & 1u;
-  else
-    n = ~std::size_t{0};
-  ::munmap(p, len);
-  return n;
 }
 
 }  // namespace
@@ -491,7 +464,7 @@ TEST(PalFile, LockFileExcludesOtherOpenFileDescriptions) {
   Fd b(::open(p.c_str(), O_RDWR | O_CLOEXEC));
   ASSERT_GE(b.fd, 0);
   auto conflict = [&](int fd) {
-    struct flock fl{};
+    struct flock fl {};
     fl.l_type = F_WRLCK;
     fl.l_whence = SEEK_SET;
     EXPECT_EQ(::fcntl(fd, F_OFD_GETLK, &fl), 0);

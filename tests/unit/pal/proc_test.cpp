@@ -24,10 +24,15 @@
 #include <unistd.h>
 
 #include "pal/pal.hpp"
+#include "support/page_cache.hpp"
+#include "support/process.hpp"
 
 namespace pal = mapheap::pal;
 
 namespace {
+
+using mapheap::test::cached_pages;
+using mapheap::test::run_as_nobody;
 
 const std::size_t kPage = pal::page_size();
 constexpr std::uint64_t kKiB = 1024;
@@ -91,31 +96,6 @@ struct IsolatedMap {
   IsolatedMap& operator=(const IsolatedMap&) = delete;
   void touch(std::size_t page) { static_cast<volatile char*>(addr)[page * kPage] = 1; }
 };
-
-template <class Fn>
-int run_as_nobody(Fn fn) {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    if (::setgroups(0, nullptr) != 0 || ::setresgid(65534, 65534, 65534) != 0 ||
-        ::setresuid(65534, 65534, 65534) != 0)
-      ::_exit(100);
-    ::_exit(fn());
-  }
-  int status = 0;
-  if (::waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) return -1;
-  return WEXITSTATUS(status);
-}
-
-std::size_t cached_pages(int fd, std::size_t len) {
-  void* p = ::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, 0);
-  if (p == MAP_FAILED) return ~std::size_t{0};
-  std::vector<unsigned char> vec((len + kPage - 1) / kPage);
-  std::size_t n = 0;
-  if (::mincore(p, len, vec.data()) == 0)
-    for (unsigned char v : vec) n += v & 1u;
-  ::munmap(p, len);
-  return n;
-}
 
 // Writes `len` bytes of a pattern to a new /var/tmp file and fdatasyncs it.
 // Returns the descriptor (the file is already unlinked).
@@ -266,8 +246,8 @@ TEST(PalProc, ThpSettingsMatchSysfsAndSystemInfo) {
   EXPECT_EQ(info.thp_enabled, thp.enabled);
   EXPECT_STREQ(info.thp_shmem, thp.shmem);
   // The 2 MiB switch overrides the top-level one unless it says "inherit".
-  const std::string pmd = bracketed_word(
-      slurp("/sys/kernel/mm/transparent_hugepage/hugepages-2048kB/enabled"));
+  const std::string pmd =
+      bracketed_word(slurp("/sys/kernel/mm/transparent_hugepage/hugepages-2048kB/enabled"));
   if (pmd.empty() || pmd == "inherit") {
     EXPECT_EQ(thp.pmd_enabled, pal::ThpMode::unknown);
     EXPECT_EQ(thp.effective(), thp.enabled);

@@ -21,10 +21,13 @@
 #include <unistd.h>
 
 #include "pal/pal.hpp"
+#include "support/process.hpp"
 
 namespace pal = mapheap::pal;
 
 namespace {
+
+using mapheap::test::wait_child;
 
 using Word = std::atomic<std::uint32_t>;
 
@@ -64,13 +67,6 @@ struct SharedPage {
     return reinterpret_cast<T*>(static_cast<char*>(addr) + offset);
   }
 };
-
-int wait_child(pid_t pid) {
-  int status = 0;
-  if (::waitpid(pid, &status, 0) != pid) return -1;
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
-}
 
 // Wakes one waiter on `word` until one is actually woken; returns false if
 // nobody ever was.
@@ -365,13 +361,22 @@ void die_holding(pal::RobustMutex* m) {
   ASSERT_EQ(wait_child(pid), 0);
 }
 
+// A robust mutex initialised in a shared page, as a mapped heap would hold one.
+class SharedRobustMutex : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_NE(page_.addr, nullptr);
+    m_ = new (page_.addr) pal::RobustMutex;
+    ASSERT_TRUE(m_->init().ok());
+  }
+  SharedPage page_;
+  pal::RobustMutex* m_ = nullptr;
+};
+
 }  // namespace
 
-TEST(PalRobustMutex, OwnerDeathIsReportedAndRecoverable) {
-  SharedPage page;
-  ASSERT_NE(page.addr, nullptr);
-  auto* m = new (page.addr) pal::RobustMutex;
-  ASSERT_TRUE(m->init().ok());
+TEST_F(SharedRobustMutex, OwnerDeathIsReportedAndRecoverable) {
+  pal::RobustMutex* m = m_;
   die_holding(m);
   auto l = m->lock();
   ASSERT_TRUE(l.ok());
@@ -385,11 +390,8 @@ TEST(PalRobustMutex, OwnerDeathIsReportedAndRecoverable) {
   EXPECT_TRUE(m->destroy().ok());
 }
 
-TEST(PalRobustMutex, TryLockReportsOwnerDeath) {
-  SharedPage page;
-  ASSERT_NE(page.addr, nullptr);
-  auto* m = new (page.addr) pal::RobustMutex;
-  ASSERT_TRUE(m->init().ok());
+TEST_F(SharedRobustMutex, TryLockReportsOwnerDeath) {
+  pal::RobustMutex* m = m_;
   die_holding(m);
   auto t = m->try_lock();
   ASSERT_TRUE(t.ok());
@@ -399,11 +401,8 @@ TEST(PalRobustMutex, TryLockReportsOwnerDeath) {
   EXPECT_TRUE(m->destroy().ok());
 }
 
-TEST(PalRobustMutex, UnlockWithoutRepairMakesItNotRecoverable) {
-  SharedPage page;
-  ASSERT_NE(page.addr, nullptr);
-  auto* m = new (page.addr) pal::RobustMutex;
-  ASSERT_TRUE(m->init().ok());
+TEST_F(SharedRobustMutex, UnlockWithoutRepairMakesItNotRecoverable) {
+  pal::RobustMutex* m = m_;
   die_holding(m);
   auto l = m->lock();
   ASSERT_TRUE(l.ok());
