@@ -56,6 +56,21 @@ const char* op_name(Op op) noexcept {
   return "(unknown)";
 }
 
+void TextOut::put(const char* s) noexcept {
+  for (; *s != '\0'; ++s, ++len)
+    if (len + 1 < cap) buf[len] = *s;
+  if (cap > 0) buf[len + 1 < cap ? len : cap - 1] = '\0';
+}
+
+void TextOut::printf(const char* fmt, ...) noexcept {
+  char tmp[256];
+  va_list ap;
+  va_start(ap, fmt);
+  std::vsnprintf(tmp, sizeof(tmp), fmt, ap);
+  va_end(ap);
+  put(tmp);
+}
+
 const char* errno_name(int code) noexcept {
   switch (code) {
     case EPERM: return "EPERM";
@@ -122,34 +137,12 @@ Error& Error::with_path(const char* p) noexcept {
 
 namespace {
 
-// A bounded appender: keeps counting past the end like snprintf so callers can
-// learn the full length.
-struct Out {
-  char* buf;
-  std::size_t cap;
-  std::size_t len = 0;
-
-  void put(const char* s) noexcept {
-    for (; *s != '\0'; ++s, ++len)
-      if (len + 1 < cap) buf[len] = *s;
-    if (cap > 0) buf[len + 1 < cap ? len : cap - 1] = '\0';
-  }
-  __attribute__((format(printf, 2, 3))) void printf(const char* fmt, ...) noexcept {
-    char tmp[256];
-    va_list ap;
-    va_start(ap, fmt);
-    std::vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    put(tmp);
-  }
-};
-
 struct FlagName {
   std::uint64_t bit;
   const char* name;
 };
 
-void put_bits(Out& o, std::uint64_t v, const FlagName* names, std::size_t n) noexcept {
+void put_bits(TextOut& o, std::uint64_t v, const FlagName* names, std::size_t n) noexcept {
   bool first = true;
   for (std::size_t i = 0; i < n; ++i) {
     if (names[i].bit != 0 && (v & names[i].bit) == names[i].bit) {
@@ -167,7 +160,7 @@ void put_bits(Out& o, std::uint64_t v, const FlagName* names, std::size_t n) noe
   }
 }
 
-void put_open_flags(Out& o, std::uint64_t f) noexcept {
+void put_open_flags(TextOut& o, std::uint64_t f) noexcept {
   const int acc = static_cast<int>(f & O_ACCMODE);
   o.put(acc == O_RDWR ? "O_RDWR" : acc == O_WRONLY ? "O_WRONLY" : "O_RDONLY");
   static constexpr FlagName kNames[] = {
@@ -182,7 +175,7 @@ void put_open_flags(Out& o, std::uint64_t f) noexcept {
   }
 }
 
-void put_mmap_flags(Out& o, std::uint64_t f) noexcept {
+void put_mmap_flags(TextOut& o, std::uint64_t f) noexcept {
   static constexpr FlagName kNames[] = {
       {MAP_SHARED, "MAP_SHARED"},
       {MAP_PRIVATE, "MAP_PRIVATE"},
@@ -207,7 +200,7 @@ const char* prot_name(std::uint32_t p) noexcept {
 }  // namespace
 
 std::size_t Error::format(char* buf, std::size_t cap) const noexcept {
-  Out o{buf, cap};
+  TextOut o{buf, cap};
   if (cap > 0) buf[0] = '\0';
   o.put(op_name(op));
   o.put("(");

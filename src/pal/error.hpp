@@ -100,6 +100,18 @@ struct Error {
   std::size_t format(char* buf, std::size_t cap) const noexcept;
 };
 
+// A bounded text appender for messages built without allocating: it writes
+// what fits (always NUL-terminated when cap > 0) and keeps counting past the
+// end, so `len` is the length the whole text needs, as with snprintf.
+struct TextOut {
+  char* buf;
+  std::size_t cap;
+  std::size_t len = 0;
+  void put(const char* s) noexcept;
+  // At most 255 characters per call.
+  __attribute__((format(printf, 2, 3))) void printf(const char* fmt, ...) noexcept;
+};
+
 // Symbolic errno name ("ENOENT"), or "E?" if unknown.
 const char* errno_name(int code) noexcept;
 

@@ -1,0 +1,400 @@
+// page/buddy.cpp — split, coalesce, and the zone's invariant checker.
+#include "page/buddy.hpp"
+
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <new>
+
+#include "pal/error.hpp"
+
+namespace mapheap::page {
+
+namespace {
+
+constexpr std::uint64_t kZoneMagic = 0x454e4f5a5048414dull;  // "MAPHZONE" little-endian
+constexpr std::uint32_t kZoneVersion = 1;
+constexpr std::uint32_t kNone = PageIndex::kNone;
+
+constexpr std::uint64_t round_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) / a * a; }
+
+}  // namespace
+
+const char* to_string(PageState s) noexcept {
+  switch (s) {
+    case PageState::tail: return "tail";
+    case PageState::free: return "free";
+    case PageState::large: return "large";
+    case PageState::slab: return "slab";
+    case PageState::reserved: return "reserved";
+    case PageState::slab_tail: return "slab-tail";
+  }
+  return "?";
+}
+
+const char* to_string(FreeResult r) noexcept {
+  switch (r) {
+    case FreeResult::ok: return "ok";
+    case FreeResult::out_of_range: return "not a page of this zone";
+    case FreeResult::double_free: return "double free: the page is already free";
+    case FreeResult::interior: return "not the first page of an allocated run";
+    case FreeResult::not_allocated: return "zone metadata, never allocated";
+  }
+  return "?";
+}
+
+const char* to_string(FormatError e) noexcept {
+  switch (e) {
+    case FormatError::none: return "ok";
+    case FormatError::too_small: return "region too small for the zone header and page map";
+    case FormatError::too_large: return "region has more than 2^32 - 1 pages";
+    case FormatError::misaligned: return "base or size is not page aligned, or bad arena alignment";
+  }
+  return "?";
+}
+
+const char* to_string(AttachError e) noexcept {
+  switch (e) {
+    case AttachError::none: return "ok";
+    case AttachError::too_small: return "region smaller than a zone header";
+    case AttachError::bad_magic: return "no zone here (bad magic)";
+    case AttachError::bad_version: return "zone format version not supported";
+    case AttachError::bad_page_size: return "zone was made with another page size";
+    case AttachError::bad_layout: return "zone header sizes are inconsistent with the region";
+  }
+  return "?";
+}
+
+FormatError Buddy::format(void* base, std::size_t bytes, std::size_t page_size,
+                          std::uint32_t arena_align, Buddy& out) noexcept {
+  if (page_size == 0 || (page_size & (page_size - 1)) != 0 || arena_align == 0 ||
+      (arena_align & (arena_align - 1)) != 0 ||
+      reinterpret_cast<std::uintptr_t>(base) % page_size != 0 || bytes % page_size != 0)
+    return FormatError::misaligned;
+  const std::uint64_t total = bytes / page_size;
+  if (total >= kNone) return FormatError::too_large;
+  const std::uint64_t meta_bytes = sizeof(ZoneHeader) + total * sizeof(PageDesc);
+  const std::uint64_t meta_pages = round_up(meta_bytes, page_size) / page_size;
+  const std::uint64_t first = round_up(meta_pages, arena_align);
+  if (first >= total) return FormatError::too_small;
+
+  auto* h = new (base) ZoneHeader{};
+  h->magic = kZoneMagic;
+  h->version = kZoneVersion;
+  h->page_size = static_cast<std::uint32_t>(page_size);
+  h->total_pages = static_cast<std::uint32_t>(total);
+  h->first_page = static_cast<std::uint32_t>(first);
+  h->arena_pages = static_cast<std::uint32_t>(total - first);
+  for (auto& f : h->free_head) f = kNone;
+
+  Buddy b;
+  b.base_ = static_cast<std::byte*>(base);
+  b.header_ = h;
+  b.map_ = reinterpret_cast<PageDesc*>(b.base_ + sizeof(ZoneHeader));
+  for (std::uint64_t i = 0; i < total; ++i)
+    new (&b.map_[i]) PageDesc{i < first ? PageState::reserved : PageState::tail, 0, 0, kNone,
+                              kNone, 0};
+  // The arena need not be a power of two: carve it into maximal aligned blocks.
+  b.free_range(0, h->arena_pages);
+  out = b;
+  return FormatError::none;
+}
+
+AttachError Buddy::attach(void* base, std::size_t bytes, Buddy& out) noexcept {
+  if (bytes < sizeof(ZoneHeader)) return AttachError::too_small;
+  auto* h = static_cast<ZoneHeader*>(base);
+  if (h->magic != kZoneMagic) return AttachError::bad_magic;
+  if (h->version != kZoneVersion) return AttachError::bad_version;
+  if (h->page_size == 0 || (h->page_size & (h->page_size - 1)) != 0 ||
+      bytes % h->page_size != 0)
+    return AttachError::bad_page_size;
+  const std::uint64_t total = bytes / h->page_size;
+  const std::uint64_t meta_bytes = sizeof(ZoneHeader) + total * sizeof(PageDesc);
+  if (h->total_pages != total || h->first_page >= total ||
+      static_cast<std::uint64_t>(h->first_page) * h->page_size < meta_bytes ||
+      h->arena_pages != total - h->first_page)
+    return AttachError::bad_layout;
+  out.base_ = static_cast<std::byte*>(base);
+  out.header_ = h;
+  out.map_ = reinterpret_cast<PageDesc*>(out.base_ + sizeof(ZoneHeader));
+  return AttachError::none;
+}
+
+void Buddy::push_free(std::uint32_t rel, unsigned k, std::uint16_t flags) noexcept {
+  const std::uint32_t idx = header_->first_page + rel;
+  PageDesc& d = map_[idx];
+  const std::uint32_t old = header_->free_head[k];
+  d = PageDesc{PageState::free, static_cast<std::uint8_t>(k), flags, old, kNone, 0};
+  if (old != kNone) map_[old].prev = idx;
+  header_->free_head[k] = idx;
+  header_->free_blocks[k] += 1;
+  header_->free_pages += std::uint64_t{1} << k;
+}
+
+void Buddy::unlink_free(std::uint32_t rel, unsigned k) noexcept {
+  const std::uint32_t idx = header_->first_page + rel;
+  PageDesc& d = map_[idx];
+  if (d.prev != kNone)
+    map_[d.prev].next = d.next;
+  else
+    header_->free_head[k] = d.next;
+  if (d.next != kNone) map_[d.next].prev = d.prev;
+  d = PageDesc{PageState::tail, 0, 0, kNone, kNone, 0};
+  header_->free_blocks[k] -= 1;
+  header_->free_pages -= std::uint64_t{1} << k;
+}
+
+// Inserts the free block [rel, rel + 2^k) and merges it with its buddy for as
+// long as the buddy is a free block of the same order.
+void Buddy::insert_coalescing(std::uint32_t rel, unsigned k) noexcept {
+  while (k < kMaxOrder) {
+    const std::uint32_t buddy = rel ^ (std::uint32_t{1} << k);
+    if (static_cast<std::uint64_t>(buddy) + (std::uint64_t{1} << k) > header_->arena_pages) break;
+    const PageDesc& b = rel_desc(buddy);
+    if (b.state != PageState::free || b.order != k) break;
+    unlink_free(buddy, k);  // its head becomes a tail of the merged block
+    if (buddy < rel) {
+      rel_desc(rel) = PageDesc{PageState::tail, 0, 0, kNone, kNone, 0};
+      rel = buddy;
+    }
+    ++k;
+  }
+  push_free(rel, k, 0);
+}
+
+// Returns [rel, rel + n) to the free lists as maximal aligned blocks.
+void Buddy::free_range(std::uint32_t rel, std::uint64_t n) noexcept {
+  std::uint64_t at = rel;
+  const std::uint64_t end = at + n;
+  while (at < end) {
+    // The largest order that is aligned at `at` and fits before `end`.
+    unsigned k = at == 0 ? kMaxOrder : static_cast<unsigned>(__builtin_ctzll(at));
+    if (k > kMaxOrder) k = kMaxOrder;
+    while ((std::uint64_t{1} << k) > end - at) --k;
+    insert_coalescing(static_cast<std::uint32_t>(at), k);
+    at += std::uint64_t{1} << k;
+  }
+}
+
+PageIndex Buddy::alloc(Pages n, PageState state) noexcept {
+  if (n.n == 0 || n.n > (std::uint64_t{1} << kMaxOrder)) return core::kNoPage;
+  const unsigned want = core::order_for(n).k;
+  unsigned k = want;
+  while (k <= kMaxOrder && header_->free_head[k] == kNone) ++k;
+  if (k > kMaxOrder) return core::kNoPage;
+
+  const std::uint32_t idx = header_->free_head[k];
+  const std::uint32_t rel = idx - header_->first_page;
+  unlink_free(rel, k);
+  // Split down to the order asked for; the upper halves go back, unmerged
+  // (their buddies are the halves we keep).
+  while (k > want) {
+    --k;
+    push_free(rel + (std::uint32_t{1} << k), k, 0);
+  }
+  // Past the run: return the remainder of the 2^want block.
+  const std::uint64_t block = std::uint64_t{1} << want;
+  if (n.n < block) free_range(static_cast<std::uint32_t>(rel + n.n), block - n.n);
+
+  map_[idx] = PageDesc{state, 0, 0, kNone, kNone, static_cast<std::uint32_t>(n.n)};
+  if (state == PageState::slab) {
+    for (std::uint64_t i = 1; i < n.n; ++i)
+      map_[idx + i] = PageDesc{PageState::slab_tail, 0, 0, idx, kNone, 0};
+    header_->slab_pages += n.n;
+  } else {
+    header_->large_pages += n.n;
+  }
+  return PageIndex(idx);
+}
+
+FreeResult Buddy::free(PageIndex head) noexcept {
+  if (!head.valid() || head.i >= header_->total_pages) return FreeResult::out_of_range;
+  PageDesc& d = map_[head.i];
+  switch (d.state) {
+    case PageState::free: return FreeResult::double_free;
+    case PageState::tail:
+    case PageState::slab_tail: return FreeResult::interior;
+    case PageState::reserved: return FreeResult::not_allocated;
+    case PageState::large:
+    case PageState::slab: break;
+  }
+  const std::uint32_t run = d.run;
+  if (run == 0 || static_cast<std::uint64_t>(head.i) + run >
+                      static_cast<std::uint64_t>(header_->first_page) + header_->arena_pages)
+    return FreeResult::interior;  // a corrupt descriptor: refuse rather than trust it
+  if (d.state == PageState::slab) {
+    for (std::uint32_t i = 1; i < run; ++i)
+      map_[head.i + i] = PageDesc{PageState::tail, 0, 0, kNone, kNone, 0};
+    header_->slab_pages -= run;
+  } else {
+    header_->large_pages -= run;
+  }
+  d = PageDesc{PageState::tail, 0, 0, kNone, kNone, 0};
+  free_range(head.i - header_->first_page, run);
+  return FreeResult::ok;
+}
+
+PageIndex Buddy::index_of(const void* addr) const noexcept {
+  const auto a = reinterpret_cast<std::uintptr_t>(addr);
+  const auto b = reinterpret_cast<std::uintptr_t>(base_);
+  if (a < b) return core::kNoPage;
+  const std::uint64_t page = (a - b) / header_->page_size;
+  if (page >= header_->total_pages) return core::kNoPage;
+  return PageIndex(static_cast<std::uint32_t>(page));
+}
+
+PageIndex Buddy::head_of(PageIndex p) const noexcept {
+  if (!p.valid() || p.i >= header_->total_pages) return core::kNoPage;
+  const PageDesc& d = map_[p.i];
+  if (d.state == PageState::large || d.state == PageState::slab) return p;
+  if (d.state == PageState::slab_tail && d.next < header_->total_pages) return PageIndex(d.next);
+  return core::kNoPage;
+}
+
+BuddyInfo Buddy::info() const noexcept {
+  BuddyInfo bi;
+  for (unsigned k = 0; k < kOrders; ++k) bi.free_blocks[k] = header_->free_blocks[k];
+  bi.free_pages = header_->free_pages;
+  bi.large_pages = header_->large_pages;
+  bi.slab_pages = header_->slab_pages;
+  bi.arena_pages = header_->arena_pages;
+  return bi;
+}
+
+double Buddy::fragmentation_index(Order order) const noexcept {
+  const unsigned k = order.k > kMaxOrder ? kMaxOrder : order.k;
+  std::uint64_t blocks = 0;
+  for (unsigned j = 0; j < kOrders; ++j) {
+    if (j >= k && header_->free_blocks[j] > 0) return -1.0;  // the allocation would succeed
+    blocks += header_->free_blocks[j];
+  }
+  if (blocks == 0) return 0.0;  // nothing free at all: lack of memory, not fragmentation
+  // As the kernel's fragmentation_index(): 1 - (1 + free/requested) / blocks.
+  const double requested = static_cast<double>(std::uint64_t{1} << k);
+  return 1.0 - (1.0 + static_cast<double>(header_->free_pages) / requested) /
+                   static_cast<double>(blocks);
+}
+
+std::size_t Buddy::render_buddyinfo(char* buf, std::size_t cap) const noexcept {
+  pal::TextOut out{buf, cap};
+  if (cap > 0) buf[0] = '\0';
+  out.printf("%-6s", "Order");
+  for (unsigned k = 0; k < kOrders; ++k) out.printf(" %6u", k);
+  out.printf("\n%-6s", "free");
+  for (unsigned k = 0; k < kOrders; ++k)
+    out.printf(" %6llu", static_cast<unsigned long long>(header_->free_blocks[k]));
+  out.put("\n");
+  return out.len;
+}
+
+namespace {
+__attribute__((format(printf, 2, 3))) CheckReport& fail(CheckReport& r, const char* fmt, ...) {
+  r.ok = false;
+  va_list ap;
+  va_start(ap, fmt);
+  std::vsnprintf(r.message, sizeof(r.message), fmt, ap);
+  va_end(ap);
+  return r;
+}
+}  // namespace
+
+CheckReport Buddy::check() const noexcept {
+  CheckReport r;
+  const ZoneHeader& h = *header_;
+  const std::uint32_t first = h.first_page, arena = h.arena_pages;
+  if (static_cast<std::uint64_t>(first) + arena != h.total_pages)
+    return fail(r, "zone header: first page %u + arena %u != total %u", first, arena,
+                h.total_pages);
+
+  // 1. Free lists: every entry a well-formed free block of its order.
+  std::uint64_t listed_pages = 0;
+  for (unsigned k = 0; k < kOrders; ++k) {
+    std::uint64_t count = 0;
+    std::uint32_t prev = kNone;
+    for (std::uint32_t idx = h.free_head[k]; idx != kNone;) {
+      if (idx < first || idx >= h.total_pages)
+        return fail(r, "free list %u: page %u is outside the arena", k, idx);
+      const PageDesc& d = map_[idx];
+      const std::uint32_t rel = idx - first;
+      if (d.state != PageState::free || d.order != k)
+        return fail(r, "free list %u: page %u is %s of order %u", k, idx, to_string(d.state),
+                    d.order);
+      if ((rel & ((std::uint32_t{1} << k) - 1)) != 0)
+        return fail(r, "free list %u: page %u is not aligned to its order", k, idx);
+      if (static_cast<std::uint64_t>(rel) + (std::uint64_t{1} << k) > arena)
+        return fail(r, "free list %u: block at page %u runs past the arena", k, idx);
+      if (d.prev != prev) return fail(r, "free list %u: page %u has a wrong back link", k, idx);
+      if (++count > arena) return fail(r, "free list %u: cycle", k);
+      prev = idx;
+      idx = d.next;
+    }
+    if (count != h.free_blocks[k])
+      return fail(r, "free list %u: %llu blocks listed, header counts %llu", k,
+                  static_cast<unsigned long long>(count),
+                  static_cast<unsigned long long>(h.free_blocks[k]));
+    listed_pages += count << k;
+  }
+  if (listed_pages != h.free_pages)
+    return fail(r, "free pages: lists hold %llu, header counts %llu",
+                static_cast<unsigned long long>(listed_pages),
+                static_cast<unsigned long long>(h.free_pages));
+
+  // 2. The page map: reserved metadata, then blocks and runs tiling the arena.
+  for (std::uint32_t i = 0; i < first; ++i)
+    if (map_[i].state != PageState::reserved)
+      return fail(r, "page %u: metadata page is %s", i, to_string(map_[i].state));
+  std::uint64_t large = 0, slab = 0;
+  for (std::uint64_t rel = 0; rel < arena;) {
+    const std::uint32_t idx = static_cast<std::uint32_t>(first + rel);
+    const PageDesc& d = map_[idx];
+    std::uint64_t len = 0;
+    switch (d.state) {
+      case PageState::free: {
+        if (d.order > kMaxOrder) return fail(r, "page %u: free block of order %u", idx, d.order);
+        len = std::uint64_t{1} << d.order;
+        // Coalescing is complete: a free block's buddy is not a free block of the same order.
+        const std::uint64_t buddy = rel ^ len;
+        if (d.order < kMaxOrder && buddy + len <= arena) {
+          const PageDesc& b = map_[first + buddy];
+          if (b.state == PageState::free && b.order == d.order)
+            return fail(r, "page %u: free block of order %u has a free buddy", idx, d.order);
+        }
+        break;
+      }
+      case PageState::large:
+      case PageState::slab:
+        len = d.run;
+        if (len == 0) return fail(r, "page %u: %s run of length 0", idx, to_string(d.state));
+        (d.state == PageState::large ? large : slab) += len;
+        break;
+      default:
+        return fail(r, "page %u: %s where a block or run should start", idx,
+                    to_string(d.state));
+    }
+    if (rel + len > arena) return fail(r, "page %u: run of %llu pages passes the arena", idx,
+                                       static_cast<unsigned long long>(len));
+    for (std::uint64_t j = 1; j < len; ++j) {
+      const PageDesc& t = map_[idx + j];
+      const bool ok = d.state == PageState::slab
+                          ? (t.state == PageState::slab_tail && t.next == idx)
+                          : t.state == PageState::tail;
+      if (!ok)
+        return fail(r, "page %llu: %s inside the %s run starting at page %u",
+                    static_cast<unsigned long long>(idx + j), to_string(t.state),
+                    to_string(d.state), idx);
+    }
+    rel += len;
+  }
+  if (large != h.large_pages || slab != h.slab_pages)
+    return fail(r, "allocated pages: map holds %llu large and %llu slab, header counts %llu and %llu",
+                static_cast<unsigned long long>(large), static_cast<unsigned long long>(slab),
+                static_cast<unsigned long long>(h.large_pages),
+                static_cast<unsigned long long>(h.slab_pages));
+  if (large + slab + h.free_pages != arena)
+    return fail(r, "pages: %llu allocated + %llu free != arena %u",
+                static_cast<unsigned long long>(large + slab),
+                static_cast<unsigned long long>(h.free_pages), arena);
+  return r;
+}
+
+}  // namespace mapheap::page

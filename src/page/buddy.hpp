@@ -1,0 +1,182 @@
+// page/buddy.hpp — the buddy page allocator and its page map.
+//
+// A zone manages one region of memory (a Mapping, or any page-aligned range)
+// in OS pages, the way the kernel's buddy allocator manages a memory zone:
+//
+//   region base
+//   | ZoneHeader | page map: one PageDesc per page of the region | arena ...   |
+//   |<-------- reserved pages (state reserved) ------------------>|<- buddy ->|
+//
+// Everything the zone stores lives inside the region and refers to pages by
+// index from the region base, never by pointer: the same zone works in a
+// private anonymous reservation and in a file that another process maps at
+// another address (contract 1 of DESIGN.md). A Buddy object is only a view:
+// the region's base address plus a pointer to its header.
+//
+// Blocks: a free block of order k is 2^k pages, aligned to 2^k pages from the
+// arena's first page, and linked into free_head[k] through the `next`/`prev`
+// page indices of its first page's descriptor. Allocation takes a block of the
+// smallest sufficient order, splitting larger ones, and returns the part of
+// it past the requested run to the free lists, so runs of any page count are
+// served (not only powers of two). Freeing splits the run into maximal
+// aligned blocks and coalesces each with its buddy while the buddy is free.
+//
+// Page map invariant: only the first page of a free block or of an allocated
+// run has a "head" state (free, large, slab); every other arena page is
+// `tail`. Merging clears the absorbed buddy's head; so a pointer into the
+// middle of a run is recognised as such in O(1) (an interior free).
+//
+// Locking: a Buddy does no locking. REQUIRES: the caller serialises all calls
+// on one zone (the engine's zone lock).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "core/types.hpp"
+
+namespace mapheap::page {
+
+using core::Order;
+using core::PageIndex;
+using core::Pages;
+
+inline constexpr unsigned kMaxOrder = 20;  // 2^20 pages: 4 GiB blocks of 4 KiB pages
+inline constexpr unsigned kOrders = kMaxOrder + 1;
+
+// What a page is, as its descriptor records it.
+enum class PageState : std::uint8_t {
+  tail = 0,      // not the first page of a block or run (or never part of one)
+  free = 1,      // first page of a free block (order in `order`)
+  large = 2,     // first page of a run allocated as one object (`run` pages)
+  slab = 3,      // first page of a run holding slab objects (`run` pages)
+  reserved = 4,  // zone metadata (header and page map)
+  slab_tail = 5, // a later page of a slab run; `next` is the run's first page
+};
+const char* to_string(PageState s) noexcept;
+
+// Flags of a free block.
+inline constexpr std::uint16_t kPageReleased = 1u << 0;  // its pages went back to the OS
+
+// One per page of the region: 16 bytes, 0.4% of a 4 KiB page.
+struct PageDesc {
+  PageState state;
+  std::uint8_t order;   // free: the block's order
+  std::uint16_t flags;  // free: kPageReleased
+  std::uint32_t next;   // free: next block of the order; slab_tail: the run's head
+  std::uint32_t prev;   // free: previous block of the order
+  std::uint32_t run;    // large/slab: the run's length in pages
+};
+static_assert(sizeof(PageDesc) == 16);
+
+struct ZoneHeader {
+  std::uint64_t magic;
+  std::uint32_t version;
+  std::uint32_t page_size;
+  std::uint32_t total_pages;  // pages in the region
+  std::uint32_t first_page;   // first arena page (after the header and page map)
+  std::uint32_t arena_pages;  // pages the buddy system manages
+  std::uint32_t reserved0;
+  std::uint32_t free_head[kOrders];
+  std::uint64_t free_blocks[kOrders];
+  std::uint64_t free_pages;
+  std::uint64_t large_pages;  // pages in allocated large runs
+  std::uint64_t slab_pages;   // pages in allocated slab runs
+};
+
+// /proc/buddyinfo for one zone: free blocks per order.
+struct BuddyInfo {
+  std::uint64_t free_blocks[kOrders] = {};
+  std::uint64_t free_pages = 0;
+  std::uint64_t large_pages = 0;
+  std::uint64_t slab_pages = 0;
+  std::uint64_t arena_pages = 0;
+};
+
+enum class FreeResult : std::uint8_t {
+  ok,
+  out_of_range,  // not a page of this zone's arena
+  double_free,   // the page heads a free block
+  interior,      // inside a run or block, not its first page (or never allocated)
+  not_allocated, // zone metadata
+};
+const char* to_string(FreeResult r) noexcept;
+
+// A violation found by check(): empty message means none.
+struct CheckReport {
+  bool ok = true;
+  char message[256] = {};
+};
+
+enum class FormatError : std::uint8_t { none, too_small, too_large, misaligned };
+enum class AttachError : std::uint8_t {
+  none,
+  too_small,
+  bad_magic,
+  bad_version,
+  bad_page_size,
+  bad_layout,
+};
+const char* to_string(FormatError e) noexcept;
+const char* to_string(AttachError e) noexcept;
+
+class Buddy {
+ public:
+  Buddy() = default;
+
+  // Lays out a new zone over [base, base + bytes): header, page map, arena.
+  // `arena_align` (pages, a power of two) aligns the arena's first page, e.g.
+  // 512 so that order-9 blocks are 2 MiB aligned in memory for huge pages.
+  static FormatError format(void* base, std::size_t bytes, std::size_t page_size,
+                            std::uint32_t arena_align, Buddy& out) noexcept;
+  // Opens a zone formatted earlier (maybe by another process). Only the
+  // header is checked here; check() verifies the whole structure.
+  static AttachError attach(void* base, std::size_t bytes, Buddy& out) noexcept;
+
+  // A run of `n` pages (any count from 1 to 2^kMaxOrder), as `state` (large or
+  // slab). Returns kNoPage when no block is large enough.
+  PageIndex alloc(Pages n, PageState state = PageState::large) noexcept;
+  // Frees the run headed by `head`. Never touches memory on a bad call: the
+  // result says what was wrong.
+  FreeResult free(PageIndex head) noexcept;
+
+  std::byte* address(PageIndex p) const noexcept {
+    return base_ + static_cast<std::size_t>(p.i) * header_->page_size;
+  }
+  // The page holding `addr`, or kNoPage if it is outside the region.
+  PageIndex index_of(const void* addr) const noexcept;
+  // The first page of the run holding page `p` (p itself for heads; the slab
+  // head for slab pages); kNoPage for free/tail/reserved pages.
+  PageIndex head_of(PageIndex p) const noexcept;
+  const PageDesc& desc(PageIndex p) const noexcept { return map_[p.i]; }
+
+  BuddyInfo info() const noexcept;
+  // The kernel's extfrag index for an allocation of order k: -1 if it would
+  // succeed now; otherwise in [0, 1], near 0 when it fails for lack of free
+  // memory and near 1 when it fails because free memory is fragmented.
+  double fragmentation_index(Order k) const noexcept;
+  // Writes "Order 0 1 2 ...\nfree  n n n" like /proc/buddyinfo; returns length.
+  std::size_t render_buddyinfo(char* buf, std::size_t cap) const noexcept;
+
+  // Walks the whole structure (page map and free lists) and reports the first
+  // violation: O(pages). Safe on a corrupt zone: every index is bounds-checked
+  // before it is followed.
+  CheckReport check() const noexcept;
+
+  const ZoneHeader& header() const noexcept { return *header_; }
+  std::uint32_t first_page() const noexcept { return header_->first_page; }
+  std::uint32_t arena_pages() const noexcept { return header_->arena_pages; }
+
+ private:
+  void push_free(std::uint32_t rel, unsigned k, std::uint16_t flags) noexcept;
+  void unlink_free(std::uint32_t rel, unsigned k) noexcept;
+  void free_range(std::uint32_t rel, std::uint64_t n) noexcept;
+  void insert_coalescing(std::uint32_t rel, unsigned k) noexcept;
+  PageDesc& rel_desc(std::uint32_t rel) noexcept { return map_[header_->first_page + rel]; }
+
+  std::byte* base_ = nullptr;
+  ZoneHeader* header_ = nullptr;
+  PageDesc* map_ = nullptr;
+};
+
+}  // namespace mapheap::page

@@ -1,0 +1,316 @@
+// The buddy page allocator against a reference model: random runs of any page
+// count are allocated and freed; they never overlap, stay inside the arena,
+// keep their contents, and the zone passes check() throughout; freeing
+// everything coalesces back to the first tiling.
+#include <cstring>
+#include <map>
+#include <random>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "mapheap/mapping.hpp"
+#include "page/buddy.hpp"
+#include "pal/pal.hpp"
+
+namespace mapheap::page {
+namespace {
+
+std::size_t page() { return pal::page_size(); }
+
+// A zone over a fresh anonymous mapping.
+struct Zone {
+  Mapping mapping;
+  Buddy buddy;
+  explicit Zone(std::size_t bytes, std::uint32_t align = 1)
+      : mapping(Mapping::create(MappingOptions::anonymous(bytes))) {
+    EXPECT_EQ(Buddy::format(mapping.data(), mapping.size(), page(), align, buddy),
+              FormatError::none);
+  }
+};
+
+void expect_valid(const Buddy& b) {
+  const CheckReport r = b.check();
+  ASSERT_TRUE(r.ok) << r.message;
+}
+
+bool same_info(const BuddyInfo& a, const BuddyInfo& b) {
+  return std::memcmp(a.free_blocks, b.free_blocks, sizeof(a.free_blocks)) == 0 &&
+         a.free_pages == b.free_pages && a.large_pages == b.large_pages &&
+         a.slab_pages == b.slab_pages;
+}
+
+TEST(Buddy, FormatLaysOutHeaderMapAndArena) {
+  Zone z(64 << 20, 512);
+  const ZoneHeader& h = z.buddy.header();
+  EXPECT_EQ(h.total_pages, (64u << 20) / page());
+  EXPECT_EQ(h.first_page % 512, 0u);  // the arena starts 2 MiB aligned
+  EXPECT_EQ(h.first_page + h.arena_pages, h.total_pages);
+  EXPECT_GE(static_cast<std::uint64_t>(h.first_page) * page(),
+            sizeof(ZoneHeader) + h.total_pages * sizeof(PageDesc));
+  const BuddyInfo bi = z.buddy.info();
+  EXPECT_EQ(bi.free_pages, h.arena_pages);
+  EXPECT_EQ(bi.large_pages + bi.slab_pages, 0u);
+  for (std::uint32_t i = 0; i < h.first_page; ++i)
+    ASSERT_EQ(z.buddy.desc(PageIndex(i)).state, PageState::reserved);
+  expect_valid(z.buddy);
+}
+
+TEST(Buddy, FormatRefusesBadRegions) {
+  Mapping m = Mapping::create(MappingOptions::anonymous(1 << 20));
+  Buddy b;
+  EXPECT_EQ(Buddy::format(m.data() + 1, m.size() - page(), page(), 1, b), FormatError::misaligned);
+  EXPECT_EQ(Buddy::format(m.data(), m.size() - 1, page(), 1, b), FormatError::misaligned);
+  EXPECT_EQ(Buddy::format(m.data(), m.size(), page(), 3, b), FormatError::misaligned);
+  EXPECT_EQ(Buddy::format(m.data(), page(), page(), 1, b), FormatError::too_small);
+  EXPECT_EQ(Buddy::format(m.data(), m.size(), page(), 512, b), FormatError::too_small);
+}
+
+TEST(Buddy, RunsOfAnyLengthAndTheirRemainder) {
+  Zone z(8 << 20);
+  const std::uint64_t arena = z.buddy.arena_pages();
+  for (std::uint64_t n : {1u, 2u, 3u, 5u, 7u, 100u, 513u}) {
+    const BuddyInfo before = z.buddy.info();
+    const PageIndex p = z.buddy.alloc(Pages(n));
+    ASSERT_TRUE(p.valid()) << n;
+    EXPECT_EQ(z.buddy.desc(p).state, PageState::large);
+    EXPECT_EQ(z.buddy.desc(p).run, n);
+    // Exactly n pages left the free lists: the rest of the 2^k block came back.
+    EXPECT_EQ(z.buddy.info().free_pages, before.free_pages - n) << n;
+    expect_valid(z.buddy);
+  }
+  EXPECT_EQ(z.buddy.info().large_pages, 1u + 2 + 3 + 5 + 7 + 100 + 513);
+  EXPECT_LE(z.buddy.info().large_pages, arena);
+}
+
+TEST(Buddy, TooLargeOrZeroRunsAreRefused) {
+  Zone z(4 << 20);
+  EXPECT_FALSE(z.buddy.alloc(Pages(0)).valid());
+  EXPECT_FALSE(z.buddy.alloc(Pages(z.buddy.arena_pages() + 1)).valid());
+  EXPECT_FALSE(z.buddy.alloc(Pages((std::uint64_t{1} << kMaxOrder) + 1)).valid());
+  expect_valid(z.buddy);
+}
+
+TEST(Buddy, ExhaustionReturnsNoPageThenEverythingComesBack) {
+  Zone z(4 << 20);
+  const BuddyInfo fresh = z.buddy.info();
+  std::vector<PageIndex> runs;
+  std::mt19937 rng(7);
+  for (;;) {
+    const PageIndex p = z.buddy.alloc(Pages(1 + rng() % 9));
+    if (!p.valid()) break;
+    runs.push_back(p);
+  }
+  // Nothing larger than what is left can be had; single pages until empty.
+  while (true) {
+    const PageIndex p = z.buddy.alloc(Pages(1));
+    if (!p.valid()) break;
+    runs.push_back(p);
+  }
+  EXPECT_EQ(z.buddy.info().free_pages, 0u);
+  EXPECT_EQ(z.buddy.fragmentation_index(Order(0)), 0.0);  // failure for lack of memory
+  expect_valid(z.buddy);
+  std::shuffle(runs.begin(), runs.end(), rng);
+  for (PageIndex p : runs) ASSERT_EQ(z.buddy.free(p), FreeResult::ok);
+  expect_valid(z.buddy);
+  EXPECT_TRUE(same_info(z.buddy.info(), fresh));
+}
+
+TEST(Buddy, MisuseIsReportedAndChangesNothing) {
+  Zone z(4 << 20);
+  const PageIndex run = z.buddy.alloc(Pages(4));
+  const PageIndex slab = z.buddy.alloc(Pages(3), PageState::slab);
+  ASSERT_TRUE(run.valid() && slab.valid());
+  const BuddyInfo before = z.buddy.info();
+  EXPECT_EQ(z.buddy.free(run + Pages(1)), FreeResult::interior);
+  EXPECT_EQ(z.buddy.free(slab + Pages(2)), FreeResult::interior);
+  EXPECT_EQ(z.buddy.free(PageIndex(0)), FreeResult::not_allocated);
+  EXPECT_EQ(z.buddy.free(core::kNoPage), FreeResult::out_of_range);
+  EXPECT_EQ(z.buddy.free(PageIndex(z.buddy.header().total_pages)), FreeResult::out_of_range);
+  EXPECT_TRUE(same_info(z.buddy.info(), before));
+  ASSERT_EQ(z.buddy.free(run), FreeResult::ok);
+  EXPECT_EQ(z.buddy.free(run), FreeResult::double_free);
+  expect_valid(z.buddy);
+  for (FreeResult r : {FreeResult::ok, FreeResult::out_of_range, FreeResult::double_free,
+                       FreeResult::interior, FreeResult::not_allocated})
+    EXPECT_STRNE(to_string(r), "?");
+}
+
+TEST(Buddy, AddressesAndHeads) {
+  Zone z(4 << 20);
+  const PageIndex slab = z.buddy.alloc(Pages(4), PageState::slab);
+  const PageIndex large = z.buddy.alloc(Pages(4));
+  for (std::uint64_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(z.buddy.head_of(slab + Pages(i)), slab);
+    EXPECT_EQ(z.buddy.index_of(z.buddy.address(slab + Pages(i)) + 100), slab + Pages(i));
+  }
+  EXPECT_EQ(z.buddy.head_of(large), large);
+  EXPECT_FALSE(z.buddy.head_of(large + Pages(1)).valid());  // large tails do not know their head
+  EXPECT_FALSE(z.buddy.index_of(z.mapping.data() + z.mapping.size()).valid());
+  EXPECT_FALSE(z.buddy.index_of(z.mapping.data() - 1).valid());
+  std::memset(z.buddy.address(large), 0xab, 4 * page());  // the run is usable memory
+}
+
+TEST(Buddy, FragmentationIndexFollowsTheKernelFormula) {
+  Zone z(2 << 20);
+  EXPECT_EQ(z.buddy.fragmentation_index(Order(0)), -1.0);  // would succeed
+  std::vector<PageIndex> pages;
+  for (PageIndex p; (p = z.buddy.alloc(Pages(1))).valid();) pages.push_back(p);
+  // Free every other page: F single pages, no two of them buddies.
+  std::uint64_t freed = 0;
+  for (PageIndex p : pages)
+    if ((p.i - z.buddy.first_page()) % 2 == 0) {
+      ASSERT_EQ(z.buddy.free(p), FreeResult::ok);
+      ++freed;
+    }
+  expect_valid(z.buddy);
+  EXPECT_EQ(z.buddy.info().free_blocks[0], freed);
+  EXPECT_EQ(z.buddy.fragmentation_index(Order(0)), -1.0);
+  const double f = static_cast<double>(freed);
+  EXPECT_DOUBLE_EQ(z.buddy.fragmentation_index(Order(1)), 1.0 - (1.0 + f / 2) / f);
+  EXPECT_DOUBLE_EQ(z.buddy.fragmentation_index(Order(4)), 1.0 - (1.0 + f / 16) / f);
+  EXPECT_GT(z.buddy.fragmentation_index(Order(4)), 0.9);  // free memory, all in shards
+}
+
+TEST(Buddy, RendersLikeProcBuddyinfo) {
+  Zone z(4 << 20);
+  char buf[512];
+  const std::size_t n = z.buddy.render_buddyinfo(buf, sizeof(buf));
+  ASSERT_LT(n, sizeof(buf));
+  const std::string text(buf, n);
+  EXPECT_EQ(text.rfind("Order", 0), 0u);
+  EXPECT_NE(text.find("\nfree"), std::string::npos);
+  char tiny[8];
+  EXPECT_EQ(z.buddy.render_buddyinfo(tiny, sizeof(tiny)), n);  // snprintf-like
+  EXPECT_EQ(std::strlen(tiny), sizeof(tiny) - 1);
+}
+
+// The reference-model test: what the allocator hands out is checked against a
+// map of live runs, and every run carries a stamp that must survive.
+TEST(Buddy, RandomRunsAgainstAReferenceModel) {
+  Zone z(32 << 20, 512);
+  const BuddyInfo fresh = z.buddy.info();
+  const std::uint32_t first = z.buddy.first_page(), arena = z.buddy.arena_pages();
+  std::map<std::uint32_t, std::uint32_t> live;  // head -> pages
+  std::mt19937_64 rng(12345);
+  auto stamp = [&](PageIndex p, std::uint32_t n) {
+    const std::uint64_t s = p.i * 2654435761u + n;
+    std::memcpy(z.buddy.address(p), &s, sizeof(s));
+    std::memcpy(z.buddy.address(p + Pages(n - 1)) + page() - sizeof(s), &s, sizeof(s));
+  };
+  auto stamped = [&](PageIndex p, std::uint32_t n) {
+    const std::uint64_t s = p.i * 2654435761u + n;
+    std::uint64_t a = 0, b = 0;
+    std::memcpy(&a, z.buddy.address(p), sizeof(a));
+    std::memcpy(&b, z.buddy.address(p + Pages(n - 1)) + page() - sizeof(b), sizeof(b));
+    return a == s && b == s;
+  };
+  std::uint64_t failures = 0;
+  for (int op = 0; op < 400000; ++op) {
+    const bool do_alloc = live.empty() || rng() % 100 < 55;
+    if (do_alloc) {
+      // Mostly small runs, a long tail to a few MiB.
+      const std::uint32_t n = rng() % 10 < 8 ? 1 + rng() % 8 : 1 + rng() % 1024;
+      const PageState st = rng() % 2 ? PageState::large : PageState::slab;
+      const PageIndex p = z.buddy.alloc(Pages(n), st);
+      if (!p.valid()) {
+        ++failures;
+        continue;
+      }
+      ASSERT_GE(p.i, first);
+      ASSERT_LE(static_cast<std::uint64_t>(p.i) + n, static_cast<std::uint64_t>(first) + arena);
+      auto next = live.lower_bound(p.i);
+      if (next != live.end()) {
+        ASSERT_LE(p.i + n, next->first) << "overlaps the next run";
+      }
+      if (next != live.begin()) {
+        auto prev = std::prev(next);
+        ASSERT_LE(prev->first + prev->second, p.i) << "overlaps the previous run";
+      }
+      live.emplace(p.i, n);
+      stamp(p, n);
+    } else {
+      auto it = live.begin();
+      std::advance(it, static_cast<long>(rng() % live.size()));
+      ASSERT_TRUE(stamped(PageIndex(it->first), it->second)) << "contents lost";
+      ASSERT_EQ(z.buddy.free(PageIndex(it->first)), FreeResult::ok);
+      live.erase(it);
+    }
+    if (op % 20000 == 0) expect_valid(z.buddy);
+  }
+  expect_valid(z.buddy);
+  std::uint64_t live_pages = 0;
+  for (auto& [h, n] : live) live_pages += n;
+  const BuddyInfo mid = z.buddy.info();
+  EXPECT_EQ(mid.large_pages + mid.slab_pages, live_pages);
+  for (auto& [h, n] : live) {
+    ASSERT_TRUE(stamped(PageIndex(h), n));
+    ASSERT_EQ(z.buddy.free(PageIndex(h)), FreeResult::ok);
+  }
+  expect_valid(z.buddy);
+  EXPECT_TRUE(same_info(z.buddy.info(), fresh)) << "freeing everything must coalesce back";
+  RecordProperty("alloc_failures", static_cast<int>(failures));
+}
+
+// Attach validates the header; check() catches corruption of the rest.
+TEST(Buddy, AttachAndCorruption) {
+  Zone z(4 << 20);
+  const PageIndex p = z.buddy.alloc(Pages(5));
+  Buddy again;
+  ASSERT_EQ(Buddy::attach(z.mapping.data(), z.mapping.size(), again), AttachError::none);
+  EXPECT_TRUE(same_info(again.info(), z.buddy.info()));
+  EXPECT_EQ(Buddy::attach(z.mapping.data(), 16, again), AttachError::too_small);
+  EXPECT_EQ(Buddy::attach(z.mapping.data(), z.mapping.size() - page(), again),
+            AttachError::bad_layout);
+  auto* h = reinterpret_cast<ZoneHeader*>(z.mapping.data());
+  h->version += 1;
+  EXPECT_EQ(Buddy::attach(z.mapping.data(), z.mapping.size(), again), AttachError::bad_version);
+  h->version -= 1;
+  h->magic ^= 1;
+  EXPECT_EQ(Buddy::attach(z.mapping.data(), z.mapping.size(), again), AttachError::bad_magic);
+  h->magic ^= 1;
+
+  h->free_pages += 1;
+  CheckReport r = z.buddy.check();
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(std::string(r.message).find("free pages"), std::string::npos) << r.message;
+  h->free_pages -= 1;
+  expect_valid(z.buddy);
+
+  auto* map = reinterpret_cast<PageDesc*>(z.mapping.data() + sizeof(ZoneHeader));
+  map[p.i + 2].state = PageState::free;  // a stray head inside a run
+  r = z.buddy.check();
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(std::string(r.message).find("page " + std::to_string(p.i + 2)), std::string::npos)
+      << r.message;
+  map[p.i + 2].state = PageState::tail;
+  const std::uint32_t head = h->free_head[0];
+  if (head != PageIndex::kNone) {
+    map[head].next = 0;  // a link into the metadata
+    r = z.buddy.check();
+    EXPECT_FALSE(r.ok);
+    EXPECT_NE(std::string(r.message).find("outside the arena"), std::string::npos) << r.message;
+  }
+}
+
+// Position independence: the zone lives in a memfd; a second mapping of the
+// same object at another address attaches and sees, and makes, the same state.
+TEST(Buddy, TheSameZoneFromTwoAddresses) {
+  Mapping a = Mapping::create(MappingOptions::memfd("zone", 8 << 20));
+  Buddy ba;
+  ASSERT_EQ(Buddy::format(a.data(), a.size(), page(), 1, ba), FormatError::none);
+  const PageIndex p = ba.alloc(Pages(17));
+  std::memcpy(ba.address(p), "hello", 5);
+  Mapping b = Mapping::create(MappingOptions::from_fd(a.fd()));
+  ASSERT_NE(a.data(), b.data());
+  Buddy bb;
+  ASSERT_EQ(Buddy::attach(b.data(), b.size(), bb), AttachError::none);
+  expect_valid(bb);
+  EXPECT_EQ(std::memcmp(bb.address(p), "hello", 5), 0);  // same index, its own address
+  ASSERT_EQ(bb.free(p), FreeResult::ok);
+  EXPECT_EQ(ba.info().large_pages, 0u);
+  expect_valid(ba);
+}
+
+}  // namespace
+}  // namespace mapheap::page
