@@ -33,8 +33,9 @@ int in_child(Fn&& fn) {
 template <class Fn>
 int run_as_nobody(Fn&& fn) {
   return in_child([&] {
-    if (::geteuid() == 0 && (::setgroups(0, nullptr) != 0 || ::setresgid(65534, 65534, 65534) != 0 ||
-                             ::setresuid(65534, 65534, 65534) != 0))
+    if (::geteuid() == 0 &&
+        (::setgroups(0, nullptr) != 0 || ::setresgid(65534, 65534, 65534) != 0 ||
+         ::setresuid(65534, 65534, 65534) != 0))
       return 100;
     return fn();
   });
