@@ -18,6 +18,12 @@ constexpr std::uint32_t kNone = PageIndex::kNone;
 
 constexpr std::uint64_t round_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) / a * a; }
 
+// A descriptor with the given buddy fields and the slab fields cleared.
+constexpr PageDesc desc_of(PageState s, std::uint32_t next = kNone, std::uint32_t run = 0,
+                           unsigned order = 0, std::uint16_t flags = 0) {
+  return PageDesc{s, static_cast<std::uint8_t>(order), flags, next, kNone, run, 0, 0, 0, 0, 0, 0};
+}
+
 }  // namespace
 
 const char* to_string(PageState s) noexcept {
@@ -86,14 +92,14 @@ FormatError Buddy::format(void* base, std::size_t bytes, std::size_t page_size,
   h->first_page = static_cast<std::uint32_t>(first);
   h->arena_pages = static_cast<std::uint32_t>(total - first);
   for (auto& f : h->free_head) f = kNone;
+  h->root = kNone;
 
   Buddy b;
   b.base_ = static_cast<std::byte*>(base);
   b.header_ = h;
   b.map_ = reinterpret_cast<PageDesc*>(b.base_ + sizeof(ZoneHeader));
   for (std::uint64_t i = 0; i < total; ++i)
-    new (&b.map_[i]) PageDesc{i < first ? PageState::reserved : PageState::tail, 0, 0, kNone,
-                              kNone, 0};
+    new (&b.map_[i]) PageDesc(desc_of(i < first ? PageState::reserved : PageState::tail));
   // The arena need not be a power of two: carve it into maximal aligned blocks.
   b.free_range(0, h->arena_pages);
   out = b;
@@ -124,7 +130,7 @@ void Buddy::push_free(std::uint32_t rel, unsigned k, std::uint16_t flags) noexce
   const std::uint32_t idx = header_->first_page + rel;
   PageDesc& d = map_[idx];
   const std::uint32_t old = header_->free_head[k];
-  d = PageDesc{PageState::free, static_cast<std::uint8_t>(k), flags, old, kNone, 0};
+  d = desc_of(PageState::free, old, 0, k, flags);
   if (old != kNone) map_[old].prev = idx;
   header_->free_head[k] = idx;
   header_->free_blocks[k] += 1;
@@ -139,7 +145,7 @@ void Buddy::unlink_free(std::uint32_t rel, unsigned k) noexcept {
   else
     header_->free_head[k] = d.next;
   if (d.next != kNone) map_[d.next].prev = d.prev;
-  d = PageDesc{PageState::tail, 0, 0, kNone, kNone, 0};
+  d = desc_of(PageState::tail);
   header_->free_blocks[k] -= 1;
   header_->free_pages -= std::uint64_t{1} << k;
 }
@@ -154,7 +160,7 @@ void Buddy::insert_coalescing(std::uint32_t rel, unsigned k) noexcept {
     if (b.state != PageState::free || b.order != k) break;
     unlink_free(buddy, k);  // its head becomes a tail of the merged block
     if (buddy < rel) {
-      rel_desc(rel) = PageDesc{PageState::tail, 0, 0, kNone, kNone, 0};
+      rel_desc(rel) = desc_of(PageState::tail);
       rel = buddy;
     }
     ++k;
@@ -196,10 +202,10 @@ PageIndex Buddy::alloc(Pages n, PageState state) noexcept {
   const std::uint64_t block = std::uint64_t{1} << want;
   if (n.n < block) free_range(static_cast<std::uint32_t>(rel + n.n), block - n.n);
 
-  map_[idx] = PageDesc{state, 0, 0, kNone, kNone, static_cast<std::uint32_t>(n.n)};
+  map_[idx] = desc_of(state, kNone, static_cast<std::uint32_t>(n.n));
   if (state == PageState::slab) {
     for (std::uint64_t i = 1; i < n.n; ++i)
-      map_[idx + i] = PageDesc{PageState::slab_tail, 0, 0, idx, kNone, 0};
+      map_[idx + i] = desc_of(PageState::slab_tail, idx);
     header_->slab_pages += n.n;
   } else {
     header_->large_pages += n.n;
@@ -224,12 +230,12 @@ FreeResult Buddy::free(PageIndex head) noexcept {
     return FreeResult::interior;  // a corrupt descriptor: refuse rather than trust it
   if (d.state == PageState::slab) {
     for (std::uint32_t i = 1; i < run; ++i)
-      map_[head.i + i] = PageDesc{PageState::tail, 0, 0, kNone, kNone, 0};
+      map_[head.i + i] = desc_of(PageState::tail);
     header_->slab_pages -= run;
   } else {
     header_->large_pages -= run;
   }
-  d = PageDesc{PageState::tail, 0, 0, kNone, kNone, 0};
+  d = desc_of(PageState::tail);
   free_range(head.i - header_->first_page, run);
   return FreeResult::ok;
 }

@@ -58,16 +58,25 @@ const char* to_string(PageState s) noexcept;
 // Flags of a free block.
 inline constexpr std::uint16_t kPageReleased = 1u << 0;  // its pages went back to the OS
 
-// One per page of the region: 16 bytes, 0.4% of a 4 KiB page.
+// One per page of the region: 32 bytes, 0.8% of a 4 KiB page. The second half
+// belongs to the slab layer (meaningful on a slab run's first page only).
 struct PageDesc {
   PageState state;
   std::uint8_t order;   // free: the block's order
   std::uint16_t flags;  // free: kPageReleased
-  std::uint32_t next;   // free: next block of the order; slab_tail: the run's head
-  std::uint32_t prev;   // free: previous block of the order
+  std::uint32_t next;   // free: next block of the order; slab: next slab of its list;
+                        // slab_tail: the run's head
+  std::uint32_t prev;   // free: previous block of the order; slab: previous slab of its list
   std::uint32_t run;    // large/slab: the run's length in pages
+  // Slab layer (src/slab):
+  std::uint16_t slab_class;   // size class of the objects
+  std::uint16_t slab_inuse;   // objects handed out
+  std::uint16_t slab_carved;  // objects ever carved from the run (the rest are untouched)
+  std::uint16_t slab_list;    // which list of its class the slab is on
+  std::uint32_t slab_free;    // byte offset in the run of the first free object, or none
+  std::uint32_t slab_spare;
 };
-static_assert(sizeof(PageDesc) == 16);
+static_assert(sizeof(PageDesc) == 32);
 
 struct ZoneHeader {
   std::uint64_t magic;
@@ -76,7 +85,7 @@ struct ZoneHeader {
   std::uint32_t total_pages;  // pages in the region
   std::uint32_t first_page;   // first arena page (after the header and page map)
   std::uint32_t arena_pages;  // pages the buddy system manages
-  std::uint32_t reserved0;
+  std::uint32_t root;         // the owner's root run (e.g. the slab layer's lists), or none
   std::uint32_t free_head[kOrders];
   std::uint64_t free_blocks[kOrders];
   std::uint64_t free_pages;
