@@ -16,7 +16,9 @@ constexpr std::uint64_t kZoneMagic = 0x454e4f5a5048414dull;  // "MAPHZONE" littl
 constexpr std::uint32_t kZoneVersion = 1;
 constexpr std::uint32_t kNone = PageIndex::kNone;
 
-constexpr std::uint64_t round_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) / a * a; }
+constexpr std::uint64_t round_up(std::uint64_t v, std::uint64_t a) {
+  return (v + a - 1) / a * a;
+}
 
 // A descriptor with the given buddy fields and the slab fields cleared.
 constexpr PageDesc desc_of(PageState s, std::uint32_t next = kNone, std::uint32_t run = 0,
@@ -111,8 +113,7 @@ AttachError Buddy::attach(void* base, std::size_t bytes, Buddy& out) noexcept {
   auto* h = static_cast<ZoneHeader*>(base);
   if (h->magic != kZoneMagic) return AttachError::bad_magic;
   if (h->version != kZoneVersion) return AttachError::bad_version;
-  if (h->page_size == 0 || (h->page_size & (h->page_size - 1)) != 0 ||
-      bytes % h->page_size != 0)
+  if (h->page_size == 0 || (h->page_size & (h->page_size - 1)) != 0 || bytes % h->page_size != 0)
     return AttachError::bad_page_size;
   const std::uint64_t total = bytes / h->page_size;
   const std::uint64_t meta_bytes = sizeof(ZoneHeader) + total * sizeof(PageDesc);
@@ -204,8 +205,7 @@ PageIndex Buddy::alloc(Pages n, PageState state) noexcept {
 
   map_[idx] = desc_of(state, kNone, static_cast<std::uint32_t>(n.n));
   if (state == PageState::slab) {
-    for (std::uint64_t i = 1; i < n.n; ++i)
-      map_[idx + i] = desc_of(PageState::slab_tail, idx);
+    for (std::uint64_t i = 1; i < n.n; ++i) map_[idx + i] = desc_of(PageState::slab_tail, idx);
     header_->slab_pages += n.n;
   } else {
     header_->large_pages += n.n;
@@ -229,8 +229,7 @@ FreeResult Buddy::free(PageIndex head) noexcept {
                       static_cast<std::uint64_t>(header_->first_page) + header_->arena_pages)
     return FreeResult::interior;  // a corrupt descriptor: refuse rather than trust it
   if (d.state == PageState::slab) {
-    for (std::uint32_t i = 1; i < run; ++i)
-      map_[head.i + i] = desc_of(PageState::tail);
+    for (std::uint32_t i = 1; i < run; ++i) map_[head.i + i] = desc_of(PageState::tail);
     header_->slab_pages -= run;
   } else {
     header_->large_pages -= run;
@@ -277,8 +276,8 @@ double Buddy::fragmentation_index(Order order) const noexcept {
   if (blocks == 0) return 0.0;  // nothing free at all: lack of memory, not fragmentation
   // As the kernel's fragmentation_index(): 1 - (1 + free/requested) / blocks.
   const double requested = static_cast<double>(std::uint64_t{1} << k);
-  return 1.0 - (1.0 + static_cast<double>(header_->free_pages) / requested) /
-                   static_cast<double>(blocks);
+  return 1.0 -
+         (1.0 + static_cast<double>(header_->free_pages) / requested) / static_cast<double>(blocks);
 }
 
 std::size_t Buddy::render_buddyinfo(char* buf, std::size_t cap) const noexcept {
@@ -293,24 +292,21 @@ std::size_t Buddy::render_buddyinfo(char* buf, std::size_t cap) const noexcept {
   return out.len;
 }
 
-namespace {
-__attribute__((format(printf, 2, 3))) CheckReport& fail(CheckReport& r, const char* fmt, ...) {
-  r.ok = false;
+CheckReport& CheckReport::fail(const char* fmt, ...) noexcept {
+  ok = false;
   va_list ap;
   va_start(ap, fmt);
-  std::vsnprintf(r.message, sizeof(r.message), fmt, ap);
+  std::vsnprintf(message, sizeof(message), fmt, ap);
   va_end(ap);
-  return r;
+  return *this;
 }
-}  // namespace
 
 CheckReport Buddy::check() const noexcept {
   CheckReport r;
   const ZoneHeader& h = *header_;
   const std::uint32_t first = h.first_page, arena = h.arena_pages;
   if (static_cast<std::uint64_t>(first) + arena != h.total_pages)
-    return fail(r, "zone header: first page %u + arena %u != total %u", first, arena,
-                h.total_pages);
+    return r.fail("zone header: first page %u + arena %u != total %u", first, arena, h.total_pages);
 
   // 1. Free lists: every entry a well-formed free block of its order.
   std::uint64_t listed_pages = 0;
@@ -319,36 +315,36 @@ CheckReport Buddy::check() const noexcept {
     std::uint32_t prev = kNone;
     for (std::uint32_t idx = h.free_head[k]; idx != kNone;) {
       if (idx < first || idx >= h.total_pages)
-        return fail(r, "free list %u: page %u is outside the arena", k, idx);
+        return r.fail("free list %u: page %u is outside the arena", k, idx);
       const PageDesc& d = map_[idx];
       const std::uint32_t rel = idx - first;
       if (d.state != PageState::free || d.order != k)
-        return fail(r, "free list %u: page %u is %s of order %u", k, idx, to_string(d.state),
-                    d.order);
+        return r.fail("free list %u: page %u is %s of order %u", k, idx, to_string(d.state),
+                      d.order);
       if ((rel & ((std::uint32_t{1} << k) - 1)) != 0)
-        return fail(r, "free list %u: page %u is not aligned to its order", k, idx);
+        return r.fail("free list %u: page %u is not aligned to its order", k, idx);
       if (static_cast<std::uint64_t>(rel) + (std::uint64_t{1} << k) > arena)
-        return fail(r, "free list %u: block at page %u runs past the arena", k, idx);
-      if (d.prev != prev) return fail(r, "free list %u: page %u has a wrong back link", k, idx);
-      if (++count > arena) return fail(r, "free list %u: cycle", k);
+        return r.fail("free list %u: block at page %u runs past the arena", k, idx);
+      if (d.prev != prev) return r.fail("free list %u: page %u has a wrong back link", k, idx);
+      if (++count > arena) return r.fail("free list %u: cycle", k);
       prev = idx;
       idx = d.next;
     }
     if (count != h.free_blocks[k])
-      return fail(r, "free list %u: %llu blocks listed, header counts %llu", k,
-                  static_cast<unsigned long long>(count),
-                  static_cast<unsigned long long>(h.free_blocks[k]));
+      return r.fail("free list %u: %llu blocks listed, header counts %llu", k,
+                    static_cast<unsigned long long>(count),
+                    static_cast<unsigned long long>(h.free_blocks[k]));
     listed_pages += count << k;
   }
   if (listed_pages != h.free_pages)
-    return fail(r, "free pages: lists hold %llu, header counts %llu",
-                static_cast<unsigned long long>(listed_pages),
-                static_cast<unsigned long long>(h.free_pages));
+    return r.fail("free pages: lists hold %llu, header counts %llu",
+                  static_cast<unsigned long long>(listed_pages),
+                  static_cast<unsigned long long>(h.free_pages));
 
   // 2. The page map: reserved metadata, then blocks and runs tiling the arena.
   for (std::uint32_t i = 0; i < first; ++i)
     if (map_[i].state != PageState::reserved)
-      return fail(r, "page %u: metadata page is %s", i, to_string(map_[i].state));
+      return r.fail("page %u: metadata page is %s", i, to_string(map_[i].state));
   std::uint64_t large = 0, slab = 0;
   for (std::uint64_t rel = 0; rel < arena;) {
     const std::uint32_t idx = static_cast<std::uint32_t>(first + rel);
@@ -356,50 +352,51 @@ CheckReport Buddy::check() const noexcept {
     std::uint64_t len = 0;
     switch (d.state) {
       case PageState::free: {
-        if (d.order > kMaxOrder) return fail(r, "page %u: free block of order %u", idx, d.order);
+        if (d.order > kMaxOrder) return r.fail("page %u: free block of order %u", idx, d.order);
         len = std::uint64_t{1} << d.order;
         // Coalescing is complete: a free block's buddy is not a free block of the same order.
         const std::uint64_t buddy = rel ^ len;
         if (d.order < kMaxOrder && buddy + len <= arena) {
           const PageDesc& b = map_[first + buddy];
           if (b.state == PageState::free && b.order == d.order)
-            return fail(r, "page %u: free block of order %u has a free buddy", idx, d.order);
+            return r.fail("page %u: free block of order %u has a free buddy", idx, d.order);
         }
         break;
       }
       case PageState::large:
       case PageState::slab:
         len = d.run;
-        if (len == 0) return fail(r, "page %u: %s run of length 0", idx, to_string(d.state));
+        if (len == 0) return r.fail("page %u: %s run of length 0", idx, to_string(d.state));
         (d.state == PageState::large ? large : slab) += len;
         break;
       default:
-        return fail(r, "page %u: %s where a block or run should start", idx,
-                    to_string(d.state));
+        return r.fail("page %u: %s where a block or run should start", idx, to_string(d.state));
     }
-    if (rel + len > arena) return fail(r, "page %u: run of %llu pages passes the arena", idx,
-                                       static_cast<unsigned long long>(len));
+    if (rel + len > arena)
+      return r.fail("page %u: run of %llu pages passes the arena", idx,
+                    static_cast<unsigned long long>(len));
     for (std::uint64_t j = 1; j < len; ++j) {
       const PageDesc& t = map_[idx + j];
       const bool ok = d.state == PageState::slab
                           ? (t.state == PageState::slab_tail && t.next == idx)
                           : t.state == PageState::tail;
       if (!ok)
-        return fail(r, "page %llu: %s inside the %s run starting at page %u",
-                    static_cast<unsigned long long>(idx + j), to_string(t.state),
-                    to_string(d.state), idx);
+        return r.fail("page %llu: %s inside the %s run starting at page %u",
+                      static_cast<unsigned long long>(idx + j), to_string(t.state),
+                      to_string(d.state), idx);
     }
     rel += len;
   }
   if (large != h.large_pages || slab != h.slab_pages)
-    return fail(r, "allocated pages: map holds %llu large and %llu slab, header counts %llu and %llu",
-                static_cast<unsigned long long>(large), static_cast<unsigned long long>(slab),
-                static_cast<unsigned long long>(h.large_pages),
-                static_cast<unsigned long long>(h.slab_pages));
+    return r.fail(
+        "allocated pages: map holds %llu large and %llu slab, header counts %llu and %llu",
+        static_cast<unsigned long long>(large), static_cast<unsigned long long>(slab),
+        static_cast<unsigned long long>(h.large_pages),
+        static_cast<unsigned long long>(h.slab_pages));
   if (large + slab + h.free_pages != arena)
-    return fail(r, "pages: %llu allocated + %llu free != arena %u",
-                static_cast<unsigned long long>(large + slab),
-                static_cast<unsigned long long>(h.free_pages), arena);
+    return r.fail("pages: %llu allocated + %llu free != arena %u",
+                  static_cast<unsigned long long>(large + slab),
+                  static_cast<unsigned long long>(h.free_pages), arena);
   return r;
 }
 

@@ -46,12 +46,12 @@ inline constexpr unsigned kOrders = kMaxOrder + 1;
 
 // What a page is, as its descriptor records it.
 enum class PageState : std::uint8_t {
-  tail = 0,      // not the first page of a block or run (or never part of one)
-  free = 1,      // first page of a free block (order in `order`)
-  large = 2,     // first page of a run allocated as one object (`run` pages)
-  slab = 3,      // first page of a run holding slab objects (`run` pages)
-  reserved = 4,  // zone metadata (header and page map)
-  slab_tail = 5, // a later page of a slab run; `next` is the run's first page
+  tail = 0,       // not the first page of a block or run (or never part of one)
+  free = 1,       // first page of a free block (order in `order`)
+  large = 2,      // first page of a run allocated as one object (`run` pages)
+  slab = 3,       // first page of a run holding slab objects (`run` pages)
+  reserved = 4,   // zone metadata (header and page map)
+  slab_tail = 5,  // a later page of a slab run; `next` is the run's first page
 };
 const char* to_string(PageState s) noexcept;
 
@@ -104,17 +104,19 @@ struct BuddyInfo {
 
 enum class FreeResult : std::uint8_t {
   ok,
-  out_of_range,  // not a page of this zone's arena
-  double_free,   // the page heads a free block
-  interior,      // inside a run or block, not its first page (or never allocated)
-  not_allocated, // zone metadata
+  out_of_range,   // not a page of this zone's arena
+  double_free,    // the page heads a free block
+  interior,       // inside a run or block, not its first page (or never allocated)
+  not_allocated,  // zone metadata
 };
 const char* to_string(FreeResult r) noexcept;
 
-// A violation found by check(): empty message means none.
+// The first violation an invariant checker found; ok and an empty message if none.
 struct CheckReport {
   bool ok = true;
   char message[256] = {};
+  // Records a violation (printf-style, truncated to the buffer) and returns *this.
+  __attribute__((format(printf, 2, 3))) CheckReport& fail(const char* fmt, ...) noexcept;
 };
 
 enum class FormatError : std::uint8_t { none, too_small, too_large, misaligned };

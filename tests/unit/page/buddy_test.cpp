@@ -16,7 +16,9 @@
 namespace mapheap::page {
 namespace {
 
-std::size_t page() { return pal::page_size(); }
+std::size_t page() {
+  return pal::page_size();
+}
 
 // A zone over a fresh anonymous mapping.
 struct Zone {

@@ -1,0 +1,360 @@
+// slab/slab.cpp — carving, freeing and moving slabs between their lists.
+#include "slab/slab.hpp"
+
+#include <cstdio>
+#include <cstring>
+#include <new>
+
+namespace mapheap::slab {
+
+namespace {
+
+constexpr std::uint64_t kSlabMagic = 0x4241534c50414d00ull;  // "\0MAPSLAB"
+constexpr std::uint32_t kSlabVersion = 1;
+constexpr std::uint32_t kNone = core::PageIndex::kNone;
+
+using page::PageDesc;
+using page::PageIndex;
+using page::PageState;
+using page::Pages;
+
+// The next-free link stored in a free object's first four bytes.
+std::uint32_t load_link(const std::byte* obj) noexcept {
+  std::uint32_t v;
+  std::memcpy(&v, obj, sizeof(v));
+  return v;
+}
+void store_link(std::byte* obj, std::uint32_t v) noexcept { std::memcpy(obj, &v, sizeof(v)); }
+
+
+}  // namespace
+
+const char* to_string(FreeStatus s) noexcept {
+  switch (s) {
+    case FreeStatus::ok: return "ok";
+    case FreeStatus::not_ours: return "not a pointer into this heap";
+    case FreeStatus::double_free: return "double free";
+    case FreeStatus::interior: return "not the start of an allocated object";
+    case FreeStatus::corrupt: return "the heap's page map is inconsistent here";
+  }
+  return "?";
+}
+
+bool SlabHeap::format(page::Buddy& zone, SlabHeap& out) noexcept {
+  const std::size_t page = zone.header().page_size;
+  // The run table is compiled for kPageSize pages; another page size needs
+  // runs from make_runs(page), which the engine does not carry yet.
+  if (page != kPageSize) return false;
+  const Pages pages((sizeof(SlabRoot) + page - 1) / page);
+  const PageIndex root = zone.alloc(pages);
+  if (!root.valid()) return false;
+  auto* r = new (zone.address(root)) SlabRoot{};
+  r->magic = kSlabMagic;
+  r->version = kSlabVersion;
+  r->class_count = kClassCount;
+  for (auto& c : r->cls)
+    for (auto& h : c.head) h = kNone;
+  const_cast<page::ZoneHeader&>(zone.header()).root = root.i;
+  out.zone_ = &zone;
+  out.root_ = r;
+  return true;
+}
+
+bool SlabHeap::attach(page::Buddy& zone, SlabHeap& out) noexcept {
+  if (zone.header().page_size != kPageSize) return false;
+  const std::uint32_t root = zone.header().root;
+  if (root == kNone || zone.head_of(PageIndex(root)) != PageIndex(root)) return false;
+  const std::size_t page = zone.header().page_size;
+  if (static_cast<std::uint64_t>(zone.desc(PageIndex(root)).run) * page < sizeof(SlabRoot))
+    return false;
+  auto* r = reinterpret_cast<SlabRoot*>(zone.address(PageIndex(root)));
+  if (r->magic != kSlabMagic || r->version != kSlabVersion || r->class_count != kClassCount)
+    return false;
+  out.zone_ = &zone;
+  out.root_ = r;
+  return true;
+}
+
+std::byte* SlabHeap::run_base(std::uint32_t head) const noexcept {
+  return zone_->address(PageIndex(head));
+}
+
+void SlabHeap::push(unsigned cls, SlabList list, std::uint32_t head) noexcept {
+  ClassLists& c = root_->cls[cls];
+  auto& d = const_cast<PageDesc&>(zone_->desc(PageIndex(head)));
+  const auto l = static_cast<unsigned>(list);
+  d.slab_list = static_cast<std::uint16_t>(list);
+  d.prev = kNone;
+  d.next = c.head[l];
+  if (d.next != kNone) const_cast<PageDesc&>(zone_->desc(PageIndex(d.next))).prev = head;
+  c.head[l] = head;
+  c.count[l] += 1;
+}
+
+void SlabHeap::unlink(unsigned cls, std::uint32_t head) noexcept {
+  ClassLists& c = root_->cls[cls];
+  auto& d = const_cast<PageDesc&>(zone_->desc(PageIndex(head)));
+  const unsigned l = d.slab_list;
+  if (d.prev != kNone)
+    const_cast<PageDesc&>(zone_->desc(PageIndex(d.prev))).next = d.next;
+  else
+    c.head[l] = d.next;
+  if (d.next != kNone) const_cast<PageDesc&>(zone_->desc(PageIndex(d.next))).prev = d.prev;
+  d.next = d.prev = kNone;
+  d.slab_list = 0;
+  c.count[l] -= 1;
+}
+
+void* SlabHeap::alloc(std::size_t size, std::size_t align) noexcept {
+  if (size == 0) size = 1;
+  if ((align & (align - 1)) != 0) return nullptr;
+  // Classes of 16 bytes and up are 16-byte aligned, the 8-byte class only
+  // 8: a small request that asks for 16 takes the 16-byte class.
+  if (align == kQuantum && size < kQuantum) size = kQuantum;
+  const unsigned cls = align <= kQuantum ? (size <= kMaxSmallSize ? class_of(size) : kNoClass)
+                                         : class_for(size, align);
+  if (cls != kNoClass) return alloc_small(cls);
+  return alloc_large(size, align);
+}
+
+void* SlabHeap::alloc_small(unsigned cls) noexcept {
+  ClassLists& c = root_->cls[cls];
+  const auto partial = static_cast<unsigned>(SlabList::partial);
+  const auto empty = static_cast<unsigned>(SlabList::empty);
+  std::uint32_t head = c.head[partial];
+  if (head == kNone) {
+    head = c.head[empty];
+    if (head != kNone) {
+      unlink(cls, head);
+    } else {
+      const PageIndex run = zone_->alloc(Pages(class_pages(cls)), PageState::slab);
+      if (!run.valid()) return nullptr;
+      head = run.i;
+      auto& d = const_cast<PageDesc&>(zone_->desc(run));
+      d.slab_class = static_cast<std::uint16_t>(cls);
+      d.slab_inuse = 0;
+      d.slab_carved = 0;
+      d.slab_free = kNone;
+    }
+    push(cls, SlabList::partial, head);
+  }
+  auto& d = const_cast<PageDesc&>(zone_->desc(PageIndex(head)));
+  std::byte* base = run_base(head);
+  std::byte* obj;
+  if (d.slab_free != kNone) {
+    obj = base + d.slab_free;
+    d.slab_free = load_link(obj);
+  } else {  // carve the next untouched object
+    obj = base + static_cast<std::size_t>(d.slab_carved) * class_size(cls);
+    d.slab_carved += 1;
+  }
+  d.slab_inuse += 1;
+  c.inuse_objects += 1;
+  if (d.slab_inuse == class_objects(cls)) {
+    unlink(cls, head);
+    push(cls, SlabList::full, head);
+  }
+  return obj;
+}
+
+void* SlabHeap::alloc_large(std::size_t size, std::size_t align) noexcept {
+  const std::size_t page = zone_->header().page_size;
+  if (size > (std::size_t{1} << page::kMaxOrder) * page) return nullptr;
+  std::uint64_t pages = (size + page - 1) / page;
+  if (align > page) {
+    // A block of order k is aligned to 2^k pages from the arena's start, and
+    // the arena's start is aligned to its first page: a power-of-two block at
+    // least `align` long is `align`-aligned if the arena start is.
+    const std::uint64_t align_pages = align / page;
+    const auto arena_start = reinterpret_cast<std::uintptr_t>(zone_->address(PageIndex(zone_->first_page())));
+    if (arena_start % align != 0) return nullptr;
+    if (pages < align_pages) pages = align_pages;
+    pages = std::uint64_t{1} << core::order_for(Pages(pages)).k;
+  }
+  const PageIndex run = zone_->alloc(Pages(pages), PageState::large);
+  if (!run.valid()) return nullptr;
+  root_->large_runs += 1;
+  root_->large_bytes += size;
+  return zone_->address(run);
+}
+
+FreeStatus SlabHeap::free(void* ptr) noexcept {
+  auto* p = static_cast<std::byte*>(ptr);
+  const PageIndex page = zone_->index_of(p);
+  if (!page.valid() || page.i < zone_->first_page()) return FreeStatus::not_ours;
+  const PageDesc& d = zone_->desc(page);
+  switch (d.state) {
+    case PageState::free: return FreeStatus::double_free;
+    case PageState::tail: return FreeStatus::interior;
+    case PageState::reserved: return FreeStatus::not_ours;
+    case PageState::large: {
+      if (p != zone_->address(page)) return FreeStatus::interior;
+      if (page.i == zone_->header().root) return FreeStatus::interior;  // our own root
+      root_->large_runs -= 1;
+      return zone_->free(page) == page::FreeResult::ok ? FreeStatus::ok : FreeStatus::corrupt;
+    }
+    case PageState::slab:
+    case PageState::slab_tail: {
+      const PageIndex head = zone_->head_of(page);
+      if (!head.valid()) return FreeStatus::corrupt;
+      return free_small(head.i, p);
+    }
+  }
+  return FreeStatus::corrupt;
+}
+
+FreeStatus SlabHeap::free_small(std::uint32_t head, std::byte* p) noexcept {
+  auto& d = const_cast<PageDesc&>(zone_->desc(PageIndex(head)));
+  const unsigned cls = d.slab_class;
+  if (cls >= kClassCount || d.slab_list == 0) return FreeStatus::corrupt;
+  const std::size_t size = class_size(cls);
+  const std::size_t off = static_cast<std::size_t>(p - run_base(head));
+  // A run is at most kMaxRunPages pages, far below object_index's exact range.
+  const std::uint32_t index = object_index(static_cast<ClassIndex>(cls), off);
+  if (static_cast<std::size_t>(index) * size != off) return FreeStatus::interior;
+  if (index >= d.slab_carved) return FreeStatus::interior;  // never handed out
+  if (d.slab_inuse == 0) return FreeStatus::double_free;
+#if MAPHEAP_CHECKED
+  // Checked builds search the free list: every double free is found.
+  std::uint32_t steps = 0;
+  for (std::uint32_t f = d.slab_free; f != kNone && steps <= d.slab_carved; ++steps) {
+    if (f == off) return FreeStatus::double_free;
+    f = load_link(run_base(head) + f);
+  }
+#endif
+  const bool was_full = d.slab_list == static_cast<std::uint16_t>(SlabList::full);
+  store_link(p, d.slab_free);
+  d.slab_free = static_cast<std::uint32_t>(off);
+  d.slab_inuse -= 1;
+  root_->cls[cls].inuse_objects -= 1;
+  if (d.slab_inuse == 0) {
+    unlink(cls, head);
+    if (root_->cls[cls].count[static_cast<unsigned>(SlabList::empty)] < kEmptyKept) {
+      push(cls, SlabList::empty, head);
+    } else if (zone_->free(PageIndex(head)) != page::FreeResult::ok) {
+      return FreeStatus::corrupt;
+    }
+  } else if (was_full) {
+    unlink(cls, head);
+    push(cls, SlabList::partial, head);
+  }
+  return FreeStatus::ok;
+}
+
+std::size_t SlabHeap::usable_size(const void* ptr) const noexcept {
+  const auto* p = static_cast<const std::byte*>(ptr);
+  const PageIndex page = zone_->index_of(p);
+  if (!page.valid() || page.i < zone_->first_page()) return 0;
+  const PageDesc& d = zone_->desc(page);
+  if (d.state == PageState::large)
+    return p == zone_->address(page) ? static_cast<std::size_t>(d.run) * zone_->header().page_size
+                                     : 0;
+  if (d.state != PageState::slab && d.state != PageState::slab_tail) return 0;
+  const PageIndex head = zone_->head_of(page);
+  if (!head.valid()) return 0;
+  const PageDesc& h = zone_->desc(head);
+  if (h.slab_class >= kClassCount) return 0;
+  const std::size_t size = class_size(h.slab_class);
+  const std::size_t off = static_cast<std::size_t>(p - run_base(head.i));
+  return off % size == 0 && off / size < h.slab_carved ? size : 0;
+}
+
+std::uint64_t SlabHeap::trim() noexcept {
+  std::uint64_t pages = 0;
+  const auto empty = static_cast<unsigned>(SlabList::empty);
+  for (unsigned cls = 0; cls < kClassCount; ++cls) {
+    while (root_->cls[cls].head[empty] != kNone) {
+      const std::uint32_t head = root_->cls[cls].head[empty];
+      unlink(cls, head);
+      pages += zone_->desc(PageIndex(head)).run;
+      (void)zone_->free(PageIndex(head));
+    }
+  }
+  return pages;
+}
+
+SlabStats SlabHeap::stats() const noexcept {
+  SlabStats s;
+  for (unsigned cls = 0; cls < kClassCount; ++cls) {
+    const ClassLists& c = root_->cls[cls];
+    s.slabs[cls] = c.count[1] + c.count[2] + c.count[3];
+    s.inuse_objects[cls] = c.inuse_objects;
+  }
+  const page::BuddyInfo bi = zone_->info();
+  s.large_runs = root_->large_runs;
+  s.large_pages = bi.large_pages;
+  s.slab_pages = bi.slab_pages;
+  s.free_pages = bi.free_pages;
+  return s;
+}
+
+page::CheckReport SlabHeap::check() const noexcept {
+  page::CheckReport r = zone_->check();
+  if (!r.ok) return r;
+  const std::uint32_t total = zone_->header().total_pages;
+  std::uint64_t listed_slabs = 0;
+  for (unsigned cls = 0; cls < kClassCount; ++cls) {
+    const ClassLists& c = root_->cls[cls];
+    const std::size_t size = class_size(cls);
+    const std::uint32_t objects = class_objects(cls);
+    std::uint64_t inuse = 0;
+    for (unsigned l = 1; l <= 3; ++l) {
+      std::uint32_t prev = kNone, count = 0;
+      for (std::uint32_t h = c.head[l]; h != kNone;) {
+        if (h >= total) return r.fail("class %u list %u: page %u out of range", cls, l, h);
+        const PageDesc& d = zone_->desc(PageIndex(h));
+        if (d.state != PageState::slab || d.slab_class != cls || d.slab_list != l)
+          return r.fail("class %u list %u: page %u is %s of class %u on list %u", cls, l, h,
+                      page::to_string(d.state), d.slab_class, d.slab_list);
+        if (d.prev != prev) return r.fail("class %u list %u: page %u back link", cls, l, h);
+        if (d.run != class_pages(cls))
+          return r.fail("class %u: slab %u has %u pages, the class uses %u", cls, h, d.run,
+                      class_pages(cls));
+        if (d.slab_carved > objects || d.slab_inuse > d.slab_carved)
+          return r.fail("class %u: slab %u has %u in use of %u carved of %u", cls, h,
+                      d.slab_inuse, d.slab_carved, objects);
+        const bool list_ok = (l == 1 && d.slab_inuse > 0 && d.slab_inuse < objects) ||
+                             (l == 2 && d.slab_inuse == objects) ||
+                             (l == 3 && d.slab_inuse == 0);
+        if (!list_ok)
+          return r.fail("class %u: slab %u with %u of %u in use is on list %u", cls, h,
+                      d.slab_inuse, objects, l);
+        // Its free list: in bounds, on object boundaries, acyclic, of the right length.
+        std::uint32_t n = 0;
+        for (std::uint32_t f = d.slab_free; f != kNone; ++n) {
+          if (n > d.slab_carved) return r.fail("class %u: slab %u free list cycles", cls, h);
+          if (f % size != 0 || f / size >= d.slab_carved)
+            return r.fail("class %u: slab %u free list holds offset %u", cls, h, f);
+          f = load_link(run_base(h) + f);
+        }
+        const std::uint32_t expected = static_cast<std::uint32_t>(d.slab_carved - d.slab_inuse);
+        if (n != expected)
+          return r.fail("class %u: slab %u free list has %u objects, expected %u", cls, h, n,
+                        expected);
+        inuse += d.slab_inuse;
+        if (++count > total) return r.fail("class %u list %u: cycle", cls, l);
+        prev = h;
+        h = d.next;
+      }
+      if (count != c.count[l])
+        return r.fail("class %u list %u: %u slabs listed, counter says %u", cls, l, count,
+                    c.count[l]);
+      listed_slabs += count;
+    }
+    if (inuse != c.inuse_objects)
+      return r.fail("class %u: %llu objects in use in slabs, counter says %llu", cls,
+                  static_cast<unsigned long long>(inuse),
+                  static_cast<unsigned long long>(c.inuse_objects));
+  }
+  // Every slab run in the page map is on exactly one list.
+  std::uint64_t mapped_slabs = 0;
+  for (std::uint32_t i = zone_->first_page(); i < total; ++i)
+    if (zone_->desc(PageIndex(i)).state == PageState::slab) ++mapped_slabs;
+  if (mapped_slabs != listed_slabs)
+    return r.fail("%llu slab runs in the page map, %llu on lists",
+                static_cast<unsigned long long>(mapped_slabs),
+                static_cast<unsigned long long>(listed_slabs));
+  return r;
+}
+
+}  // namespace mapheap::slab

@@ -1,0 +1,118 @@
+// slab/slab.hpp — slab caches over a buddy zone: small objects by size class,
+// large objects as page runs.
+//
+// A slab is a run of pages from the zone holding objects of one size class.
+// Its bookkeeping lives in the page map (the slab fields of its first page's
+// PageDesc), not in the run, so every byte of the run holds objects:
+//
+//   slab run:  | obj 0 | obj 1 | ... | obj carved-1 | never touched ...   |
+//                  ^ free objects form a list through their first 4 bytes:
+//                    byte offsets within the run (never pointers)
+//
+// Objects are carved lazily (`slab_carved` counts them), so a new slab costs
+// no writes to its memory. Each class keeps three lists of slabs, as SLUB
+// does: partial (some objects free: where allocation looks first), full, and
+// empty (kept for reuse, up to kEmptyKept per class; the rest go back to the
+// buddy allocator at once, and trim() returns all of them).
+//
+// Objects larger than the largest class, or aligned to more than a page, are
+// runs of whole pages straight from the buddy allocator.
+//
+// Locking: none here. REQUIRES: the caller serialises calls on one heap (the
+// engine's zone lock); the front caches (src/cache) keep it off the fast path.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "page/buddy.hpp"
+#include "slab/size_class.hpp"
+
+namespace mapheap::slab {
+
+inline constexpr unsigned kEmptyKept = 1;  // empty slabs kept per class before release
+
+// Which list of its class a slab is on (PageDesc::slab_list).
+enum class SlabList : std::uint16_t { partial = 1, full = 2, empty = 3 };
+
+// Per-class lists and counters; an array of these is the slab layer's root,
+// kept in a run of the zone named by ZoneHeader::root.
+struct ClassLists {
+  std::uint32_t head[4];  // by SlabList; [0] unused
+  std::uint32_t count[4];
+  std::uint64_t inuse_objects;
+};
+
+struct SlabRoot {
+  std::uint64_t magic;
+  std::uint32_t version;
+  std::uint32_t class_count;
+  ClassLists cls[kClassCount];
+  std::uint64_t large_runs;
+  std::uint64_t large_bytes;  // bytes asked for in large allocations
+};
+
+enum class FreeStatus : std::uint8_t {
+  ok,
+  not_ours,     // not inside this heap's arena
+  double_free,  // the object (or run) is already free
+  interior,     // points inside an object or run, not at its start
+  corrupt,      // the page map around it is inconsistent
+};
+const char* to_string(FreeStatus s) noexcept;
+
+struct SlabStats {
+  std::uint64_t slabs[kClassCount] = {};
+  std::uint64_t inuse_objects[kClassCount] = {};
+  std::uint64_t large_runs = 0;
+  std::uint64_t large_pages = 0;
+  std::uint64_t slab_pages = 0;
+  std::uint64_t free_pages = 0;
+};
+
+class SlabHeap {
+ public:
+  SlabHeap() = default;
+
+  // Puts a slab layer on a freshly formatted zone (allocates its root run).
+  // False if the zone is full or its page size is not kPageSize (the size of
+  // the compiled run table).
+  static bool format(page::Buddy& zone, SlabHeap& out) noexcept;
+  // Opens the slab layer of a zone formatted earlier; false if it has none.
+  static bool attach(page::Buddy& zone, SlabHeap& out) noexcept;
+
+  // size bytes aligned to align (0 or a power of two). 0 means malloc's
+  // alignment: 8 for sizes up to 8, 16 above. nullptr when the zone is
+  // exhausted or the request cannot be met. size 0 is served as 1.
+  void* alloc(std::size_t size, std::size_t align = 0) noexcept;
+  // Frees what alloc returned; a bad pointer is reported and changes nothing.
+  // In checked builds (MAPHEAP_CHECKED) a double free of a slab object is
+  // always found (the slab's free list is searched); otherwise only when the
+  // slab has no object in use or the object was never handed out.
+  FreeStatus free(void* p) noexcept;
+  // The bytes usable at p (its class size, or the run's length); 0 if p is
+  // not an allocated object of this heap.
+  std::size_t usable_size(const void* p) const noexcept;
+
+  // Returns every empty slab to the buddy allocator; the pages freed.
+  std::uint64_t trim() noexcept;
+
+  SlabStats stats() const noexcept;
+  // The slab lists, their counts and every free list, then the zone.
+  page::CheckReport check() const noexcept;
+
+  page::Buddy& zone() noexcept { return *zone_; }
+
+ private:
+  std::byte* run_base(std::uint32_t head) const noexcept;
+  void push(unsigned cls, SlabList list, std::uint32_t head) noexcept;
+  void unlink(unsigned cls, std::uint32_t head) noexcept;
+  void* alloc_small(unsigned cls) noexcept;
+  void* alloc_large(std::size_t size, std::size_t align) noexcept;
+  FreeStatus free_small(std::uint32_t head, std::byte* p) noexcept;
+
+  page::Buddy* zone_ = nullptr;
+  SlabRoot* root_ = nullptr;
+};
+
+}  // namespace mapheap::slab

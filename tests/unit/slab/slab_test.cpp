@@ -1,0 +1,228 @@
+// The slab layer against a reference model: random sizes and alignments,
+// random frees, contents that must survive, check() after every batch; and
+// every kind of bad free reported without harm.
+#include <cstring>
+#include <map>
+#include <random>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "mapheap/mapping.hpp"
+#include "pal/pal.hpp"
+#include "slab/slab.hpp"
+
+namespace mapheap::slab {
+namespace {
+
+std::size_t os_page() { return pal::page_size(); }
+
+struct Heap {
+  Mapping mapping;
+  page::Buddy zone;
+  SlabHeap heap;
+  explicit Heap(std::size_t bytes, std::uint32_t align = 512)
+      : mapping(Mapping::create(MappingOptions::anonymous(bytes))) {
+    EXPECT_EQ(page::Buddy::format(mapping.data(), mapping.size(), os_page(), align, zone),
+              page::FormatError::none);
+    EXPECT_TRUE(SlabHeap::format(zone, heap));
+  }
+};
+
+void expect_valid(const SlabHeap& h) {
+  const page::CheckReport r = h.check();
+  ASSERT_TRUE(r.ok) << r.message;
+}
+
+TEST(Slab, SmallObjectsComeFromTheirClass) {
+  Heap h(16 << 20);
+  for (std::size_t size : {1u, 8u, 9u, 16u, 17u, 100u, 1000u, 4096u, 20000u}) {
+    void* p = h.heap.alloc(size);
+    ASSERT_NE(p, nullptr) << size;
+    const std::size_t usable = h.heap.usable_size(p);
+    EXPECT_GE(usable, size);
+    EXPECT_EQ(usable, class_size(class_of(size)));
+    if (size >= 16) {
+      EXPECT_EQ(reinterpret_cast<std::uintptr_t>(p) % 16, 0u) << size;
+    }
+    std::memset(p, 0x5a, usable);
+    EXPECT_EQ(h.heap.free(p), FreeStatus::ok);
+  }
+  expect_valid(h.heap);
+}
+
+TEST(Slab, ObjectsFillASlabThenTheNext) {
+  Heap h(16 << 20);
+  const unsigned cls = class_of(64);
+  std::vector<void*> objs;
+  for (std::uint32_t i = 0; i < class_objects(cls) + 1; ++i) objs.push_back(h.heap.alloc(64));
+  const SlabStats s = h.heap.stats();
+  EXPECT_EQ(s.slabs[cls], 2u);  // one full, one partial
+  EXPECT_EQ(s.inuse_objects[cls], class_objects(cls) + 1u);
+  expect_valid(h.heap);
+  // Distinct, non-overlapping, in carving order within the first slab.
+  for (std::uint32_t i = 1; i < class_objects(cls); ++i)
+    EXPECT_EQ(static_cast<std::byte*>(objs[i]) - static_cast<std::byte*>(objs[i - 1]),
+              static_cast<std::ptrdiff_t>(class_size(cls)));
+  for (void* p : objs) ASSERT_EQ(h.heap.free(p), FreeStatus::ok);
+  expect_valid(h.heap);
+  // Empty slabs beyond kEmptyKept went back at once; trim returns the rest.
+  EXPECT_EQ(h.heap.stats().slabs[cls], kEmptyKept);
+  EXPECT_EQ(h.heap.trim(), kEmptyKept * class_pages(cls));
+  EXPECT_EQ(h.heap.stats().slabs[cls], 0u);
+  expect_valid(h.heap);
+}
+
+TEST(Slab, LargeObjectsAreRunsAndHonourAlignment) {
+  Heap h(64 << 20);
+  void* big = h.heap.alloc(1 << 20);
+  ASSERT_NE(big, nullptr);
+  EXPECT_EQ(h.heap.usable_size(big), std::size_t{1} << 20);
+  for (std::size_t align : {std::size_t{32}, std::size_t{256}, std::size_t{4096},
+                            std::size_t{8192}, std::size_t{1} << 16, std::size_t{1} << 21}) {
+    void* p = h.heap.alloc(100, align);
+    ASSERT_NE(p, nullptr) << align;
+    EXPECT_EQ(reinterpret_cast<std::uintptr_t>(p) % align, 0u) << align;
+    EXPECT_GE(h.heap.usable_size(p), 100u);
+    ASSERT_EQ(h.heap.free(p), FreeStatus::ok);
+  }
+  EXPECT_EQ(h.heap.alloc(8, 3), nullptr);  // not a power of two
+  void* small16 = h.heap.alloc(4, 16);     // a small request that needs 16
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(small16) % 16, 0u);
+  void* small0 = h.heap.alloc(4);          // malloc's alignment for 4 bytes: 8
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(small0) % 8, 0u);
+  EXPECT_EQ(h.heap.usable_size(small0), 8u);
+  ASSERT_EQ(h.heap.free(small16), FreeStatus::ok);
+  ASSERT_EQ(h.heap.free(small0), FreeStatus::ok);
+  ASSERT_EQ(h.heap.free(big), FreeStatus::ok);
+  expect_valid(h.heap);
+}
+
+TEST(Slab, BadFreesAreReportedAndChangeNothing) {
+  Heap h(16 << 20);
+  auto* a = static_cast<std::byte*>(h.heap.alloc(48));
+  auto* b = static_cast<std::byte*>(h.heap.alloc(48));
+  auto* big = static_cast<std::byte*>(h.heap.alloc(100000));
+  const SlabStats before = h.heap.stats();
+  EXPECT_EQ(h.heap.free(a + 8), FreeStatus::interior);
+  EXPECT_EQ(h.heap.free(big + os_page()), FreeStatus::interior);
+  EXPECT_EQ(h.heap.free(big + 1), FreeStatus::interior);
+  EXPECT_EQ(h.heap.free(b + 10 * class_size(class_of(48))), FreeStatus::interior);  // never carved
+  int local = 0;
+  EXPECT_EQ(h.heap.free(&local), FreeStatus::not_ours);
+  EXPECT_EQ(h.heap.free(h.mapping.data()), FreeStatus::not_ours);  // the page map
+  const SlabStats after = h.heap.stats();
+  EXPECT_EQ(after.inuse_objects[class_of(48)], before.inuse_objects[class_of(48)]);
+  EXPECT_EQ(after.large_runs, before.large_runs);
+  expect_valid(h.heap);
+  ASSERT_EQ(h.heap.free(a), FreeStatus::ok);
+#if MAPHEAP_CHECKED
+  EXPECT_EQ(h.heap.free(a), FreeStatus::double_free);  // found by searching the free list
+#endif
+  ASSERT_EQ(h.heap.free(b), FreeStatus::ok);
+  EXPECT_EQ(h.heap.free(b), FreeStatus::double_free);  // the slab has nothing in use: cheap case
+  ASSERT_EQ(h.heap.free(big), FreeStatus::ok);
+  EXPECT_EQ(h.heap.free(big), FreeStatus::double_free);
+  expect_valid(h.heap);
+}
+
+TEST(Slab, ExhaustionReturnsNull) {
+  Heap h(4 << 20, 1);
+  std::vector<void*> objs;
+  for (void* p; (p = h.heap.alloc(3000)) != nullptr;) objs.push_back(p);
+  EXPECT_FALSE(objs.empty());
+  EXPECT_EQ(h.heap.alloc(1 << 20), nullptr);
+  expect_valid(h.heap);
+  for (void* p : objs) ASSERT_EQ(h.heap.free(p), FreeStatus::ok);
+  expect_valid(h.heap);
+}
+
+// Millions of operations against a model: no overlap, contents kept,
+// alignment honoured, check() clean after each batch, and everything comes
+// back when all is freed.
+TEST(Slab, RandomAllocFreeAgainstAReferenceModel) {
+  Heap h(128 << 20);
+  const page::BuddyInfo fresh = h.zone.info();
+  std::map<std::uintptr_t, std::size_t> live;  // address -> usable size
+  std::mt19937_64 rng(2026);
+  auto stamp_of = [](std::uintptr_t a) { return static_cast<unsigned char>(a * 131 >> 7); };
+  std::uint64_t nulls = 0;
+  const int kOps = 1000000;
+  for (int op = 0; op < kOps; ++op) {
+    if (live.empty() || rng() % 100 < 52) {
+      // Mostly small; a tail to half a megabyte; sometimes over-aligned.
+      std::size_t size = rng() % 100 < 90 ? 1 + rng() % 512 : 1 + rng() % (512 << 10);
+      std::size_t align = rng() % 8 == 0 ? std::size_t{1} << (rng() % 14) : 0;
+      void* p = h.heap.alloc(size, align);
+      if (p == nullptr) {
+        ++nulls;
+        continue;
+      }
+      const auto a = reinterpret_cast<std::uintptr_t>(p);
+      const std::size_t want = align != 0 ? align : size <= 8 ? 8 : 16;
+      ASSERT_EQ(a % want, 0u) << "size " << size << " align " << align;
+      const std::size_t usable = h.heap.usable_size(p);
+      ASSERT_GE(usable, size);
+      auto next = live.lower_bound(a);
+      if (next != live.end()) {
+        ASSERT_LE(a + usable, next->first) << "overlaps the next object";
+      }
+      if (next != live.begin()) {
+        auto prev = std::prev(next);
+        ASSERT_LE(prev->first + prev->second, a) << "overlaps the previous object";
+      }
+      live.emplace(a, usable);
+      auto* bytes = static_cast<unsigned char*>(p);
+      bytes[0] = stamp_of(a);
+      bytes[usable - 1] = stamp_of(a + 1);
+    } else {
+      auto it = live.lower_bound(static_cast<std::uintptr_t>(rng()));
+      if (it == live.end()) it = live.begin();
+      auto* bytes = reinterpret_cast<unsigned char*>(it->first);
+      ASSERT_EQ(bytes[0], stamp_of(it->first)) << "contents lost";
+      ASSERT_EQ(bytes[it->second - 1], stamp_of(it->first + 1)) << "contents lost";
+      ASSERT_EQ(h.heap.free(bytes), FreeStatus::ok);
+      live.erase(it);
+    }
+    if (op % 100000 == 0) expect_valid(h.heap);
+  }
+  expect_valid(h.heap);
+  for (auto& [a, n] : live) ASSERT_EQ(h.heap.free(reinterpret_cast<void*>(a)), FreeStatus::ok);
+  h.heap.trim();
+  expect_valid(h.heap);
+  const page::BuddyInfo end = h.zone.info();
+  EXPECT_EQ(end.free_pages, fresh.free_pages) << "pages leaked";
+  EXPECT_EQ(end.slab_pages, 0u);
+  RecordProperty("null_returns", static_cast<int>(nulls));
+}
+
+// A heap formatted by one view is attached by another at another address.
+TEST(Slab, AttachFromASecondMapping) {
+  Mapping a = Mapping::create(MappingOptions::memfd("slab", 16 << 20));
+  page::Buddy za;
+  ASSERT_EQ(page::Buddy::format(a.data(), a.size(), os_page(), 1, za), page::FormatError::none);
+  SlabHeap ha;
+  ASSERT_TRUE(SlabHeap::format(za, ha));
+  auto* obj = static_cast<char*>(ha.alloc(200));
+  std::memcpy(obj, "shared", 7);
+  const std::ptrdiff_t off = reinterpret_cast<std::byte*>(obj) - a.data();
+
+  Mapping b = Mapping::create(MappingOptions::from_fd(a.fd()));
+  page::Buddy zb;
+  ASSERT_EQ(page::Buddy::attach(b.data(), b.size(), zb), page::AttachError::none);
+  SlabHeap hb;
+  ASSERT_TRUE(SlabHeap::attach(zb, hb));
+  expect_valid(hb);
+  EXPECT_STREQ(reinterpret_cast<char*>(b.data() + off), "shared");
+  EXPECT_EQ(hb.free(b.data() + off), FreeStatus::ok);
+  EXPECT_EQ(ha.stats().inuse_objects[class_of(200)], 0u);
+
+  Mapping c = Mapping::create(MappingOptions::anonymous(4 << 20));
+  page::Buddy zc;
+  ASSERT_EQ(page::Buddy::format(c.data(), c.size(), os_page(), 1, zc), page::FormatError::none);
+  SlabHeap hc;
+  EXPECT_FALSE(SlabHeap::attach(zc, hc));  // a zone without a slab layer
+}
+
+}  // namespace
+}  // namespace mapheap::slab
