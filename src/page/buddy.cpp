@@ -103,7 +103,8 @@ FormatError Buddy::format(void* base, std::size_t bytes, std::size_t page_size,
   for (std::uint64_t i = 0; i < total; ++i)
     new (&b.map_[i]) PageDesc(desc_of(i < first ? PageState::reserved : PageState::tail));
   // The arena need not be a power of two: carve it into maximal aligned blocks.
-  b.free_range(0, h->arena_pages);
+  // Never touched, so free-released: reclaim has nothing to give back yet.
+  b.free_range(0, h->arena_pages, kPageReleased, 0);
   out = b;
   return FormatError::none;
 }
@@ -127,15 +128,18 @@ AttachError Buddy::attach(void* base, std::size_t bytes, Buddy& out) noexcept {
   return AttachError::none;
 }
 
-void Buddy::push_free(std::uint32_t rel, unsigned k, std::uint16_t flags) noexcept {
+void Buddy::push_free(std::uint32_t rel, unsigned k, std::uint16_t flags,
+                      std::uint32_t stamp) noexcept {
   const std::uint32_t idx = header_->first_page + rel;
   PageDesc& d = map_[idx];
   const std::uint32_t old = header_->free_head[k];
   d = desc_of(PageState::free, old, 0, k, flags);
+  d.freed_at = stamp;
   if (old != kNone) map_[old].prev = idx;
   header_->free_head[k] = idx;
   header_->free_blocks[k] += 1;
   header_->free_pages += std::uint64_t{1} << k;
+  if (flags & kPageReleased) header_->released_pages += std::uint64_t{1} << k;
 }
 
 void Buddy::unlink_free(std::uint32_t rel, unsigned k) noexcept {
@@ -146,19 +150,24 @@ void Buddy::unlink_free(std::uint32_t rel, unsigned k) noexcept {
   else
     header_->free_head[k] = d.next;
   if (d.next != kNone) map_[d.next].prev = d.prev;
+  if (d.flags & kPageReleased) header_->released_pages -= std::uint64_t{1} << k;
   d = desc_of(PageState::tail);
   header_->free_blocks[k] -= 1;
   header_->free_pages -= std::uint64_t{1} << k;
 }
 
 // Inserts the free block [rel, rel + 2^k) and merges it with its buddy for as
-// long as the buddy is a free block of the same order.
-void Buddy::insert_coalescing(std::uint32_t rel, unsigned k) noexcept {
+// long as the buddy is a free block of the same order. The merged block is
+// released only if both halves were, and carries the later free time.
+void Buddy::insert_coalescing(std::uint32_t rel, unsigned k, std::uint16_t flags,
+                              std::uint32_t stamp) noexcept {
   while (k < kMaxOrder) {
     const std::uint32_t buddy = rel ^ (std::uint32_t{1} << k);
     if (static_cast<std::uint64_t>(buddy) + (std::uint64_t{1} << k) > header_->arena_pages) break;
     const PageDesc& b = rel_desc(buddy);
     if (b.state != PageState::free || b.order != k) break;
+    flags &= b.flags;
+    if (b.freed_at > stamp) stamp = b.freed_at;
     unlink_free(buddy, k);  // its head becomes a tail of the merged block
     if (buddy < rel) {
       rel_desc(rel) = desc_of(PageState::tail);
@@ -166,11 +175,12 @@ void Buddy::insert_coalescing(std::uint32_t rel, unsigned k) noexcept {
     }
     ++k;
   }
-  push_free(rel, k, 0);
+  push_free(rel, k, flags, stamp);
 }
 
 // Returns [rel, rel + n) to the free lists as maximal aligned blocks.
-void Buddy::free_range(std::uint32_t rel, std::uint64_t n) noexcept {
+void Buddy::free_range(std::uint32_t rel, std::uint64_t n, std::uint16_t flags,
+                       std::uint32_t stamp) noexcept {
   std::uint64_t at = rel;
   const std::uint64_t end = at + n;
   while (at < end) {
@@ -178,7 +188,7 @@ void Buddy::free_range(std::uint32_t rel, std::uint64_t n) noexcept {
     unsigned k = at == 0 ? kMaxOrder : static_cast<unsigned>(__builtin_ctzll(at));
     if (k > kMaxOrder) k = kMaxOrder;
     while ((std::uint64_t{1} << k) > end - at) --k;
-    insert_coalescing(static_cast<std::uint32_t>(at), k);
+    insert_coalescing(static_cast<std::uint32_t>(at), k, flags, stamp);
     at += std::uint64_t{1} << k;
   }
 }
@@ -192,16 +202,18 @@ PageIndex Buddy::alloc(Pages n, PageState state) noexcept {
 
   const std::uint32_t idx = header_->free_head[k];
   const std::uint32_t rel = idx - header_->first_page;
+  const std::uint16_t flags = map_[idx].flags;  // the pieces keep the block's state
+  const std::uint32_t stamp = map_[idx].freed_at;
   unlink_free(rel, k);
   // Split down to the order asked for; the upper halves go back, unmerged
   // (their buddies are the halves we keep).
   while (k > want) {
     --k;
-    push_free(rel + (std::uint32_t{1} << k), k, 0);
+    push_free(rel + (std::uint32_t{1} << k), k, flags, stamp);
   }
   // Past the run: return the remainder of the 2^want block.
   const std::uint64_t block = std::uint64_t{1} << want;
-  if (n.n < block) free_range(static_cast<std::uint32_t>(rel + n.n), block - n.n);
+  if (n.n < block) free_range(static_cast<std::uint32_t>(rel + n.n), block - n.n, flags, stamp);
 
   map_[idx] = desc_of(state, kNone, static_cast<std::uint32_t>(n.n));
   if (state == PageState::slab) {
@@ -235,7 +247,7 @@ FreeResult Buddy::free(PageIndex head) noexcept {
     header_->large_pages -= run;
   }
   d = desc_of(PageState::tail);
-  free_range(head.i - header_->first_page, run);
+  free_range(head.i - header_->first_page, run, 0, header_->clock);  // dirty: it was in use
   return FreeResult::ok;
 }
 
@@ -260,10 +272,29 @@ BuddyInfo Buddy::info() const noexcept {
   BuddyInfo bi;
   for (unsigned k = 0; k < kOrders; ++k) bi.free_blocks[k] = header_->free_blocks[k];
   bi.free_pages = header_->free_pages;
+  bi.released_pages = header_->released_pages;
   bi.large_pages = header_->large_pages;
   bi.slab_pages = header_->slab_pages;
   bi.arena_pages = header_->arena_pages;
   return bi;
+}
+
+std::uint64_t Buddy::release_free(ReleaseFn release, void* ctx, std::uint32_t min_age) noexcept {
+  std::uint64_t pages = 0;
+  const std::uint32_t now = header_->clock;
+  for (unsigned k = kOrders; k-- > 0;) {
+    for (std::uint32_t idx = header_->free_head[k]; idx != kNone; idx = map_[idx].next) {
+      PageDesc& d = map_[idx];
+      if (d.flags & kPageReleased) continue;
+      if (min_age != 0 && (now < d.freed_at || now - d.freed_at < min_age)) continue;
+      const std::size_t bytes = (std::size_t{1} << k) * header_->page_size;
+      if (!release(ctx, address(PageIndex(idx)), bytes)) continue;
+      d.flags |= kPageReleased;
+      header_->released_pages += std::uint64_t{1} << k;
+      pages += std::uint64_t{1} << k;
+    }
+  }
+  return pages;
 }
 
 double Buddy::fragmentation_index(Order order) const noexcept {
@@ -309,7 +340,7 @@ CheckReport Buddy::check() const noexcept {
     return r.fail("zone header: first page %u + arena %u != total %u", first, arena, h.total_pages);
 
   // 1. Free lists: every entry a well-formed free block of its order.
-  std::uint64_t listed_pages = 0;
+  std::uint64_t listed_pages = 0, released = 0;
   for (unsigned k = 0; k < kOrders; ++k) {
     std::uint64_t count = 0;
     std::uint32_t prev = kNone;
@@ -335,7 +366,13 @@ CheckReport Buddy::check() const noexcept {
                     static_cast<unsigned long long>(count),
                     static_cast<unsigned long long>(h.free_blocks[k]));
     listed_pages += count << k;
+    for (std::uint32_t idx = h.free_head[k]; idx != kNone; idx = map_[idx].next)
+      if (map_[idx].flags & kPageReleased) released += std::uint64_t{1} << k;
   }
+  if (released != h.released_pages)
+    return r.fail("released pages: blocks hold %llu, header counts %llu",
+                  static_cast<unsigned long long>(released),
+                  static_cast<unsigned long long>(h.released_pages));
   if (listed_pages != h.free_pages)
     return r.fail("free pages: lists hold %llu, header counts %llu",
                   static_cast<unsigned long long>(listed_pages),

@@ -56,7 +56,7 @@ enum class PageState : std::uint8_t {
 const char* to_string(PageState s) noexcept;
 
 // Flags of a free block.
-inline constexpr std::uint16_t kPageReleased = 1u << 0;  // its pages went back to the OS
+inline constexpr std::uint16_t kPageReleased = 1u << 0;  // every page went back to the OS
 
 // One per page of the region: 32 bytes, 0.8% of a 4 KiB page. The second half
 // belongs to the slab layer (meaningful on a slab run's first page only).
@@ -74,7 +74,7 @@ struct PageDesc {
   std::uint16_t slab_carved;  // objects ever carved from the run (the rest are untouched)
   std::uint16_t slab_list;    // which list of its class the slab is on
   std::uint32_t slab_free;    // byte offset in the run of the first free object, or none
-  std::uint32_t slab_spare;
+  std::uint32_t freed_at;     // free: the zone clock when the block was last freed (decay)
 };
 static_assert(sizeof(PageDesc) == 32);
 
@@ -89,6 +89,9 @@ struct ZoneHeader {
   std::uint32_t free_head[kOrders];
   std::uint64_t free_blocks[kOrders];
   std::uint64_t free_pages;
+  std::uint64_t released_pages;  // free pages in blocks whose pages went back to the OS
+  std::uint32_t clock;           // the owner's time, in its own ticks (set_clock)
+  std::uint32_t reserved1;
   std::uint64_t large_pages;  // pages in allocated large runs
   std::uint64_t slab_pages;   // pages in allocated slab runs
 };
@@ -96,7 +99,8 @@ struct ZoneHeader {
 // /proc/buddyinfo for one zone: free blocks per order.
 struct BuddyInfo {
   std::uint64_t free_blocks[kOrders] = {};
-  std::uint64_t free_pages = 0;
+  std::uint64_t free_pages = 0;      // free-dirty + free-released
+  std::uint64_t released_pages = 0;  // free-released: given back to the OS, no memory behind them
   std::uint64_t large_pages = 0;
   std::uint64_t slab_pages = 0;
   std::uint64_t arena_pages = 0;
@@ -162,6 +166,23 @@ class Buddy {
   const PageDesc& desc(PageIndex p) const noexcept { return map_[p.i]; }
 
   BuddyInfo info() const noexcept;
+
+  // ---- reclaim. Page states: in use (large, slab), free-dirty (free, may
+  // hold memory), free-released (free, given back to the OS). A fresh zone's
+  // arena is free-released: it was never touched. Merging a released block
+  // with a dirty one gives a dirty block (conservative: releasing again is
+  // harmless, forgetting memory is not).
+
+  // The owner's clock (any monotonic tick, e.g. milliseconds), stamped on
+  // blocks as they are freed; decay compares against it.
+  void set_clock(std::uint32_t now) noexcept { header_->clock = now; }
+  // Gives back free-dirty blocks that were last freed at least `min_age`
+  // ticks before the clock (0: all of them), largest first, by calling
+  // `release(ctx, address, bytes)` — the owner picks the method (MADV_DONTNEED,
+  // hole punching). A block whose release fails stays dirty. Returns the
+  // pages released.
+  using ReleaseFn = bool (*)(void* ctx, std::byte* addr, std::size_t bytes);
+  std::uint64_t release_free(ReleaseFn release, void* ctx, std::uint32_t min_age = 0) noexcept;
   // The kernel's extfrag index for an allocation of order k: -1 if it would
   // succeed now; otherwise in [0, 1], near 0 when it fails for lack of free
   // memory and near 1 when it fails because free memory is fragmented.
@@ -179,10 +200,12 @@ class Buddy {
   std::uint32_t arena_pages() const noexcept { return header_->arena_pages; }
 
  private:
-  void push_free(std::uint32_t rel, unsigned k, std::uint16_t flags) noexcept;
+  void push_free(std::uint32_t rel, unsigned k, std::uint16_t flags, std::uint32_t stamp) noexcept;
   void unlink_free(std::uint32_t rel, unsigned k) noexcept;
-  void free_range(std::uint32_t rel, std::uint64_t n) noexcept;
-  void insert_coalescing(std::uint32_t rel, unsigned k) noexcept;
+  void free_range(std::uint32_t rel, std::uint64_t n, std::uint16_t flags,
+                  std::uint32_t stamp) noexcept;
+  void insert_coalescing(std::uint32_t rel, unsigned k, std::uint16_t flags,
+                         std::uint32_t stamp) noexcept;
   PageDesc& rel_desc(std::uint32_t rel) noexcept { return map_[header_->first_page + rel]; }
 
   std::byte* base_ = nullptr;

@@ -7,7 +7,6 @@
 
 namespace mapheap::slab {
 
-
 std::size_t format_table(char* buf, std::size_t cap, const RunTable& runs) noexcept {
   if (cap > 0) buf[0] = '\0';
   pal::TextOut out{buf, cap};
@@ -16,7 +15,7 @@ std::size_t format_table(char* buf, std::size_t cap, const RunTable& runs) noexc
     return out.len;
   }
   out.printf("# page %u bytes; waste: the most a request of this class leaves unused\n",
-          runs.page_size);
+             runs.page_size);
   out.printf("# class   size  pages  objects   tail  tail%%  waste  waste%%\n");
   for (unsigned c = 0; c < kClassCount; ++c) {
     const unsigned size = kClasses.size[c];
@@ -27,9 +26,9 @@ std::size_t format_table(char* buf, std::size_t cap, const RunTable& runs) noexc
     const unsigned tail_pm = runs.tail[c] * 1000u / run;
     const unsigned waste_pm = (size - smallest) * 1000u / smallest;
     out.printf("%7u %6u %6u %8u %6u %4u.%u %6u %5u.%u\n", c, size,
-            static_cast<unsigned>(runs.pages[c]), static_cast<unsigned>(runs.objects[c]),
-            static_cast<unsigned>(runs.tail[c]), tail_pm / 10, tail_pm % 10, size - smallest,
-            waste_pm / 10, waste_pm % 10);
+               static_cast<unsigned>(runs.pages[c]), static_cast<unsigned>(runs.objects[c]),
+               static_cast<unsigned>(runs.tail[c]), tail_pm / 10, tail_pm % 10, size - smallest,
+               waste_pm / 10, waste_pm % 10);
   }
   return out.len;
 }

@@ -15,8 +15,8 @@ constexpr std::uint32_t kNone = core::PageIndex::kNone;
 
 using page::PageDesc;
 using page::PageIndex;
-using page::PageState;
 using page::Pages;
+using page::PageState;
 
 // The next-free link stored in a free object's first four bytes.
 std::uint32_t load_link(const std::byte* obj) noexcept {
@@ -24,8 +24,9 @@ std::uint32_t load_link(const std::byte* obj) noexcept {
   std::memcpy(&v, obj, sizeof(v));
   return v;
 }
-void store_link(std::byte* obj, std::uint32_t v) noexcept { std::memcpy(obj, &v, sizeof(v)); }
-
+void store_link(std::byte* obj, std::uint32_t v) noexcept {
+  std::memcpy(obj, &v, sizeof(v));
+}
 
 }  // namespace
 
@@ -166,7 +167,8 @@ void* SlabHeap::alloc_large(std::size_t size, std::size_t align) noexcept {
     // the arena's start is aligned to its first page: a power-of-two block at
     // least `align` long is `align`-aligned if the arena start is.
     const std::uint64_t align_pages = align / page;
-    const auto arena_start = reinterpret_cast<std::uintptr_t>(zone_->address(PageIndex(zone_->first_page())));
+    const auto arena_start =
+        reinterpret_cast<std::uintptr_t>(zone_->address(PageIndex(zone_->first_page())));
     if (arena_start % align != 0) return nullptr;
     if (pages < align_pages) pages = align_pages;
     pages = std::uint64_t{1} << core::order_for(Pages(pages)).k;
@@ -305,20 +307,19 @@ page::CheckReport SlabHeap::check() const noexcept {
         const PageDesc& d = zone_->desc(PageIndex(h));
         if (d.state != PageState::slab || d.slab_class != cls || d.slab_list != l)
           return r.fail("class %u list %u: page %u is %s of class %u on list %u", cls, l, h,
-                      page::to_string(d.state), d.slab_class, d.slab_list);
+                        page::to_string(d.state), d.slab_class, d.slab_list);
         if (d.prev != prev) return r.fail("class %u list %u: page %u back link", cls, l, h);
         if (d.run != class_pages(cls))
           return r.fail("class %u: slab %u has %u pages, the class uses %u", cls, h, d.run,
-                      class_pages(cls));
+                        class_pages(cls));
         if (d.slab_carved > objects || d.slab_inuse > d.slab_carved)
-          return r.fail("class %u: slab %u has %u in use of %u carved of %u", cls, h,
-                      d.slab_inuse, d.slab_carved, objects);
+          return r.fail("class %u: slab %u has %u in use of %u carved of %u", cls, h, d.slab_inuse,
+                        d.slab_carved, objects);
         const bool list_ok = (l == 1 && d.slab_inuse > 0 && d.slab_inuse < objects) ||
-                             (l == 2 && d.slab_inuse == objects) ||
-                             (l == 3 && d.slab_inuse == 0);
+                             (l == 2 && d.slab_inuse == objects) || (l == 3 && d.slab_inuse == 0);
         if (!list_ok)
           return r.fail("class %u: slab %u with %u of %u in use is on list %u", cls, h,
-                      d.slab_inuse, objects, l);
+                        d.slab_inuse, objects, l);
         // Its free list: in bounds, on object boundaries, acyclic, of the right length.
         std::uint32_t n = 0;
         for (std::uint32_t f = d.slab_free; f != kNone; ++n) {
@@ -338,13 +339,13 @@ page::CheckReport SlabHeap::check() const noexcept {
       }
       if (count != c.count[l])
         return r.fail("class %u list %u: %u slabs listed, counter says %u", cls, l, count,
-                    c.count[l]);
+                      c.count[l]);
       listed_slabs += count;
     }
     if (inuse != c.inuse_objects)
       return r.fail("class %u: %llu objects in use in slabs, counter says %llu", cls,
-                  static_cast<unsigned long long>(inuse),
-                  static_cast<unsigned long long>(c.inuse_objects));
+                    static_cast<unsigned long long>(inuse),
+                    static_cast<unsigned long long>(c.inuse_objects));
   }
   // Every slab run in the page map is on exactly one list.
   std::uint64_t mapped_slabs = 0;
@@ -352,8 +353,8 @@ page::CheckReport SlabHeap::check() const noexcept {
     if (zone_->desc(PageIndex(i)).state == PageState::slab) ++mapped_slabs;
   if (mapped_slabs != listed_slabs)
     return r.fail("%llu slab runs in the page map, %llu on lists",
-                static_cast<unsigned long long>(mapped_slabs),
-                static_cast<unsigned long long>(listed_slabs));
+                  static_cast<unsigned long long>(mapped_slabs),
+                  static_cast<unsigned long long>(listed_slabs));
   return r;
 }
 

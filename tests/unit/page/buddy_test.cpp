@@ -254,6 +254,84 @@ TEST(Buddy, RandomRunsAgainstAReferenceModel) {
   RecordProperty("alloc_failures", static_cast<int>(failures));
 }
 
+// Reclaim: what is released really leaves RAM, and the counters say so.
+bool release_through_mapping(void* ctx, std::byte* addr, std::size_t bytes) {
+  auto* m = static_cast<Mapping*>(ctx);
+  try {
+    m->release(static_cast<std::size_t>(addr - m->data()), bytes);
+    return true;
+  } catch (const error&) {
+    return false;
+  }
+}
+
+std::uint64_t resident_pages(const Zone& z, PageIndex p, std::uint64_t n) {
+  return z.mapping
+      .residency(static_cast<std::size_t>(z.buddy.address(p) - z.mapping.data()), n * page())
+      .resident_pages;
+}
+
+TEST(BuddyReclaim, AFreshZoneHasNothingToRelease) {
+  Zone z(8 << 20);
+  EXPECT_EQ(z.buddy.info().released_pages, z.buddy.arena_pages());
+  std::uint64_t calls = 0;
+  auto count = [](void* ctx, std::byte*, std::size_t) {
+    ++*static_cast<std::uint64_t*>(ctx);
+    return true;
+  };
+  EXPECT_EQ(z.buddy.release_free(count, &calls), 0u);
+  EXPECT_EQ(calls, 0u);
+}
+
+TEST(BuddyReclaim, ReleasingLowersResidentMemory) {
+  Zone z(32 << 20, 512);
+  const PageIndex run = z.buddy.alloc(Pages(2048));  // 8 MiB
+  ASSERT_TRUE(run.valid());
+  std::memset(z.buddy.address(run), 1, 2048 * page());
+  EXPECT_EQ(resident_pages(z, run, 2048), 2048u);
+  ASSERT_EQ(z.buddy.free(run), FreeResult::ok);
+  const BuddyInfo freed = z.buddy.info();
+  EXPECT_LT(freed.released_pages, freed.free_pages);  // the run came back dirty
+  EXPECT_EQ(resident_pages(z, run, 2048), 2048u);     // freeing alone gives nothing back
+  const std::uint64_t released = z.buddy.release_free(release_through_mapping, &z.mapping);
+  EXPECT_EQ(released, freed.free_pages - freed.released_pages);
+  EXPECT_EQ(z.buddy.info().released_pages, z.buddy.info().free_pages);
+  EXPECT_EQ(resident_pages(z, run, 2048), 0u);
+  expect_valid(z.buddy);
+  // A failed release leaves the block dirty.
+  const PageIndex again = z.buddy.alloc(Pages(16));
+  std::memset(z.buddy.address(again), 1, 16 * page());
+  ASSERT_EQ(z.buddy.free(again), FreeResult::ok);
+  auto refuse = [](void*, std::byte*, std::size_t) { return false; };
+  EXPECT_EQ(z.buddy.release_free(refuse, nullptr), 0u);
+  EXPECT_LT(z.buddy.info().released_pages, z.buddy.info().free_pages);
+  expect_valid(z.buddy);
+}
+
+TEST(BuddyReclaim, DecayReleasesOnlyOldFreeBlocks) {
+  Zone z(16 << 20, 512);
+  const PageIndex a = z.buddy.alloc(Pages(64));
+  const PageIndex spacer1 = z.buddy.alloc(Pages(64));
+  const PageIndex b = z.buddy.alloc(Pages(64));
+  const PageIndex spacer2 = z.buddy.alloc(Pages(64));
+  for (PageIndex p : {a, b}) std::memset(z.buddy.address(p), 1, 64 * page());
+  z.buddy.set_clock(100);
+  ASSERT_EQ(z.buddy.free(a), FreeResult::ok);
+  z.buddy.set_clock(200);
+  ASSERT_EQ(z.buddy.free(b), FreeResult::ok);
+  z.buddy.set_clock(250);
+  // Older than 100 ticks: a (freed at 100) goes, b (freed at 200) stays.
+  EXPECT_GT(z.buddy.release_free(release_through_mapping, &z.mapping, 100), 0u);
+  EXPECT_EQ(resident_pages(z, a, 64), 0u);
+  EXPECT_EQ(resident_pages(z, b, 64), 64u);
+  z.buddy.set_clock(300);
+  EXPECT_GT(z.buddy.release_free(release_through_mapping, &z.mapping, 100), 0u);
+  EXPECT_EQ(resident_pages(z, b, 64), 0u);
+  expect_valid(z.buddy);
+  (void)spacer1;
+  (void)spacer2;
+}
+
 // Attach validates the header; check() catches corruption of the rest.
 TEST(Buddy, AttachAndCorruption) {
   Zone z(4 << 20);
@@ -272,8 +350,14 @@ TEST(Buddy, AttachAndCorruption) {
   EXPECT_EQ(Buddy::attach(z.mapping.data(), z.mapping.size(), again), AttachError::bad_magic);
   h->magic ^= 1;
 
-  h->free_pages += 1;
+  h->released_pages += 1;
   CheckReport r = z.buddy.check();
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(std::string(r.message).find("released pages"), std::string::npos) << r.message;
+  h->released_pages -= 1;
+
+  h->free_pages += 1;
+  r = z.buddy.check();
   EXPECT_FALSE(r.ok);
   EXPECT_NE(std::string(r.message).find("free pages"), std::string::npos) << r.message;
   h->free_pages -= 1;

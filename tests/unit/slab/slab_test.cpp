@@ -15,7 +15,9 @@
 namespace mapheap::slab {
 namespace {
 
-std::size_t os_page() { return pal::page_size(); }
+std::size_t os_page() {
+  return pal::page_size();
+}
 
 struct Heap {
   Mapping mapping;
@@ -78,8 +80,8 @@ TEST(Slab, LargeObjectsAreRunsAndHonourAlignment) {
   void* big = h.heap.alloc(1 << 20);
   ASSERT_NE(big, nullptr);
   EXPECT_EQ(h.heap.usable_size(big), std::size_t{1} << 20);
-  for (std::size_t align : {std::size_t{32}, std::size_t{256}, std::size_t{4096},
-                            std::size_t{8192}, std::size_t{1} << 16, std::size_t{1} << 21}) {
+  for (std::size_t align : {std::size_t{32}, std::size_t{256}, std::size_t{4096}, std::size_t{8192},
+                            std::size_t{1} << 16, std::size_t{1} << 21}) {
     void* p = h.heap.alloc(100, align);
     ASSERT_NE(p, nullptr) << align;
     EXPECT_EQ(reinterpret_cast<std::uintptr_t>(p) % align, 0u) << align;
@@ -89,7 +91,7 @@ TEST(Slab, LargeObjectsAreRunsAndHonourAlignment) {
   EXPECT_EQ(h.heap.alloc(8, 3), nullptr);  // not a power of two
   void* small16 = h.heap.alloc(4, 16);     // a small request that needs 16
   EXPECT_EQ(reinterpret_cast<std::uintptr_t>(small16) % 16, 0u);
-  void* small0 = h.heap.alloc(4);          // malloc's alignment for 4 bytes: 8
+  void* small0 = h.heap.alloc(4);  // malloc's alignment for 4 bytes: 8
   EXPECT_EQ(reinterpret_cast<std::uintptr_t>(small0) % 8, 0u);
   EXPECT_EQ(h.heap.usable_size(small0), 8u);
   ASSERT_EQ(h.heap.free(small16), FreeStatus::ok);
