@@ -327,6 +327,16 @@ RseqInfo rseq_info() noexcept;
 unsigned current_cpu() noexcept;
 unsigned cpu_count() noexcept;  // CPUs online
 
+// A hint to the CPU inside a spin loop (x86 PAUSE, arm64 YIELD): it saves
+// power and lets a sibling hyperthread run.
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
 // ---------------------------------------------------------------- process & time
 
 std::uint64_t monotonic_ns() noexcept;

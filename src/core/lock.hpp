@@ -1,0 +1,69 @@
+// core/lock.hpp — FutexLock: the in-process lock of the engine's slow paths.
+//
+// Three states in one 32-bit word, as in Drepper's "Futexes Are Tricky"
+// (mutex #2): 0 unlocked, 1 locked, 2 locked with possible waiters. An
+// uncontended lock/unlock is one atomic exchange and one atomic exchange, no
+// syscall; a waiter spins briefly, then sleeps in the kernel, and unlock wakes
+// one sleeper only when the word says there may be one. It never allocates,
+// so the process malloc can use it.
+//
+// For a heap shared between processes, where a holder may die, the engine
+// uses pal::RobustMutex instead (the lock kind is a compile-time policy).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "pal/pal.hpp"
+
+namespace mapheap::core {
+
+class FutexLock {
+ public:
+  void lock() noexcept {
+    std::uint32_t c = 0;
+    if (word_.compare_exchange_strong(c, 1, std::memory_order_acquire)) return;
+    lock_slow(c);
+  }
+  bool try_lock() noexcept {
+    std::uint32_t c = 0;
+    return word_.compare_exchange_strong(c, 1, std::memory_order_acquire);
+  }
+  void unlock() noexcept {
+    if (word_.exchange(0, std::memory_order_release) == 2) unlock_slow();
+  }
+
+ private:
+  void lock_slow(std::uint32_t c) noexcept {
+    // Spin a little: engine critical sections are short.
+    for (int i = 0; i < 100 && c != 0; ++i) {
+      pal::cpu_relax();
+      c = 0;
+      if (word_.compare_exchange_weak(c, 1, std::memory_order_acquire)) return;
+    }
+    // Mark "waiters possible" and sleep until the word is 0 when we swap in 2.
+    if (c != 2) c = word_.exchange(2, std::memory_order_acquire);
+    while (c != 0) {
+      (void)pal::futex_wait(&word_, 2, -1, /*shared=*/false);
+      c = word_.exchange(2, std::memory_order_acquire);
+    }
+  }
+  void unlock_slow() noexcept { (void)pal::futex_wake(&word_, 1, /*shared=*/false); }
+
+  std::atomic<std::uint32_t> word_{0};
+};
+
+// Holds a lock for a scope.
+template <class Lock>
+class LockGuard {
+ public:
+  explicit LockGuard(Lock& l) noexcept : l_(l) { l_.lock(); }
+  ~LockGuard() { l_.unlock(); }
+  LockGuard(const LockGuard&) = delete;
+  LockGuard& operator=(const LockGuard&) = delete;
+
+ private:
+  Lock& l_;
+};
+
+}  // namespace mapheap::core
