@@ -13,11 +13,20 @@
 #include <cstdlib>
 
 #include "core/lock.hpp"
+#include "core/percpu_counter.hpp"
 #include "page/buddy.hpp"
 #include "pal/pal.hpp"
 #include "slab/slab.hpp"
 
 namespace mapheap::cache {
+
+// Counters kept per CPU (core::PerCpuCounter) and summed on demand.
+struct EngineCounters {
+  std::int64_t allocations = 0;
+  std::int64_t frees = 0;
+  std::int64_t bytes_in_use = 0;  // usable bytes of live objects
+  std::int64_t failed_allocations = 0;
+};
 
 template <class Lock>
 class Engine {
@@ -38,15 +47,37 @@ class Engine {
 
   // nullptr when the region is exhausted (never a crash).
   void* allocate(std::size_t size, std::size_t align = 0) noexcept {
-    core::LockGuard<Lock> g(lock_);
-    return slabs_.alloc(size, align);
+    void* p;
+    std::size_t usable = 0;
+    {
+      core::LockGuard<Lock> g(lock_);
+      p = slabs_.alloc(size, align);
+      if (p != nullptr) usable = slabs_.usable_size(p);
+    }
+    if (p == nullptr) {
+      failed_.add(1);
+      return nullptr;
+    }
+    allocations_.add(1);
+    bytes_.add(static_cast<std::int64_t>(usable));
+    return p;
   }
 
   // What deallocate would do, without aborting on a bad pointer.
   slab::FreeStatus try_deallocate(void* p) noexcept {
     if (p == nullptr) return slab::FreeStatus::ok;
-    core::LockGuard<Lock> g(lock_);
-    return slabs_.free(p);
+    slab::FreeStatus s;
+    std::size_t usable;
+    {
+      core::LockGuard<Lock> g(lock_);
+      usable = slabs_.usable_size(p);
+      s = slabs_.free(p);
+    }
+    if (s == slab::FreeStatus::ok) {
+      frees_.add(1);
+      bytes_.add(-static_cast<std::int64_t>(usable));
+    }
+    return s;
   }
 
   // Frees p; a pointer the engine did not hand out (or already freed) is a
@@ -69,6 +100,16 @@ class Engine {
     core::LockGuard<Lock> g(lock_);
     slabs_.trim();
     return zone_.release_free(release, ctx, 0);
+  }
+
+  EngineCounters counters() const noexcept {
+    return {allocations_.read(), frees_.read(), bytes_.read(), failed_.read()};
+  }
+
+  // /proc/slabinfo-style text of the slab caches; returns the length needed.
+  std::size_t render_slabinfo(char* buf, std::size_t cap) noexcept {
+    core::LockGuard<Lock> g(lock_);
+    return slabs_.render_slabinfo(buf, cap);
   }
 
   slab::SlabStats stats() noexcept {
@@ -94,6 +135,7 @@ class Engine {
   }
 
   Lock lock_;
+  core::PerCpuCounter<> allocations_, frees_, bytes_, failed_;
   page::Buddy zone_;
   slab::SlabHeap slabs_;
 };

@@ -5,6 +5,8 @@
 #include <cstring>
 #include <new>
 
+#include "pal/error.hpp"
+
 namespace mapheap::slab {
 
 namespace {
@@ -288,6 +290,24 @@ SlabStats SlabHeap::stats() const noexcept {
   s.slab_pages = bi.slab_pages;
   s.free_pages = bi.free_pages;
   return s;
+}
+
+std::size_t SlabHeap::render_slabinfo(char* buf, std::size_t cap) const noexcept {
+  pal::TextOut out{buf, cap};
+  if (cap > 0) buf[0] = '\0';
+  out.put(
+      "# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab>"
+      " : slabdata <active_slabs> <num_slabs>\n");
+  for (unsigned cls = 0; cls < kClassCount; ++cls) {
+    const ClassLists& c = root_->cls[cls];
+    const std::uint32_t slabs = c.count[1] + c.count[2] + c.count[3];
+    if (slabs == 0) continue;
+    out.printf("size-%-11zu %13llu %10llu %9zu %12u %14u : slabdata %14u %11u\n", class_size(cls),
+               static_cast<unsigned long long>(c.inuse_objects),
+               static_cast<unsigned long long>(slabs) * class_objects(cls), class_size(cls),
+               class_objects(cls), class_pages(cls), c.count[1] + c.count[2], slabs);
+  }
+  return out.len;
 }
 
 page::CheckReport SlabHeap::check() const noexcept {

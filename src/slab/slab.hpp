@@ -98,6 +98,11 @@ class SlabHeap {
   std::uint64_t trim() noexcept;
 
   SlabStats stats() const noexcept;
+  // One line per class with slabs, in /proc/slabinfo's shape:
+  //   name <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab> : slabdata
+  //   <active_slabs> <num_slabs>
+  // (active slabs: partial and full). Returns the length the text needs.
+  std::size_t render_slabinfo(char* buf, std::size_t cap) const noexcept;
   // The slab lists, their counts and every free list, then the zone.
   page::CheckReport check() const noexcept;
 

@@ -4,6 +4,8 @@
 #include <atomic>
 #include <cstring>
 #include <random>
+#include <sstream>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -57,7 +59,8 @@ TEST(Engine, InvalidFreeAbortsNamingTheAddress) {
   ASSERT_TRUE(e.format(m.data(), m.size()));
   auto* p = static_cast<char*>(e.allocate(64));
   EXPECT_EQ(e.try_deallocate(p + 8), slab::FreeStatus::interior);
-  EXPECT_DEATH(e.deallocate(p + 8), "invalid free of 0x[0-9a-f]+: not the start of an allocated object");
+  EXPECT_DEATH(e.deallocate(p + 8),
+               "invalid free of 0x[0-9a-f]+: not the start of an allocated object");
   e.deallocate(p);
   EXPECT_DEATH(e.deallocate(p), "invalid free of 0x[0-9a-f]+: double free");
 }
@@ -87,7 +90,8 @@ TEST(Engine, ThreadsFreeEachOthersObjects) {
         p[8] = static_cast<unsigned char>(size);
         p[size - 1] = static_cast<unsigned char>(size >> 3);
       } else if (size >= sizeof(std::size_t)) {
-        const std::size_t unstamped = 0;  // a 16-byte slot from an earlier life must not look stamped
+        const std::size_t unstamped =
+            0;  // a 16-byte slot from an earlier life must not look stamped
         std::memcpy(p, &unstamped, sizeof(unstamped));
       }
       void* old = slots[rng() % kSlots].exchange(p, std::memory_order_acq_rel);
@@ -117,6 +121,47 @@ TEST(Engine, ThreadsFreeEachOthersObjects) {
   const slab::SlabStats st = e.stats();
   for (unsigned c = 0; c < slab::kClassCount; ++c) ASSERT_EQ(st.inuse_objects[c], 0u) << c;
   EXPECT_EQ(st.large_runs, 0u);
+}
+
+TEST(Engine, CountersAndSlabinfo) {
+  Mapping m = Mapping::create(MappingOptions::anonymous(32 << 20));
+  TestEngine e;
+  ASSERT_TRUE(e.format(m.data(), m.size()));
+  std::vector<void*> v;
+  for (int i = 0; i < 100; ++i) v.push_back(e.allocate(64));
+  void* big = e.allocate(100000);
+  EngineCounters c = e.counters();
+  EXPECT_EQ(c.allocations, 101);
+  EXPECT_EQ(c.frees, 0);
+  EXPECT_EQ(c.bytes_in_use, 100 * 64 + static_cast<std::int64_t>(e.usable_size(big)));
+  EXPECT_EQ(e.allocate(std::size_t{1} << 40), nullptr);
+  EXPECT_EQ(e.counters().failed_allocations, 1);
+
+  char text[4096];
+  const std::size_t n = e.render_slabinfo(text, sizeof(text));
+  ASSERT_LT(n, sizeof(text));
+  const std::string info(text, n);
+  EXPECT_EQ(info.rfind("# name", 0), 0u);
+  const unsigned cls = slab::class_of(64);
+  // "size-64  <active> <objects in its slabs> <size> <per slab> <pages> : slabdata ..."
+  const std::string row = "size-64 ";
+  const auto at = info.find(row);
+  ASSERT_NE(at, std::string::npos) << info;
+  std::istringstream line(info.substr(at + row.size()));
+  unsigned long long active = 0, total = 0, objsize = 0, perslab = 0, pages = 0;
+  line >> active >> total >> objsize >> perslab >> pages;
+  EXPECT_EQ(active, 100u);
+  const unsigned per = slab::class_objects(cls);
+  EXPECT_EQ(total, (100u + per - 1) / per * per);  // whole slabs
+  EXPECT_EQ(objsize, 64u);
+  EXPECT_EQ(perslab, slab::class_objects(cls));
+  EXPECT_EQ(pages, slab::class_pages(cls));
+
+  for (void* p : v) e.deallocate(p);
+  e.deallocate(big);
+  c = e.counters();
+  EXPECT_EQ(c.frees, 101);
+  EXPECT_EQ(c.bytes_in_use, 0);
 }
 
 TEST(Engine, TrimGivesMemoryBack) {

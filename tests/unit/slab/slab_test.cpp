@@ -1,9 +1,11 @@
 // The slab layer against a reference model: random sizes and alignments,
 // random frees, contents that must survive, check() after every batch; and
 // every kind of bad free reported without harm.
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <random>
+#include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -126,6 +128,22 @@ TEST(Slab, BadFreesAreReportedAndChangeNothing) {
   ASSERT_EQ(h.heap.free(big), FreeStatus::ok);
   EXPECT_EQ(h.heap.free(big), FreeStatus::double_free);
   expect_valid(h.heap);
+}
+
+TEST(Slab, SlabinfoListsOnlyClassesWithSlabs) {
+  Heap h(16 << 20);
+  void* a = h.heap.alloc(100);
+  char text[2048];
+  const std::size_t n = h.heap.render_slabinfo(text, sizeof(text));
+  ASSERT_LT(n, sizeof(text));
+  const std::string info(text, n);
+  EXPECT_NE(info.find("size-" + std::to_string(class_size(class_of(100))) + " "), std::string::npos)
+      << info;
+  EXPECT_EQ(std::count(info.begin(), info.end(), '\n'), 2);  // the header and one class
+  char tiny[16];
+  EXPECT_EQ(h.heap.render_slabinfo(tiny, sizeof(tiny)), n);  // the length it needs
+  EXPECT_EQ(std::strlen(tiny), sizeof(tiny) - 1);
+  ASSERT_EQ(h.heap.free(a), FreeStatus::ok);
 }
 
 TEST(Slab, ExhaustionReturnsNull) {

@@ -1,0 +1,52 @@
+// PerCpuCounter: exact once the adders are done, whatever CPUs they ran on.
+#include <sched.h>
+
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "core/percpu_counter.hpp"
+#include "pal/pal.hpp"
+
+namespace mapheap::core {
+namespace {
+
+TEST(PerCpuCounter, SumIsExactAfterConcurrentAdds) {
+  PerCpuCounter<> c;
+  constexpr int kThreads = 4, kIters = 250000;
+  std::vector<std::thread> ts;
+  for (int t = 0; t < kThreads; ++t)
+    ts.emplace_back([&, t] {
+      for (int i = 0; i < kIters; ++i) c.add(t % 2 == 0 ? 3 : -1);
+    });
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(c.read(), std::int64_t{kIters} * (3 + 3 - 1 - 1));
+  c.reset();
+  EXPECT_EQ(c.read(), 0);
+}
+
+// Pinned to each CPU in turn, adds land in that CPU's slot; the sum is the same.
+TEST(PerCpuCounter, AddsFromEveryCpu) {
+  PerCpuCounter<8> c;
+  cpu_set_t allowed;
+  ASSERT_EQ(::sched_getaffinity(0, sizeof(allowed), &allowed), 0);
+  std::int64_t expected = 0;
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (!CPU_ISSET(cpu, &allowed)) continue;
+    std::thread t([&] {
+      cpu_set_t one;
+      CPU_ZERO(&one);
+      CPU_SET(cpu, &one);
+      ASSERT_EQ(::sched_setaffinity(0, sizeof(one), &one), 0);
+      EXPECT_EQ(pal::current_cpu(), static_cast<unsigned>(cpu));
+      for (int i = 0; i < 1000; ++i) c.add(cpu + 1);
+    });
+    t.join();
+    expected += 1000 * (cpu + 1);
+  }
+  EXPECT_EQ(c.read(), expected);
+}
+
+}  // namespace
+}  // namespace mapheap::core
