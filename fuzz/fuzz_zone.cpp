@@ -45,8 +45,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   for (; i < size; ++i) {
     const std::uint8_t op = data[i];
     if (op & 1) {
-      const PageIndex p = z.alloc(Pages(1 + (op >> 1) % 9),
-                                  (op & 2) ? PageState::slab : PageState::large);
+      const PageIndex p =
+          z.alloc(Pages(1 + (op >> 1) % 9), (op & 2) ? PageState::slab : PageState::large);
       if (p.valid()) live.push_back(p);
     } else if (!live.empty()) {
       const std::size_t k = (op >> 1) % live.size();

@@ -83,7 +83,10 @@ FormatError Buddy::format(void* base, std::size_t bytes, std::size_t page_size,
   if (total >= kNone) return FormatError::too_large;
   const std::uint64_t meta_bytes = sizeof(ZoneHeader) + total * sizeof(PageDesc);
   const std::uint64_t meta_pages = round_up(meta_bytes, page_size) / page_size;
-  const std::uint64_t first = round_up(meta_pages, arena_align);
+  // Align the arena's first page in memory (not just relative to base): a
+  // block's alignment in memory is then min(its length, arena_align pages).
+  const std::uint64_t base_page = reinterpret_cast<std::uintptr_t>(base) / page_size;
+  const std::uint64_t first = round_up(base_page + meta_pages, arena_align) - base_page;
   if (first >= total) return FormatError::too_small;
 
   auto* h = new (base) ZoneHeader{};
@@ -167,7 +170,7 @@ void Buddy::insert_coalescing(std::uint32_t rel, unsigned k, std::uint16_t flags
     const PageDesc& b = rel_desc(buddy);
     if (b.state != PageState::free || b.order != k) break;
     flags &= b.flags;
-    if (b.freed_at > stamp) stamp = b.freed_at;
+    if (static_cast<std::int32_t>(b.freed_at - stamp) > 0) stamp = b.freed_at;  // later, mod 2^32
     unlink_free(buddy, k);  // its head becomes a tail of the merged block
     if (buddy < rel) {
       rel_desc(rel) = desc_of(PageState::tail);
@@ -227,14 +230,17 @@ PageIndex Buddy::alloc(Pages n, PageState state) noexcept {
 
 FreeResult Buddy::free(PageIndex head) noexcept {
   if (!head.valid() || head.i >= header_->total_pages) return FreeResult::out_of_range;
+  if (head.i < header_->first_page) return FreeResult::not_allocated;
   PageDesc& d = map_[head.i];
   switch (d.state) {
     case PageState::free: return FreeResult::double_free;
     case PageState::tail:
+      return in_free_block(head) ? FreeResult::double_free : FreeResult::interior;
     case PageState::slab_tail: return FreeResult::interior;
     case PageState::reserved: return FreeResult::not_allocated;
     case PageState::large:
     case PageState::slab: break;
+    default: return FreeResult::interior;  // a state byte no zone writes: corrupt, refuse
   }
   const std::uint32_t run = d.run;
   if (run == 0 || static_cast<std::uint64_t>(head.i) + run >
@@ -249,6 +255,48 @@ FreeResult Buddy::free(PageIndex head) noexcept {
   d = desc_of(PageState::tail);
   free_range(head.i - header_->first_page, run, 0, header_->clock);  // dirty: it was in use
   return FreeResult::ok;
+}
+
+bool Buddy::in_free_block(PageIndex p) const noexcept {
+  if (!p.valid() || p.i < header_->first_page || p.i >= header_->total_pages) return false;
+  const std::uint32_t rel = p.i - header_->first_page;
+  // A free block holding p starts at p rounded down to its order: probe each.
+  for (unsigned k = 0; k < kOrders; ++k) {
+    const std::uint32_t start = rel & ~((std::uint32_t{1} << k) - 1);
+    const PageDesc& d = map_[header_->first_page + start];
+    if (d.state == PageState::free && d.order == k) return true;
+  }
+  return false;
+}
+
+PageIndex Buddy::alloc_aligned(Pages n, std::uint64_t align_pages, PageState state) noexcept {
+  if (align_pages <= 1) return alloc(n, state);
+  if ((align_pages & (align_pages - 1)) != 0 || n.n == 0 ||
+      n.n > (std::uint64_t{1} << kMaxOrder) - (align_pages - 1))
+    return core::kNoPage;
+  // Take enough to hold an aligned run wherever the block lands, then give
+  // back the pages before and after it.
+  const std::uint64_t total = n.n + align_pages - 1;
+  const PageIndex p = alloc(Pages(total), PageState::large);
+  if (!p.valid()) return core::kNoPage;
+  const std::uint64_t mem_page = reinterpret_cast<std::uintptr_t>(address(p)) / header_->page_size;
+  const std::uint64_t lead = (align_pages - mem_page % align_pages) % align_pages;
+  const std::uint32_t head = p.i + static_cast<std::uint32_t>(lead);
+  const std::uint64_t trail = total - lead - n.n;
+  map_[p.i] = desc_of(PageState::tail);
+  header_->large_pages -= total;
+  map_[head] = desc_of(state, kNone, static_cast<std::uint32_t>(n.n));
+  if (state == PageState::slab) {
+    for (std::uint64_t i = 1; i < n.n; ++i) map_[head + i] = desc_of(PageState::slab_tail, head);
+    header_->slab_pages += n.n;
+  } else {
+    header_->large_pages += n.n;
+  }
+  const std::uint32_t rel = p.i - header_->first_page;
+  if (lead != 0) free_range(rel, lead, 0, header_->clock);
+  if (trail != 0)
+    free_range(static_cast<std::uint32_t>(rel + lead + n.n), trail, 0, header_->clock);
+  return PageIndex(head);
 }
 
 PageIndex Buddy::index_of(const void* addr) const noexcept {
@@ -286,7 +334,8 @@ std::uint64_t Buddy::release_free(ReleaseFn release, void* ctx, std::uint32_t mi
     for (std::uint32_t idx = header_->free_head[k]; idx != kNone; idx = map_[idx].next) {
       PageDesc& d = map_[idx];
       if (d.flags & kPageReleased) continue;
-      if (min_age != 0 && (now < d.freed_at || now - d.freed_at < min_age)) continue;
+      // Unsigned difference: right across a wrap of the 32-bit clock.
+      if (min_age != 0 && static_cast<std::uint32_t>(now - d.freed_at) < min_age) continue;
       const std::size_t bytes = (std::size_t{1} << k) * header_->page_size;
       if (!release(ctx, address(PageIndex(idx)), bytes)) continue;
       d.flags |= kPageReleased;

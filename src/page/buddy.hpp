@@ -142,6 +142,7 @@ class Buddy {
   // Lays out a new zone over [base, base + bytes): header, page map, arena.
   // `arena_align` (pages, a power of two) aligns the arena's first page, e.g.
   // 512 so that order-9 blocks are 2 MiB aligned in memory for huge pages.
+  // The alignment is of the arena's address in memory, whatever `base` is.
   static FormatError format(void* base, std::size_t bytes, std::size_t page_size,
                             std::uint32_t arena_align, Buddy& out) noexcept;
   // Opens a zone formatted earlier (maybe by another process). Only the
@@ -151,9 +152,16 @@ class Buddy {
   // A run of `n` pages (any count from 1 to 2^kMaxOrder), as `state` (large or
   // slab). Returns kNoPage when no block is large enough.
   PageIndex alloc(Pages n, PageState state = PageState::large) noexcept;
+  // A run of `n` pages whose first page is aligned in memory to `align_pages`
+  // pages (a power of two): takes n + align_pages - 1 pages and returns the
+  // lead and trail to the free lists.
+  PageIndex alloc_aligned(Pages n, std::uint64_t align_pages,
+                          PageState state = PageState::large) noexcept;
   // Frees the run headed by `head`. Never touches memory on a bad call: the
-  // result says what was wrong.
+  // result says what was wrong (a page inside a free block is a double free).
   FreeResult free(PageIndex head) noexcept;
+  // Whether page p lies inside a free block (probes one candidate per order).
+  bool in_free_block(PageIndex p) const noexcept;
 
   std::byte* address(PageIndex p) const noexcept {
     return base_ + static_cast<std::size_t>(p.i) * header_->page_size;

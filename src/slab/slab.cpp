@@ -30,6 +30,13 @@ void store_link(std::byte* obj, std::uint32_t v) noexcept {
   std::memcpy(obj, &v, sizeof(v));
 }
 
+// Whether `off` is the offset of an object this slab has carved.
+bool valid_offset(const PageDesc& d, unsigned cls, std::uint32_t off) noexcept {
+  const std::size_t size = class_size(cls);
+  if (off >= static_cast<std::size_t>(d.slab_carved) * size) return false;
+  return static_cast<std::size_t>(object_index(static_cast<ClassIndex>(cls), off)) * size == off;
+}
+
 }  // namespace
 
 const char* to_string(FreeStatus s) noexcept {
@@ -66,7 +73,9 @@ bool SlabHeap::format(page::Buddy& zone, SlabHeap& out) noexcept {
 bool SlabHeap::attach(page::Buddy& zone, SlabHeap& out) noexcept {
   if (zone.header().page_size != kPageSize) return false;
   const std::uint32_t root = zone.header().root;
-  if (root == kNone || zone.head_of(PageIndex(root)) != PageIndex(root)) return false;
+  if (root == kNone || root >= zone.header().total_pages ||
+      zone.desc(PageIndex(root)).state != PageState::large)
+    return false;
   const std::size_t page = zone.header().page_size;
   if (static_cast<std::uint64_t>(zone.desc(PageIndex(root)).run) * page < sizeof(SlabRoot))
     return false;
@@ -146,7 +155,18 @@ void* SlabHeap::alloc_small(unsigned cls) noexcept {
   std::byte* obj;
   if (d.slab_free != kNone) {
     obj = base + d.slab_free;
-    d.slab_free = load_link(obj);
+    // The link was stored in freed memory: a use-after-free store or a peer
+    // process may have changed it. Only an offset of a carved object of this
+    // slab is followed; anything else fails the allocation (check() names it).
+    const std::uint32_t next = load_link(obj);
+    if (next != kNone && !valid_offset(d, cls, next)) {
+      if (d.slab_inuse == 0) {  // taken from the empty list above: put it back
+        unlink(cls, head);
+        push(cls, SlabList::empty, head);
+      }
+      return nullptr;
+    }
+    d.slab_free = next;
   } else {  // carve the next untouched object
     obj = base + static_cast<std::size_t>(d.slab_carved) * class_size(cls);
     d.slab_carved += 1;
@@ -163,19 +183,11 @@ void* SlabHeap::alloc_small(unsigned cls) noexcept {
 void* SlabHeap::alloc_large(std::size_t size, std::size_t align) noexcept {
   const std::size_t page = zone_->header().page_size;
   if (size > (std::size_t{1} << page::kMaxOrder) * page) return nullptr;
-  std::uint64_t pages = (size + page - 1) / page;
-  if (align > page) {
-    // A block of order k is aligned to 2^k pages from the arena's start, and
-    // the arena's start is aligned to its first page: a power-of-two block at
-    // least `align` long is `align`-aligned if the arena start is.
-    const std::uint64_t align_pages = align / page;
-    const auto arena_start =
-        reinterpret_cast<std::uintptr_t>(zone_->address(PageIndex(zone_->first_page())));
-    if (arena_start % align != 0) return nullptr;
-    if (pages < align_pages) pages = align_pages;
-    pages = std::uint64_t{1} << core::order_for(Pages(pages)).k;
-  }
-  const PageIndex run = zone_->alloc(Pages(pages), PageState::large);
+  const std::uint64_t pages = (size + page - 1) / page;
+  // Beyond a page, alignment comes from the buddy allocator: an aligned run
+  // of exactly `pages` pages, the lead and trail given back.
+  const std::uint64_t align_pages = align > page ? align / page : 1;
+  const PageIndex run = zone_->alloc_aligned(Pages(pages), align_pages, PageState::large);
   if (!run.valid()) return nullptr;
   root_->large_runs += 1;
   root_->large_bytes += size;
@@ -189,13 +201,15 @@ FreeStatus SlabHeap::free(void* ptr) noexcept {
   const PageDesc& d = zone_->desc(page);
   switch (d.state) {
     case PageState::free: return FreeStatus::double_free;
-    case PageState::tail: return FreeStatus::interior;
+    case PageState::tail:  // inside a run, or inside a free block (a run freed and merged)
+      return zone_->in_free_block(page) ? FreeStatus::double_free : FreeStatus::interior;
     case PageState::reserved: return FreeStatus::not_ours;
     case PageState::large: {
       if (p != zone_->address(page)) return FreeStatus::interior;
       if (page.i == zone_->header().root) return FreeStatus::interior;  // our own root
+      if (zone_->free(page) != page::FreeResult::ok) return FreeStatus::corrupt;
       root_->large_runs -= 1;
-      return zone_->free(page) == page::FreeResult::ok ? FreeStatus::ok : FreeStatus::corrupt;
+      return FreeStatus::ok;
     }
     case PageState::slab:
     case PageState::slab_tail: {
@@ -223,6 +237,7 @@ FreeStatus SlabHeap::free_small(std::uint32_t head, std::byte* p) noexcept {
   std::uint32_t steps = 0;
   for (std::uint32_t f = d.slab_free; f != kNone && steps <= d.slab_carved; ++steps) {
     if (f == off) return FreeStatus::double_free;
+    if (!valid_offset(d, cls, f)) return FreeStatus::corrupt;
     f = load_link(run_base(head) + f);
   }
 #endif
@@ -257,7 +272,7 @@ std::size_t SlabHeap::usable_size(const void* ptr) const noexcept {
   const PageIndex head = zone_->head_of(page);
   if (!head.valid()) return 0;
   const PageDesc& h = zone_->desc(head);
-  if (h.slab_class >= kClassCount) return 0;
+  if (h.slab_class >= kClassCount || h.slab_inuse == 0) return 0;
   const std::size_t size = class_size(h.slab_class);
   const std::size_t off = static_cast<std::size_t>(p - run_base(head.i));
   return off % size == 0 && off / size < h.slab_carved ? size : 0;

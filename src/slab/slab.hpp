@@ -49,7 +49,7 @@ struct SlabRoot {
   std::uint32_t class_count;
   ClassLists cls[kClassCount];
   std::uint64_t large_runs;
-  std::uint64_t large_bytes;  // bytes asked for in large allocations
+  std::uint64_t large_bytes;  // bytes asked for in large allocations, cumulative
 };
 
 enum class FreeStatus : std::uint8_t {
@@ -90,8 +90,9 @@ class SlabHeap {
   // always found (the slab's free list is searched); otherwise only when the
   // slab has no object in use or the object was never handed out.
   FreeStatus free(void* p) noexcept;
-  // The bytes usable at p (its class size, or the run's length); 0 if p is
-  // not an allocated object of this heap.
+  // The bytes usable at p (its class size, or the run's length); 0 if p is not
+  // an object of this heap, or its slab has nothing in use. (A freed object
+  // in a slab that still has others in use is not told apart here.)
   std::size_t usable_size(const void* p) const noexcept;
 
   // Returns every empty slab to the buddy allocator; the pages freed.

@@ -59,13 +59,16 @@ TEST(Buddy, FormatLaysOutHeaderMapAndArena) {
 }
 
 TEST(Buddy, FormatRefusesBadRegions) {
-  Mapping m = Mapping::create(MappingOptions::anonymous(1 << 20));
+  // 1 MiB at a 2 MiB-aligned address (a 4 MiB mapping's base): the arena,
+  // aligned to 2 MiB in memory, cannot start inside it.
+  Mapping m = Mapping::create(MappingOptions::anonymous(4 << 20));
+  const std::size_t mib = 1 << 20;
   Buddy b;
-  EXPECT_EQ(Buddy::format(m.data() + 1, m.size() - page(), page(), 1, b), FormatError::misaligned);
-  EXPECT_EQ(Buddy::format(m.data(), m.size() - 1, page(), 1, b), FormatError::misaligned);
-  EXPECT_EQ(Buddy::format(m.data(), m.size(), page(), 3, b), FormatError::misaligned);
+  EXPECT_EQ(Buddy::format(m.data() + 1, mib - page(), page(), 1, b), FormatError::misaligned);
+  EXPECT_EQ(Buddy::format(m.data(), mib - 1, page(), 1, b), FormatError::misaligned);
+  EXPECT_EQ(Buddy::format(m.data(), mib, page(), 3, b), FormatError::misaligned);
   EXPECT_EQ(Buddy::format(m.data(), page(), page(), 1, b), FormatError::too_small);
-  EXPECT_EQ(Buddy::format(m.data(), m.size(), page(), 512, b), FormatError::too_small);
+  EXPECT_EQ(Buddy::format(m.data(), mib, page(), 512, b), FormatError::too_small);
 }
 
 TEST(Buddy, RunsOfAnyLengthAndTheirRemainder) {
@@ -330,6 +333,62 @@ TEST(BuddyReclaim, DecayReleasesOnlyOldFreeBlocks) {
   expect_valid(z.buddy);
   (void)spacer1;
   (void)spacer2;
+}
+
+TEST(BuddyReclaim, DecayIsRightAcrossAClockWrap) {
+  Zone z(8 << 20);
+  const PageIndex p = z.buddy.alloc(Pages(64));
+  std::memset(z.buddy.address(p), 1, 64 * page());
+  z.buddy.set_clock(0xFFFFFF00u);
+  ASSERT_EQ(z.buddy.free(p), FreeResult::ok);
+  z.buddy.set_clock(0x1000u);  // 0x1100 ticks later, past the wrap
+  EXPECT_GT(z.buddy.release_free(release_through_mapping, &z.mapping, 1000), 0u);
+  EXPECT_EQ(resident_pages(z, p, 64), 0u);
+}
+
+TEST(Buddy, AlignedRunsAreExactAndAlignedInMemory) {
+  // A base that is page aligned but not 2 MiB aligned: alignment must come
+  // from the addresses, not from offsets within the region.
+  Mapping m = Mapping::create(MappingOptions::anonymous(32 << 20));
+  Buddy b;
+  ASSERT_EQ(Buddy::format(m.data() + page(), m.size() - page(), page(), 1, b), FormatError::none);
+  for (std::uint64_t align_pages : {2u, 16u, 512u}) {
+    for (std::uint64_t n : {1u, 3u, 33u}) {
+      const BuddyInfo before = b.info();
+      const PageIndex p = b.alloc_aligned(Pages(n), align_pages);
+      ASSERT_TRUE(p.valid()) << n << " " << align_pages;
+      EXPECT_EQ(reinterpret_cast<std::uintptr_t>(b.address(p)) % (align_pages * page()), 0u);
+      EXPECT_EQ(b.desc(p).run, n);                            // exactly n pages
+      EXPECT_EQ(b.info().free_pages, before.free_pages - n);  // lead and trail came back
+      expect_valid(b);
+      ASSERT_EQ(b.free(p), FreeResult::ok);
+    }
+  }
+  EXPECT_FALSE(b.alloc_aligned(Pages(1), 3).valid());  // not a power of two
+  expect_valid(b);
+}
+
+TEST(Buddy, CorruptStatesAndMergedRunsAreClassified) {
+  Zone z(4 << 20);
+  const PageIndex a = z.buddy.alloc(Pages(4));
+  auto* map = reinterpret_cast<PageDesc*>(z.mapping.data() + sizeof(ZoneHeader));
+  map[a.i + 1].state = static_cast<PageState>(6);  // a byte no zone writes
+  map[a.i + 1].run = 2;
+  EXPECT_EQ(z.buddy.free(a + Pages(1)), FreeResult::interior);
+  map[a.i + 1].state = PageState::tail;
+  map[a.i + 1].run = 0;
+  map[1].state = PageState::large;  // metadata dressed up as a run
+  EXPECT_EQ(z.buddy.free(PageIndex(1)), FreeResult::not_allocated);
+  map[1].state = PageState::reserved;
+  // A run freed and merged into its lower buddy: its head is now a tail, and
+  // a second free is still a double free.
+  const PageIndex b = z.buddy.alloc(Pages(16)), c = z.buddy.alloc(Pages(16));
+  ASSERT_EQ(z.buddy.free(c), FreeResult::ok);
+  ASSERT_EQ(z.buddy.free(b), FreeResult::ok);
+  EXPECT_EQ(z.buddy.free(c), FreeResult::double_free);
+  EXPECT_EQ(z.buddy.free(b), FreeResult::double_free);
+  EXPECT_EQ(z.buddy.free(a + Pages(2)), FreeResult::interior);
+  expect_valid(z.buddy);
 }
 
 // Attach validates the header; check() catches corruption of the rest.

@@ -146,6 +146,41 @@ TEST(Slab, SlabinfoListsOnlyClassesWithSlabs) {
   ASSERT_EQ(h.heap.free(a), FreeStatus::ok);
 }
 
+// A free object's link lives in freed memory: a stray store there must not
+// steer the allocator (DESIGN contract 2).
+TEST(Slab, ACorruptFreeLinkFailsTheAllocationInsteadOfFollowingIt) {
+  Heap h(16 << 20);
+  auto* a = static_cast<std::byte*>(h.heap.alloc(64));
+  auto* b = static_cast<std::byte*>(h.heap.alloc(64));
+  ASSERT_EQ(h.heap.free(b), FreeStatus::ok);
+  ASSERT_EQ(h.heap.free(a), FreeStatus::ok);
+  for (std::uint32_t bad : {0x40000000u, 8u, 64u * 1000u}) {
+    std::memcpy(a, &bad, sizeof(bad));  // a use-after-free store over a's link
+    EXPECT_EQ(h.heap.alloc(64), nullptr) << bad;
+    const page::CheckReport r = h.heap.check();
+    EXPECT_FALSE(r.ok);
+    EXPECT_NE(std::string(r.message).find("free list"), std::string::npos) << r.message;
+  }
+}
+
+TEST(Slab, PageAlignedAllocationsDoNotDependOnTheRegionsAddress) {
+  Mapping m = Mapping::create(MappingOptions::anonymous(32 << 20));
+  page::Buddy zone;
+  ASSERT_EQ(page::Buddy::format(m.data() + os_page(), m.size() - os_page(), os_page(), 1, zone),
+            page::FormatError::none);
+  SlabHeap heap;
+  ASSERT_TRUE(SlabHeap::format(zone, heap));
+  for (std::size_t align : {std::size_t{8192}, std::size_t{65536}, std::size_t{2} << 20}) {
+    void* p = heap.alloc(33 * os_page(), align);
+    ASSERT_NE(p, nullptr) << align;
+    EXPECT_EQ(reinterpret_cast<std::uintptr_t>(p) % align, 0u);
+    EXPECT_EQ(heap.usable_size(p), 33 * os_page());  // not rounded to a power of two
+    ASSERT_EQ(heap.free(p), FreeStatus::ok);
+  }
+  const page::CheckReport r = heap.check();
+  EXPECT_TRUE(r.ok) << r.message;
+}
+
 TEST(Slab, ExhaustionReturnsNull) {
   Heap h(4 << 20, 1);
   std::vector<void*> objs;
