@@ -14,21 +14,14 @@
 #include "cache/engine.hpp"
 #include "mapheap/mapping.hpp"
 #include "support/death.hpp"
+#include "support/release.hpp"
 
 namespace mapheap::cache {
 namespace {
 
 using TestEngine = Engine<core::FutexLock>;
 
-bool release_through_mapping(void* ctx, std::byte* addr, std::size_t bytes) {
-  auto* m = static_cast<Mapping*>(ctx);
-  try {
-    m->release(static_cast<std::size_t>(addr - m->data()), bytes);
-    return true;
-  } catch (const error&) {
-    return false;
-  }
-}
+using test::release_through_mapping;
 
 void expect_valid(TestEngine& e) {
   const page::CheckReport r = e.check();

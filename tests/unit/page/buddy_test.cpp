@@ -12,6 +12,7 @@
 #include "mapheap/mapping.hpp"
 #include "page/buddy.hpp"
 #include "pal/pal.hpp"
+#include "support/release.hpp"
 
 namespace mapheap::page {
 namespace {
@@ -258,15 +259,7 @@ TEST(Buddy, RandomRunsAgainstAReferenceModel) {
 }
 
 // Reclaim: what is released really leaves RAM, and the counters say so.
-bool release_through_mapping(void* ctx, std::byte* addr, std::size_t bytes) {
-  auto* m = static_cast<Mapping*>(ctx);
-  try {
-    m->release(static_cast<std::size_t>(addr - m->data()), bytes);
-    return true;
-  } catch (const error&) {
-    return false;
-  }
-}
+using test::release_through_mapping;
 
 std::uint64_t resident_pages(const Zone& z, PageIndex p, std::uint64_t n) {
   return z.mapping
