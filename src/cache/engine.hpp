@@ -51,8 +51,7 @@ class Engine {
     std::size_t usable = 0;
     {
       core::LockGuard<Lock> g(lock_);
-      p = slabs_.alloc(size, align);
-      if (p != nullptr) usable = slabs_.usable_size(p);
+      p = slabs_.alloc(size, align, &usable);
     }
     if (p == nullptr) {
       failed_.add(1);
@@ -67,11 +66,10 @@ class Engine {
   slab::FreeStatus try_deallocate(void* p) noexcept {
     if (p == nullptr) return slab::FreeStatus::ok;
     slab::FreeStatus s;
-    std::size_t usable;
+    std::size_t usable = 0;
     {
       core::LockGuard<Lock> g(lock_);
-      usable = slabs_.usable_size(p);
-      s = slabs_.free(p);
+      s = slabs_.free(p, &usable);
     }
     if (s == slab::FreeStatus::ok) {
       frees_.add(1);

@@ -101,9 +101,10 @@ MappingOptions MappingOptions::from_fd(int fd, std::size_t size) {
 
 namespace {
 
-// The largest size or reservation we accept: ftruncate and fallocate take an
-// off_t, and pointer differences within the mapping must fit a ptrdiff_t.
-constexpr std::size_t kMaxBytes = static_cast<std::size_t>(PTRDIFF_MAX) / 2 + 1;
+// The largest size or reservation we accept (2^62 bytes, far beyond any
+// address space): it fits an off_t for ftruncate/fallocate and a ptrdiff_t,
+// and leaves room so that rounding a size up to a granule cannot overflow.
+constexpr std::size_t kMaxBytes = std::size_t{1} << 62;
 
 // v rounded up to a multiple of g. Sizes are checked against kMaxBytes first,
 // so this cannot overflow.

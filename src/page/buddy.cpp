@@ -198,10 +198,20 @@ void Buddy::free_range(std::uint32_t rel, std::uint64_t n, std::uint16_t flags,
 
 PageIndex Buddy::alloc(Pages n, PageState state) noexcept {
   if (n.n == 0 || n.n > (std::uint64_t{1} << kMaxOrder)) return core::kNoPage;
-  const unsigned want = core::order_for(n).k;
+  const std::uint32_t idx = take(n.n);
+  if (idx == kNone) return core::kNoPage;
+  mark_run(idx, n.n, state);
+  return PageIndex(idx);
+}
+
+// Takes n pages off the free lists: a block of the smallest sufficient order,
+// split down, its pages past n given back. Returns the first page, still
+// unmarked (tail), or kNone. REQUIRES: 1 <= n <= 2^kMaxOrder.
+std::uint32_t Buddy::take(std::uint64_t n) noexcept {
+  const unsigned want = core::order_for(Pages(n)).k;
   unsigned k = want;
   while (k <= kMaxOrder && header_->free_head[k] == kNone) ++k;
-  if (k > kMaxOrder) return core::kNoPage;
+  if (k > kMaxOrder) return kNone;
 
   const std::uint32_t idx = header_->free_head[k];
   const std::uint32_t rel = idx - header_->first_page;
@@ -216,16 +226,19 @@ PageIndex Buddy::alloc(Pages n, PageState state) noexcept {
   }
   // Past the run: return the remainder of the 2^want block.
   const std::uint64_t block = std::uint64_t{1} << want;
-  if (n.n < block) free_range(static_cast<std::uint32_t>(rel + n.n), block - n.n, flags, stamp);
+  if (n < block) free_range(static_cast<std::uint32_t>(rel + n), block - n, flags, stamp);
+  return idx;
+}
 
-  map_[idx] = desc_of(state, kNone, static_cast<std::uint32_t>(n.n));
+// Marks [idx, idx + n) as one allocated run of `state` and counts it.
+void Buddy::mark_run(std::uint32_t idx, std::uint64_t n, PageState state) noexcept {
+  map_[idx] = desc_of(state, kNone, static_cast<std::uint32_t>(n));
   if (state == PageState::slab) {
-    for (std::uint64_t i = 1; i < n.n; ++i) map_[idx + i] = desc_of(PageState::slab_tail, idx);
-    header_->slab_pages += n.n;
+    for (std::uint64_t i = 1; i < n; ++i) map_[idx + i] = desc_of(PageState::slab_tail, idx);
+    header_->slab_pages += n;
   } else {
-    header_->large_pages += n.n;
+    header_->large_pages += n;
   }
-  return PageIndex(idx);
 }
 
 FreeResult Buddy::free(PageIndex head) noexcept {
@@ -271,28 +284,22 @@ bool Buddy::in_free_block(PageIndex p) const noexcept {
 
 PageIndex Buddy::alloc_aligned(Pages n, std::uint64_t align_pages, PageState state) noexcept {
   if (align_pages <= 1) return alloc(n, state);
-  if ((align_pages & (align_pages - 1)) != 0 || n.n == 0 ||
-      n.n > (std::uint64_t{1} << kMaxOrder) - (align_pages - 1))
+  constexpr std::uint64_t kMaxRun = std::uint64_t{1} << kMaxOrder;
+  if ((align_pages & (align_pages - 1)) != 0 || align_pages > kMaxRun || n.n == 0 ||
+      n.n > kMaxRun - (align_pages - 1))
     return core::kNoPage;
   // Take enough to hold an aligned run wherever the block lands, then give
   // back the pages before and after it.
   const std::uint64_t total = n.n + align_pages - 1;
-  const PageIndex p = alloc(Pages(total), PageState::large);
-  if (!p.valid()) return core::kNoPage;
-  const std::uint64_t mem_page = reinterpret_cast<std::uintptr_t>(address(p)) / header_->page_size;
+  const std::uint32_t first = take(total);
+  if (first == kNone) return core::kNoPage;
+  const std::uint64_t mem_page =
+      reinterpret_cast<std::uintptr_t>(address(PageIndex(first))) / header_->page_size;
   const std::uint64_t lead = (align_pages - mem_page % align_pages) % align_pages;
-  const std::uint32_t head = p.i + static_cast<std::uint32_t>(lead);
+  const std::uint32_t head = first + static_cast<std::uint32_t>(lead);
   const std::uint64_t trail = total - lead - n.n;
-  map_[p.i] = desc_of(PageState::tail);
-  header_->large_pages -= total;
-  map_[head] = desc_of(state, kNone, static_cast<std::uint32_t>(n.n));
-  if (state == PageState::slab) {
-    for (std::uint64_t i = 1; i < n.n; ++i) map_[head + i] = desc_of(PageState::slab_tail, head);
-    header_->slab_pages += n.n;
-  } else {
-    header_->large_pages += n.n;
-  }
-  const std::uint32_t rel = p.i - header_->first_page;
+  mark_run(head, n.n, state);
+  const std::uint32_t rel = first - header_->first_page;
   if (lead != 0) free_range(rel, lead, 0, header_->clock);
   if (trail != 0)
     free_range(static_cast<std::uint32_t>(rel + lead + n.n), trail, 0, header_->clock);

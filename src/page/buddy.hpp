@@ -172,6 +172,11 @@ class Buddy {
   // head for slab pages); kNoPage for free/tail/reserved pages.
   PageIndex head_of(PageIndex p) const noexcept;
   const PageDesc& desc(PageIndex p) const noexcept { return map_[p.i]; }
+  // The slab layer owns the list links and slab fields of a slab run's first
+  // page. REQUIRES: head is the first page of a slab run.
+  PageDesc& slab_desc(PageIndex head) noexcept { return map_[head.i]; }
+  // Names the owner's root run (ZoneHeader::root), found again by attach.
+  void set_root(PageIndex root) noexcept { header_->root = root.i; }
 
   BuddyInfo info() const noexcept;
 
@@ -208,6 +213,8 @@ class Buddy {
   std::uint32_t arena_pages() const noexcept { return header_->arena_pages; }
 
  private:
+  std::uint32_t take(std::uint64_t n) noexcept;
+  void mark_run(std::uint32_t idx, std::uint64_t n, PageState state) noexcept;
   void push_free(std::uint32_t rel, unsigned k, std::uint16_t flags, std::uint32_t stamp) noexcept;
   void unlink_free(std::uint32_t rel, unsigned k) noexcept;
   void free_range(std::uint32_t rel, std::uint64_t n, std::uint16_t flags,

@@ -64,7 +64,7 @@ bool SlabHeap::format(page::Buddy& zone, SlabHeap& out) noexcept {
   r->class_count = kClassCount;
   for (auto& c : r->cls)
     for (auto& h : c.head) h = kNone;
-  const_cast<page::ZoneHeader&>(zone.header()).root = root.i;
+  zone.set_root(root);
   out.zone_ = &zone;
   out.root_ = r;
   return true;
@@ -93,31 +93,31 @@ std::byte* SlabHeap::run_base(std::uint32_t head) const noexcept {
 
 void SlabHeap::push(unsigned cls, SlabList list, std::uint32_t head) noexcept {
   ClassLists& c = root_->cls[cls];
-  auto& d = const_cast<PageDesc&>(zone_->desc(PageIndex(head)));
+  auto& d = slab_desc(head);
   const auto l = static_cast<unsigned>(list);
   d.slab_list = static_cast<std::uint16_t>(list);
   d.prev = kNone;
   d.next = c.head[l];
-  if (d.next != kNone) const_cast<PageDesc&>(zone_->desc(PageIndex(d.next))).prev = head;
+  if (d.next != kNone) slab_desc(d.next).prev = head;
   c.head[l] = head;
   c.count[l] += 1;
 }
 
 void SlabHeap::unlink(unsigned cls, std::uint32_t head) noexcept {
   ClassLists& c = root_->cls[cls];
-  auto& d = const_cast<PageDesc&>(zone_->desc(PageIndex(head)));
+  auto& d = slab_desc(head);
   const unsigned l = d.slab_list;
   if (d.prev != kNone)
-    const_cast<PageDesc&>(zone_->desc(PageIndex(d.prev))).next = d.next;
+    slab_desc(d.prev).next = d.next;
   else
     c.head[l] = d.next;
-  if (d.next != kNone) const_cast<PageDesc&>(zone_->desc(PageIndex(d.next))).prev = d.prev;
+  if (d.next != kNone) slab_desc(d.next).prev = d.prev;
   d.next = d.prev = kNone;
   d.slab_list = 0;
   c.count[l] -= 1;
 }
 
-void* SlabHeap::alloc(std::size_t size, std::size_t align) noexcept {
+void* SlabHeap::alloc(std::size_t size, std::size_t align, std::size_t* usable) noexcept {
   if (size == 0) size = 1;
   if ((align & (align - 1)) != 0) return nullptr;
   // Classes of 16 bytes and up are 16-byte aligned, the 8-byte class only
@@ -125,8 +125,16 @@ void* SlabHeap::alloc(std::size_t size, std::size_t align) noexcept {
   if (align == kQuantum && size < kQuantum) size = kQuantum;
   const unsigned cls = align <= kQuantum ? (size <= kMaxSmallSize ? class_of(size) : kNoClass)
                                          : class_for(size, align);
-  if (cls != kNoClass) return alloc_small(cls);
-  return alloc_large(size, align);
+  std::size_t bytes = 0;
+  void* p;
+  if (cls != kNoClass) {
+    p = alloc_small(cls);
+    bytes = class_size(cls);
+  } else {
+    p = alloc_large(size, align, bytes);
+  }
+  if (usable != nullptr) *usable = p != nullptr ? bytes : 0;
+  return p;
 }
 
 void* SlabHeap::alloc_small(unsigned cls) noexcept {
@@ -142,7 +150,7 @@ void* SlabHeap::alloc_small(unsigned cls) noexcept {
       const PageIndex run = zone_->alloc(Pages(class_pages(cls)), PageState::slab);
       if (!run.valid()) return nullptr;
       head = run.i;
-      auto& d = const_cast<PageDesc&>(zone_->desc(run));
+      auto& d = slab_desc(run.i);
       d.slab_class = static_cast<std::uint16_t>(cls);
       d.slab_inuse = 0;
       d.slab_carved = 0;
@@ -150,7 +158,7 @@ void* SlabHeap::alloc_small(unsigned cls) noexcept {
     }
     push(cls, SlabList::partial, head);
   }
-  auto& d = const_cast<PageDesc&>(zone_->desc(PageIndex(head)));
+  auto& d = slab_desc(head);
   std::byte* base = run_base(head);
   std::byte* obj;
   if (d.slab_free != kNone) {
@@ -180,7 +188,7 @@ void* SlabHeap::alloc_small(unsigned cls) noexcept {
   return obj;
 }
 
-void* SlabHeap::alloc_large(std::size_t size, std::size_t align) noexcept {
+void* SlabHeap::alloc_large(std::size_t size, std::size_t align, std::size_t& usable) noexcept {
   const std::size_t page = zone_->header().page_size;
   if (size > (std::size_t{1} << page::kMaxOrder) * page) return nullptr;
   const std::uint64_t pages = (size + page - 1) / page;
@@ -191,10 +199,18 @@ void* SlabHeap::alloc_large(std::size_t size, std::size_t align) noexcept {
   if (!run.valid()) return nullptr;
   root_->large_runs += 1;
   root_->large_bytes += size;
+  usable = pages * page;
   return zone_->address(run);
 }
 
-FreeStatus SlabHeap::free(void* ptr) noexcept {
+FreeStatus SlabHeap::free(void* ptr, std::size_t* freed) noexcept {
+  std::size_t bytes = 0;
+  const FreeStatus s = free_any(ptr, bytes);
+  if (freed != nullptr) *freed = s == FreeStatus::ok ? bytes : 0;
+  return s;
+}
+
+FreeStatus SlabHeap::free_any(void* ptr, std::size_t& freed) noexcept {
   auto* p = static_cast<std::byte*>(ptr);
   const PageIndex page = zone_->index_of(p);
   if (!page.valid() || page.i < zone_->first_page()) return FreeStatus::not_ours;
@@ -207,22 +223,24 @@ FreeStatus SlabHeap::free(void* ptr) noexcept {
     case PageState::large: {
       if (p != zone_->address(page)) return FreeStatus::interior;
       if (page.i == zone_->header().root) return FreeStatus::interior;  // our own root
+      const std::size_t bytes = static_cast<std::size_t>(d.run) * zone_->header().page_size;
       if (zone_->free(page) != page::FreeResult::ok) return FreeStatus::corrupt;
       root_->large_runs -= 1;
+      freed = bytes;
       return FreeStatus::ok;
     }
     case PageState::slab:
     case PageState::slab_tail: {
       const PageIndex head = zone_->head_of(page);
       if (!head.valid()) return FreeStatus::corrupt;
-      return free_small(head.i, p);
+      return free_small(head.i, p, freed);
     }
   }
   return FreeStatus::corrupt;
 }
 
-FreeStatus SlabHeap::free_small(std::uint32_t head, std::byte* p) noexcept {
-  auto& d = const_cast<PageDesc&>(zone_->desc(PageIndex(head)));
+FreeStatus SlabHeap::free_small(std::uint32_t head, std::byte* p, std::size_t& freed) noexcept {
+  auto& d = slab_desc(head);
   const unsigned cls = d.slab_class;
   if (cls >= kClassCount || d.slab_list == 0) return FreeStatus::corrupt;
   const std::size_t size = class_size(cls);
@@ -242,6 +260,7 @@ FreeStatus SlabHeap::free_small(std::uint32_t head, std::byte* p) noexcept {
   }
 #endif
   const bool was_full = d.slab_list == static_cast<std::uint16_t>(SlabList::full);
+  freed = size;
   store_link(p, d.slab_free);
   d.slab_free = static_cast<std::uint32_t>(off);
   d.slab_inuse -= 1;

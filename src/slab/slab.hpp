@@ -84,12 +84,14 @@ class SlabHeap {
   // size bytes aligned to align (0 or a power of two). 0 means malloc's
   // alignment: 8 for sizes up to 8, 16 above. nullptr when the zone is
   // exhausted or the request cannot be met. size 0 is served as 1.
-  void* alloc(std::size_t size, std::size_t align = 0) noexcept;
+  // If `usable` is given, it receives the bytes usable at the result.
+  void* alloc(std::size_t size, std::size_t align = 0, std::size_t* usable = nullptr) noexcept;
   // Frees what alloc returned; a bad pointer is reported and changes nothing.
   // In checked builds (MAPHEAP_CHECKED) a double free of a slab object is
   // always found (the slab's free list is searched); otherwise only when the
   // slab has no object in use or the object was never handed out.
-  FreeStatus free(void* p) noexcept;
+  // If `freed` is given, it receives the usable bytes given back.
+  FreeStatus free(void* p, std::size_t* freed = nullptr) noexcept;
   // The bytes usable at p (its class size, or the run's length); 0 if p is not
   // an object of this heap, or its slab has nothing in use. (A freed object
   // in a slab that still has others in use is not told apart here.)
@@ -111,11 +113,15 @@ class SlabHeap {
 
  private:
   std::byte* run_base(std::uint32_t head) const noexcept;
+  page::PageDesc& slab_desc(std::uint32_t head) noexcept {
+    return zone_->slab_desc(page::PageIndex(head));
+  }
   void push(unsigned cls, SlabList list, std::uint32_t head) noexcept;
   void unlink(unsigned cls, std::uint32_t head) noexcept;
   void* alloc_small(unsigned cls) noexcept;
-  void* alloc_large(std::size_t size, std::size_t align) noexcept;
-  FreeStatus free_small(std::uint32_t head, std::byte* p) noexcept;
+  void* alloc_large(std::size_t size, std::size_t align, std::size_t& usable) noexcept;
+  FreeStatus free_any(void* p, std::size_t& freed) noexcept;
+  FreeStatus free_small(std::uint32_t head, std::byte* p, std::size_t& freed) noexcept;
 
   page::Buddy* zone_ = nullptr;
   SlabRoot* root_ = nullptr;

@@ -41,16 +41,20 @@ void expect_valid(const SlabHeap& h) {
 TEST(Slab, SmallObjectsComeFromTheirClass) {
   Heap h(16 << 20);
   for (std::size_t size : {1u, 8u, 9u, 16u, 17u, 100u, 1000u, 4096u, 20000u}) {
-    void* p = h.heap.alloc(size);
+    std::size_t reported = 0;
+    void* p = h.heap.alloc(size, 0, &reported);
     ASSERT_NE(p, nullptr) << size;
     const std::size_t usable = h.heap.usable_size(p);
+    EXPECT_EQ(reported, usable) << size;
     EXPECT_GE(usable, size);
     EXPECT_EQ(usable, class_size(class_of(size)));
     if (size >= 16) {
       EXPECT_EQ(reinterpret_cast<std::uintptr_t>(p) % 16, 0u) << size;
     }
     std::memset(p, 0x5a, usable);
-    EXPECT_EQ(h.heap.free(p), FreeStatus::ok);
+    std::size_t freed = 0;
+    EXPECT_EQ(h.heap.free(p, &freed), FreeStatus::ok);
+    EXPECT_EQ(freed, usable) << size;
   }
   expect_valid(h.heap);
 }
@@ -98,7 +102,11 @@ TEST(Slab, LargeObjectsAreRunsAndHonourAlignment) {
   EXPECT_EQ(h.heap.usable_size(small0), 8u);
   ASSERT_EQ(h.heap.free(small16), FreeStatus::ok);
   ASSERT_EQ(h.heap.free(small0), FreeStatus::ok);
-  ASSERT_EQ(h.heap.free(big), FreeStatus::ok);
+  std::size_t freed = 0;
+  ASSERT_EQ(h.heap.free(big, &freed), FreeStatus::ok);
+  EXPECT_EQ(freed, std::size_t{1} << 20);
+  EXPECT_EQ(h.heap.free(big, &freed), FreeStatus::double_free);
+  EXPECT_EQ(freed, 0u);  // nothing was given back
   expect_valid(h.heap);
 }
 
