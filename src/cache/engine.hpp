@@ -1,32 +1,99 @@
-// cache/engine.hpp — the allocator engine: a zone (buddy allocator) and its
-// slab layer behind one lock, with reclaim. The front caches (per-CPU with
-// rseq, per-thread otherwise) will sit in front of this object; until then
-// every call takes the lock.
+// cache/engine.hpp — the allocator engine: front caches (per-CPU with rseq,
+// per-thread otherwise) in front of a zone (buddy allocator) and its slab
+// layer behind one lock, with decay-based reclaim and statistics.
+//
+//   allocate(n) ── class_of(n) ── pop from this CPU's array ──► hit: return
+//                                        │ empty
+//                                        ▼
+//                  lock: take a batch from the class's slabs, unlock,
+//                  push the batch into the cache, return one
+//   deallocate(p) ─ page map: slab? class? object boundary? key? ─ push ─► hit
+//                                        │ full
+//                                        ▼
+//                  pop half the array, lock: free the batch to its slabs
+//
+// Fast path: no lock, no atomic read-modify-write, no syscall, and writes
+// only to this CPU's (or thread's) slot and to the object itself. Large
+// objects, aligned requests beyond 16 bytes and misses take the lock.
 //
 // Engine<Lock> is a policy over the lock kind: core::FutexLock for one
 // process (the process heap); a robust process-shared mutex for a heap shared
-// between processes (the mapped heap). The region is given, not owned.
+// between processes (the mapped heap). The region is given, not owned; its
+// release method (MADV_DONTNEED or hole punching) comes with the options.
 #pragma once
 
+#include <algorithm>
+#include <atomic>
 #include <cstddef>
-#include <cstdio>
+#include <cstdint>
 #include <cstdlib>
+#include <cstring>
 
+#include "cache/front_cache.hpp"
+#include "cache/rseq.hpp"
 #include "core/lock.hpp"
 #include "core/percpu_counter.hpp"
 #include "page/buddy.hpp"
+#include "pal/error.hpp"
 #include "pal/pal.hpp"
 #include "slab/slab.hpp"
 
+#if defined(__SANITIZE_THREAD__)
+#define MAPHEAP_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define MAPHEAP_TSAN 1
+#endif
+#endif
+#ifdef MAPHEAP_TSAN
+#include <sanitizer/tsan_interface.h>
+#endif
+
 namespace mapheap::cache {
 
-// Counters kept per CPU (core::PerCpuCounter) and summed on demand.
+struct EngineOptions {
+  std::uint32_t arena_align = 512;  // as for page::Buddy::format
+  CacheMode cache = CacheMode::automatic;
+  // How free pages go back to the OS: the region's method (Mapping::release,
+  // which picks MADV_DONTNEED or hole punching). Null: pages are never released.
+  page::Buddy::ReleaseFn release = nullptr;
+  void* release_ctx = nullptr;
+  // A free page run unused for this long goes back to the OS (decay); 0
+  // releases at every decay step. Decay runs from slow paths, at most four
+  // times per decay period, and from decay() and trim().
+  std::uint32_t decay_ms = 1000;
+};
+
+// Counts since format. Allocations and frees are exact once the threads
+// counting them are done; hits are counted in each slot by its user without
+// an atomic read-modify-write, so two threads on one CPU may (rarely) lose one.
 struct EngineCounters {
   std::int64_t allocations = 0;
   std::int64_t frees = 0;
-  std::int64_t bytes_in_use = 0;  // usable bytes of live objects
+  std::int64_t bytes_in_use = 0;  // usable bytes of live objects (not counting cached ones)
   std::int64_t failed_allocations = 0;
+  std::int64_t alloc_hits = 0;    // served by a front cache
+  std::int64_t alloc_misses = 0;  // a cacheable size the cache could not serve
+  std::int64_t free_hits = 0;
+  std::int64_t free_misses = 0;  // the cache was full: a batch went back to the slabs
+  std::int64_t decays = 0;       // decay steps run
+  std::int64_t released_pages = 0;
 };
+
+// A snapshot for renderings: counters, the slab layer, the zone, the caches.
+struct EngineStats {
+  EngineCounters counters;
+  slab::SlabStats slabs;
+  page::BuddyInfo zone;
+  std::uint64_t cached_objects[slab::kClassCount] = {};
+  std::uint64_t metadata_pages = 0;  // header, page map, slab root and cache run
+  CacheMode cache_mode = CacheMode::none;
+  std::uint32_t cpu_slots = 0;
+  std::uint32_t thread_slots = 0;
+};
+
+// JSON text of a snapshot (cache/front_cache.cpp); returns the length needed.
+std::size_t render_stats_json(const EngineStats& s, char* buf, std::size_t cap) noexcept;
 
 template <class Lock>
 class Engine {
@@ -37,105 +104,704 @@ class Engine {
   Engine& operator=(const Engine&) = delete;
 
   // Formats a new engine over [base, base + bytes) (page aligned). False if
-  // the region cannot hold a zone. `arena_align` as for page::Buddy::format.
-  bool format(void* base, std::size_t bytes, std::uint32_t arena_align = 512) noexcept {
-    if (page::Buddy::format(base, bytes, pal::page_size(), arena_align, zone_) !=
+  // the region cannot hold a zone, its slab root and its caches.
+  bool format(void* base, std::size_t bytes, const EngineOptions& options = {}) noexcept {
+    options_ = options;
+    if (page::Buddy::format(base, bytes, pal::page_size(), options.arena_align, zone_) !=
         page::FormatError::none)
       return false;
-    return slab::SlabHeap::format(zone_, slabs_);
+    if (!slab::SlabHeap::format(zone_, slabs_)) return false;
+    const std::uint32_t key = make_key(base);
+    const page::PageIndex run = FrontCache::format(zone_, pal::cpus_configured(), key, cache_);
+    if (!run.valid()) return false;
+    slabs_.set_cache_run(run.i);
+    return open_view(base);
   }
 
-  // nullptr when the region is exhausted (never a crash).
+  // ---- the fast paths
+
+  // size bytes aligned to align (0 or a power of two; 0 means malloc's 8 for
+  // sizes up to 8, 16 above). nullptr when the region is exhausted or the
+  // request cannot be met (never a crash).
   void* allocate(std::size_t size, std::size_t align = 0) noexcept {
+    if (align <= slab::kQuantum && size <= slab::kMaxSmallSize) [[likely]] {
+      const unsigned cls =
+          slab::class_of(align == slab::kQuantum && size < slab::kQuantum ? slab::kQuantum : size);
+      if (void* p = cache_pop(cls)) return p;
+    }
+    return allocate_slow(size, align);
+  }
+
+  // Frees p. A pointer the engine did not hand out, or already freed, is a
+  // bug in the program: report the address and the reason, then abort, as
+  // continuing on a corrupted heap would be worse. Checked builds
+  // (MAPHEAP_CHECKED) verify every free fully; release builds verify the page
+  // map, the object boundary and the in-cache key (which catches a double
+  // free unless the program wrote over the freed object).
+  void deallocate(void* p) noexcept {
+    const slab::FreeStatus s = free_or_status(p);
+    if (s != slab::FreeStatus::ok) misuse(p, slab::to_string(s));
+  }
+  // What deallocate would do, without aborting on a bad pointer.
+  slab::FreeStatus try_deallocate(void* p) noexcept { return free_or_status(p); }
+
+  // Moves an object to a new size (realloc): in place when the new size fits
+  // its usable bytes, otherwise allocate, copy, free. nullptr (p untouched) if
+  // no memory; `p == nullptr` allocates.
+  void* reallocate(void* p, std::size_t size) noexcept {
+    if (p == nullptr) return allocate(size);
+    const std::size_t have = usable_size(p);
+    if (have == 0) misuse(p, "realloc of a pointer this heap did not hand out");
+    // In place if it fits and does not waste more than half.
+    if (size <= have && size >= have / 2) return p;
+    void* q = allocate(size);
+    if (q == nullptr) return nullptr;
+    std::memcpy(q, p, std::min(have, size));
+    deallocate(p);
+    return q;
+  }
+
+  // The bytes usable at p; 0 if p is not an object of this heap.
+  std::size_t usable_size(const void* p) const noexcept {
+    const std::uint64_t off = offset_of(p);
+    if (off < arena_off_ || off >= limit_) return 0;
+    const page::PageDesc& d = zone_.desc(page::PageIndex(static_cast<std::uint32_t>(off >> kShift)));
+    if (d.state == page::PageState::large)
+      return (off & (slab::kPageSize - 1)) == 0 ? std::size_t{d.run} * slab::kPageSize : 0;
+    const unsigned cls = small_class(off);
+    return cls < slab::kClassCount ? slab::class_size(cls) : 0;
+  }
+
+  // ---- reclaim
+
+  // One decay step now: stamps the zone clock and releases every free run
+  // older than the decay time, with the lock dropped around each release.
+  // Returns the pages released.
+  std::uint64_t decay() noexcept { return release_older_than(options_.decay_ms); }
+
+  // Returns all it can now: the front caches (every CPU's, by running on
+  // each CPU in turn; this thread's slot and those of dead threads), the empty
+  // slabs, and then every free-dirty page to the OS. Returns the pages released.
+  std::uint64_t trim() noexcept {
+    drain_caches();
+    {
+      core::LockGuard<Lock> g(lock_);
+      slabs_.trim();
+    }
+    return release_older_than(0);
+  }
+
+  // ---- statistics
+
+  EngineCounters counters() noexcept {
+    EngineCounters c;
+    // Every push and pop is counted in its array's word; the slow paths'
+    // own pushes (refills) and pops (drains) are counted apart.
+    std::int64_t pushes = 0, pops = 0;
+    for (std::uint32_t s = 0; s < cache_.slots(); ++s)
+      for (unsigned cls = 0; cls < slab::kClassCount; ++cls) {
+        const std::uint64_t w = load_relaxed(cache_.array(s, cls)->word);
+        pushes += static_cast<std::int64_t>((ops_of(w) + count_of(w)) / 2);
+        pops += static_cast<std::int64_t>((ops_of(w) - count_of(w)) / 2);
+      }
+    c.alloc_hits = pops - internal_pops_.read();
+    c.free_hits = pushes - internal_pushes_.read();
+    c.allocations = c.alloc_hits + slow_allocs_.read();
+    c.frees = c.free_hits + slow_frees_.read();
+    c.failed_allocations = failed_.read();
+    c.alloc_misses = alloc_misses_.read();
+    c.free_misses = free_misses_.read();
+    c.decays = decays_.read();
+    c.released_pages = released_.read();
+    std::uint64_t cached[slab::kClassCount];
+    cached_objects(cached);
+    core::LockGuard<Lock> g(lock_);
+    c.bytes_in_use = static_cast<std::int64_t>(live_bytes(slabs_.stats(), zone_.info(), cached));
+    return c;
+  }
+
+  EngineStats stats() noexcept {
+    EngineStats s;
+    s.counters = counters();
+    cached_objects(s.cached_objects);
+    {
+      core::LockGuard<Lock> g(lock_);
+      s.slabs = slabs_.stats();
+      s.zone = zone_.info();
+    }
+    s.metadata_pages = metadata_pages_;
+    s.cache_mode = mode_;
+    s.cpu_slots = cache_.cpu_slots();
+    s.thread_slots = cache_.thread_slots();
+    return s;
+  }
+
+  // /proc/slabinfo-style text of the slab caches (objects in front caches
+  // are not active); returns the length needed.
+  std::size_t render_slabinfo(char* buf, std::size_t cap) noexcept {
+    std::uint64_t cached[slab::kClassCount];
+    cached_objects(cached);
+    core::LockGuard<Lock> g(lock_);
+    return slabs_.render_slabinfo(buf, cap, cached);
+  }
+  // The whole snapshot as one JSON object (cache, counters, pages by state,
+  // buddyinfo, and the classes that have slabs); returns the length needed.
+  std::size_t render_json(char* buf, std::size_t cap) noexcept {
+    return render_stats_json(stats(), buf, cap);
+  }
+  std::size_t render_buddyinfo(char* buf, std::size_t cap) noexcept {
+    core::LockGuard<Lock> g(lock_);
+    return zone_.render_buddyinfo(buf, cap);
+  }
+  page::BuddyInfo buddyinfo() noexcept {
+    core::LockGuard<Lock> g(lock_);
+    return zone_.info();
+  }
+
+  // Walks the zone, the slab lists and every cache: each cached object must
+  // be a carved object of a slab of its class, not on the slab's free list,
+  // marked with the key, and in one cache only. REQUIRES: no allocation or
+  // free runs meanwhile (caches are read without their users' consent).
+  page::CheckReport check() noexcept {
+    core::LockGuard<Lock> g(lock_);
+    page::CheckReport r = slabs_.check();
+    if (!r.ok) return r;
+    return check_caches();
+  }
+
+  CacheMode cache_mode() const noexcept { return mode_; }
+  const FrontCache& front_cache() const noexcept { return cache_; }
+
+ private:
+  static constexpr unsigned kShift = 12;  // slab::kPageSize: the slab layer refuses others
+  static_assert(slab::kPageSize == std::size_t{1} << kShift);
+  static constexpr std::uint32_t kNoSlot = FrontCache::kNoSlot;
+
+  // ---- setting up
+
+  static std::uint32_t make_key(const void* base) noexcept {
+    // Not a secret: it only needs to be unlikely in program data.
+    std::uint64_t x = pal::monotonic_ns() ^ reinterpret_cast<std::uintptr_t>(base) ^
+                      (static_cast<std::uint64_t>(pal::process_id()) << 40);
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    const auto key = static_cast<std::uint32_t>(x);
+    return key == 0 ? 0x6d617068u : key;
+  }
+
+  bool open_view(void* base) noexcept {
+    base_ = static_cast<std::byte*>(base);
+    arena_off_ = std::uint64_t{zone_.first_page()} << kShift;
+    limit_ = std::uint64_t{zone_.header().total_pages} << kShift;
+    key_ = cache_.key();
+    metadata_pages_ = zone_.first_page() + zone_.desc(page::PageIndex(zone_.header().root)).run +
+                      zone_.desc(page::PageIndex(slabs_.cache_run())).run;
+    id_ = next_id().fetch_add(1, std::memory_order_relaxed) + 1;
+    mode_ = options_.cache;
+    if (mode_ == CacheMode::automatic)
+      mode_ = rseq_available() ? CacheMode::per_cpu : CacheMode::per_thread;
+    if (mode_ == CacheMode::per_cpu && cache_.cpu_slots() == 0) mode_ = CacheMode::per_thread;
+    if (mode_ == CacheMode::per_thread && cache_.thread_slots() == 0) mode_ = CacheMode::none;
+    zone_.set_clock(now_ms());
+    last_decay_.store(now_ms(), std::memory_order_relaxed);
+    return true;
+  }
+
+  static std::atomic<std::uint64_t>& next_id() noexcept {
+    static std::atomic<std::uint64_t> id{0};
+    return id;
+  }
+  static std::uint32_t now_ms() noexcept {
+    return static_cast<std::uint32_t>(pal::monotonic_ns() / 1000000u);
+  }
+
+  // ---- object helpers
+
+  std::uint64_t offset_of(const void* p) const noexcept {
+    return reinterpret_cast<std::uintptr_t>(p) - reinterpret_cast<std::uintptr_t>(base_);
+  }
+  static std::uint32_t load_key(const std::byte* obj) noexcept {
+    std::uint32_t v;
+    std::memcpy(&v, obj + 4, sizeof(v));
+    return v;
+  }
+  static void store_key(std::byte* obj, std::uint32_t v) noexcept {
+    std::memcpy(obj + 4, &v, sizeof(v));
+  }
+  template <class T>
+  static T load_relaxed(const T& v) noexcept {
+    return std::atomic_ref<T>(const_cast<T&>(v)).load(std::memory_order_relaxed);
+  }
+  template <class T>
+  static void store_relaxed(T& v, T x) noexcept {
+    std::atomic_ref<T>(v).store(x, std::memory_order_relaxed);
+  }
+
+  // The class of the slab object starting at arena offset `off`, or
+  // kClassCount if `off` is not the start of an object in a slab. Reads only
+  // page-map fields that stay fixed while the slab holds a live object.
+  unsigned small_class(std::uint64_t off) const noexcept {
+    const auto page = static_cast<std::uint32_t>(off >> kShift);
+    const page::PageDesc& d = zone_.desc(page::PageIndex(page));
+    std::uint32_t head = page;
+    if (d.state == page::PageState::slab_tail) {
+      head = d.next;
+      if (head >= page) return slab::kClassCount;  // a head comes before its tails
+    } else if (d.state != page::PageState::slab) {
+      return slab::kClassCount;
+    }
+    const unsigned cls = zone_.desc(page::PageIndex(head)).slab_class;
+    if (cls >= slab::kClassCount) return slab::kClassCount;
+    const std::uint64_t rel = off - (std::uint64_t{head} << kShift);
+    if (std::uint64_t{slab::object_index(cls, rel)} * slab::class_size(cls) != rel)
+      return slab::kClassCount;
+    return cls;
+  }
+
+  // ---- the caches
+
+  // This thread's slot (per-thread mode): a lookup in a small thread-local
+  // table keyed by engine id (ids are never reused, so a stale entry of a
+  // destroyed engine is never matched).
+  struct ThreadRef {
+    std::uint64_t id = 0;
+    std::uint32_t slot = kNoSlot;
+    std::uint32_t retry = 0;
+  };
+  static constexpr unsigned kThreadRefs = 4;
+  static inline thread_local ThreadRef t_refs[kThreadRefs];
+
+  std::uint32_t thread_slot() noexcept {
+    if (t_refs[0].id == id_) [[likely]]
+      return t_refs[0].slot;
+    return thread_slot_slow();
+  }
+  __attribute__((noinline)) std::uint32_t thread_slot_slow() noexcept {
+    for (unsigned i = 1; i < kThreadRefs; ++i)
+      if (t_refs[i].id == id_) {
+        std::swap(t_refs[0], t_refs[i]);
+        return t_refs[0].slot;
+      }
+    std::copy_backward(t_refs, t_refs + kThreadRefs - 1, t_refs + kThreadRefs);
+    t_refs[0] = {id_, cache_.claim_thread_slot(), 0};
+    return t_refs[0].slot;
+  }
+  // A thread that found every slot taken tries again now and then.
+  void retry_thread_slot() noexcept {
+    if (t_refs[0].id == id_ && t_refs[0].slot == kNoSlot && ++t_refs[0].retry % 256 == 0)
+      t_refs[0].slot = cache_.claim_thread_slot();
+  }
+
+  // Raw pop and push on the calling CPU's (or thread's) array: offsets, no
+  // key handling and no counting.
+  std::uint64_t cache_take(unsigned cls) noexcept {
+    if (mode_ == CacheMode::per_cpu)
+      return rseq_pop(cache_.class_base(cls), kSlot.bytes, cache_.cpu_slots(), class_capacity(cls));
+    if (mode_ != CacheMode::per_thread) return 0;
+    const std::uint32_t slot = thread_slot();
+    if (slot == kNoSlot) return 0;
+    return array_pop(cache_.array(slot, cls), class_capacity(cls));
+  }
+  bool cache_put(unsigned cls, std::uint64_t off) noexcept {
+    if (mode_ == CacheMode::per_cpu)
+      return rseq_push(cache_.class_base(cls), kSlot.bytes, cache_.cpu_slots(),
+                       class_capacity(cls), off);
+    if (mode_ != CacheMode::per_thread) return false;
+    const std::uint32_t slot = thread_slot();
+    if (slot == kNoSlot) return false;
+    return array_push(cache_.array(slot, cls), class_capacity(cls), off);
+  }
+  // Arrays of per-thread slots (and of any slot being drained or checked) are
+  // read and written with relaxed atomics: only the owner writes them, and
+  // the checker may read them. The word changes as in cache/rseq.hpp.
+  static std::uint64_t array_pop(ClassArray* a, std::uint32_t cap) noexcept {
+    const std::uint64_t w = load_relaxed(a->word);
+    const std::uint64_t n = count_of(w);
+    if (n == 0 || n > cap) return 0;
+    const std::uint64_t off = load_relaxed(a->items[n - 1]);
+    store_relaxed(a->word, w + kPopDelta);
+    return off;
+  }
+  static bool array_push(ClassArray* a, std::uint32_t cap, std::uint64_t off) noexcept {
+    const std::uint64_t w = load_relaxed(a->word);
+    const std::uint64_t n = count_of(w);
+    if (n >= cap) return false;
+    store_relaxed(a->items[n], off);
+    store_relaxed(a->word, w + kPushDelta);
+    return true;
+  }
+  static std::uint32_t cached_count(const ClassArray* a, unsigned cls) noexcept {
+    return static_cast<std::uint32_t>(
+        std::min<std::uint64_t>(count_of(load_relaxed(a->word)), class_capacity(cls)));
+  }
+
+  void* cache_pop(unsigned cls) noexcept {
+    const std::uint64_t off = cache_take(cls);
+    if (off == 0) return nullptr;
+    if (off < arena_off_ || off >= limit_) [[unlikely]]
+      corrupt(base_ + off, "a front cache holds an offset outside the arena");
+#ifdef MAPHEAP_TSAN
+    __tsan_acquire(cache_.class_base(cls));  // the push that published it happened before
+#endif
+    std::byte* p = base_ + off;
+    store_key(p, 0);
+    return p;
+  }
+
+  // ---- slow paths
+
+  __attribute__((noinline)) void* allocate_slow(std::size_t size, std::size_t align) noexcept {
+    if (align <= slab::kQuantum && size <= slab::kMaxSmallSize && mode_ != CacheMode::none) {
+      if (mode_ == CacheMode::per_thread) retry_thread_slot();
+      const unsigned cls =
+          slab::class_of(align == slab::kQuantum && size < slab::kQuantum ? slab::kQuantum : size);
+      if (void* p = refill(cls)) return p;
+    }
     void* p;
     std::size_t usable = 0;
     {
       core::LockGuard<Lock> g(lock_);
       p = slabs_.alloc(size, align, &usable);
     }
+    tick();
     if (p == nullptr) {
       failed_.add(1);
       return nullptr;
     }
-    allocations_.add(1);
-    bytes_.add(static_cast<std::int64_t>(usable));
+    // A slab object may carry the key from a life in a cache: clear it, or
+    // its free would take the slow check.
+    if (usable <= slab::kMaxSmallSize) store_key(static_cast<std::byte*>(p), 0);
+    slow_allocs_.add(1);
     return p;
   }
 
-  // What deallocate would do, without aborting on a bad pointer.
-  slab::FreeStatus try_deallocate(void* p) noexcept {
-    if (p == nullptr) return slab::FreeStatus::ok;
-    slab::FreeStatus s;
-    std::size_t usable = 0;
+  // A batch of objects from the class's slabs: one returned, the rest pushed
+  // into the cache (marked with the key), or back to the slabs if the cache
+  // does not take them. nullptr when the slab layer has none: the caller
+  // then tries the locked path, which reports the failure.
+  void* refill(unsigned cls) noexcept {
+    const std::uint32_t want = class_capacity(cls) / 2;
+    void* batch[kMaxCapacity / 2];
+    unsigned n;
     {
       core::LockGuard<Lock> g(lock_);
-      s = slabs_.free(p, &usable);
+      n = slabs_.alloc_batch(cls, batch, want);
     }
-    if (s == slab::FreeStatus::ok) {
-      frees_.add(1);
-      bytes_.add(-static_cast<std::int64_t>(usable));
+    if (n == 0) return nullptr;  // the locked path reports the failure
+    unsigned keep = 1;           // batch[1..keep) did not fit: back to the slabs
+    for (unsigned i = n; i-- > 1;) {
+      auto* obj = static_cast<std::byte*>(batch[i]);
+      store_key(obj, key_);
+#ifdef MAPHEAP_TSAN
+      __tsan_release(cache_.class_base(cls));
+#endif
+      if (!cache_put(cls, offset_of(obj))) {
+        keep = i + 1;
+        break;
+      }
     }
+    internal_pushes_.add(n - keep);
+    if (keep > 1) {
+      core::LockGuard<Lock> g(lock_);
+      for (unsigned i = 1; i < keep; ++i) (void)slabs_.free(batch[i]);
+    }
+    tick();
+    alloc_misses_.add(1);
+    slow_allocs_.add(1);
+    store_key(static_cast<std::byte*>(batch[0]), 0);
+    return batch[0];
+  }
+
+  slab::FreeStatus free_or_status(void* ptr) noexcept {
+    if (ptr == nullptr) return slab::FreeStatus::ok;
+    auto* p = static_cast<std::byte*>(ptr);
+    const std::uint64_t off = offset_of(p);
+    unsigned cls = slab::kClassCount;
+    if (off >= arena_off_ && off < limit_ && mode_ != CacheMode::none) [[likely]]
+      cls = small_class(off);
+    if (cls >= slab::kClassCount) [[unlikely]]
+      return free_locked(p);
+#if MAPHEAP_CHECKED
+    constexpr bool kVerifyAll = true;
+#else
+    constexpr bool kVerifyAll = false;
+#endif
+    if (kVerifyAll || load_key(p) == key_) [[unlikely]] {
+      const slab::FreeStatus s = verify_live(p, cls, off);
+      if (s != slab::FreeStatus::ok) return s;
+    }
+    store_key(p, key_);
+#ifdef MAPHEAP_TSAN
+    __tsan_release(cache_.class_base(cls));
+#endif
+    if (cache_put(cls, off)) [[likely]]
+      return slab::FreeStatus::ok;
+    return drain_and_free(cls, p);
+  }
+
+  // The object is live: allocated in its slab (not on the slab's free list)
+  // and in no cache. Under the lock; the caches are read as they are.
+  __attribute__((noinline)) slab::FreeStatus verify_live(std::byte* p, unsigned cls,
+                                                         std::uint64_t off) noexcept {
+    core::LockGuard<Lock> g(lock_);
+    const slab::FreeStatus s = slabs_.validate(p);
+    if (s != slab::FreeStatus::ok) return s;
+    for (std::uint32_t slot = 0; slot < cache_.slots(); ++slot) {
+      const ClassArray* a = cache_.array(slot, cls);
+      const std::uint32_t n = cached_count(a, cls);
+      for (std::uint32_t i = 0; i < n; ++i)
+        if (load_relaxed(a->items[i]) == off) return slab::FreeStatus::double_free;
+    }
+    return slab::FreeStatus::ok;
+  }
+
+  // The cache was full (or there is no slot): `p` and half the array go
+  // back to their slabs under the lock.
+  __attribute__((noinline)) slab::FreeStatus drain_and_free(unsigned cls, std::byte* p) noexcept {
+    if (mode_ == CacheMode::per_thread) retry_thread_slot();
+    void* batch[kMaxCapacity / 2 + 1];
+    unsigned n = 0;
+    batch[n++] = p;
+    for (std::uint32_t want = class_capacity(cls) / 2; n <= want;) {
+      const std::uint64_t off = cache_take(cls);
+      if (off == 0) break;
+#ifdef MAPHEAP_TSAN
+      __tsan_acquire(cache_.class_base(cls));
+#endif
+      batch[n++] = base_ + off;
+    }
+    internal_pops_.add(n - 1);
+    slab::FreeStatus bad = slab::FreeStatus::ok;
+    const std::uint32_t now = now_ms();
+    {
+      core::LockGuard<Lock> g(lock_);
+      zone_.set_clock(now);
+      for (unsigned i = 0; i < n; ++i) {
+        const slab::FreeStatus s = slabs_.free(batch[i]);
+        if (s != slab::FreeStatus::ok && bad == slab::FreeStatus::ok) bad = s;
+      }
+    }
+    // The first object is the caller's; a cached one refused means the heap is corrupt.
+    if (bad != slab::FreeStatus::ok && n > 1) corrupt(p, "a front cache held an object its slab refuses");
+    tick();
+    free_misses_.add(1);
+    slow_frees_.add(1);
+    return bad;
+  }
+
+  __attribute__((noinline)) slab::FreeStatus free_locked(void* p) noexcept {
+    slab::FreeStatus s;
+    const std::uint32_t now = now_ms();
+    {
+      core::LockGuard<Lock> g(lock_);
+      zone_.set_clock(now);  // runs freed now are stamped now (decay)
+      s = slabs_.free(p);
+    }
+    if (s == slab::FreeStatus::ok) slow_frees_.add(1);
+    tick();
     return s;
   }
 
-  // Frees p; a pointer the engine did not hand out (or already freed) is a
-  // bug in the program: report the address and the reason, then abort, as a
-  // heap corrupted by continuing would be worse.
-  void deallocate(void* p) noexcept {
-    const slab::FreeStatus s = try_deallocate(p);
-    if (s != slab::FreeStatus::ok) misuse(p, slab::to_string(s));
+  // ---- decay
+
+  // From slow paths: a decay step when a quarter of the decay time passed
+  // since the last one; one thread at a time runs it.
+  void tick() noexcept {
+    if (options_.release == nullptr) return;
+    const std::uint32_t now = now_ms();
+    const std::uint32_t period = std::max<std::uint32_t>(options_.decay_ms / 4, 1);
+    if (now - last_decay_.load(std::memory_order_relaxed) < period) return;
+    if (decaying_.exchange(true, std::memory_order_acquire)) return;
+    last_decay_.store(now, std::memory_order_relaxed);
+    (void)release_older_than(options_.decay_ms);
+    decaying_.store(false, std::memory_order_release);
   }
 
-  std::size_t usable_size(const void* p) noexcept {
-    core::LockGuard<Lock> g(lock_);
-    return slabs_.usable_size(p);
+  std::uint64_t release_older_than(std::uint32_t age) noexcept {
+    if (options_.release == nullptr) return 0;
+    std::uint64_t pages;
+    {
+      core::LockGuard<Lock> g(lock_);
+      zone_.set_clock(now_ms());
+      pages = zone_.release_free(release_unlocked, this, age);
+    }
+    decays_.add(1);
+    released_.add(static_cast<std::int64_t>(pages));
+    return pages;
+  }
+  // The zone isolated the block: the lock is dropped around the system call.
+  static bool release_unlocked(void* ctx, std::byte* addr, std::size_t bytes) noexcept {
+    auto* e = static_cast<Engine*>(ctx);
+    e->lock_.unlock();
+    const bool ok = e->options_.release(e->options_.release_ctx, addr, bytes);
+    e->lock_.lock();
+    return ok;
   }
 
-  // Empty slabs back to the zone, then every free-dirty page back to the OS
-  // through `release` (the region's method: Mapping::release); returns the
-  // pages released.
-  std::uint64_t trim(page::Buddy::ReleaseFn release, void* ctx) noexcept {
+  // ---- draining the caches (trim)
+
+  void drain_caches() noexcept {
+    if (mode_ == CacheMode::per_cpu) {
+      // A CPU's array can only be emptied from that CPU: run on each in turn.
+      pal::CpuAffinity aff;
+      if (aff.save().ok()) {
+        for (std::uint32_t cpu = 0; cpu < cache_.cpu_slots(); ++cpu)
+          if (aff.allowed(cpu) && aff.pin(cpu).ok()) drain_current();
+        (void)aff.restore();
+      }
+    }
+    // Thread slots: this thread's, and those whose owner is gone.
+    for (std::uint32_t s = cache_.cpu_slots(); s < cache_.slots(); ++s) {
+      const std::uint64_t owner = cache_.owner(s);
+      const bool mine = owner == FrontCache::self_owner();
+      if (!mine && !cache_.adopt_if_dead(s)) continue;
+      drain_slot(s);
+      if (!mine) cache_.release_thread_slot(s);
+    }
+  }
+  void drain_current() noexcept {
+    for (unsigned cls = 0; cls < slab::kClassCount; ++cls) {
+      void* batch[kMaxCapacity];
+      unsigned n = 0;
+      std::uint64_t off;
+      while (n < kMaxCapacity &&
+             (off = rseq_pop(cache_.class_base(cls), kSlot.bytes, cache_.cpu_slots(),
+                             class_capacity(cls))) != 0)
+        batch[n++] = base_ + off;
+      give_back(batch, n);
+    }
+  }
+  void drain_slot(std::uint32_t slot) noexcept {
+    for (unsigned cls = 0; cls < slab::kClassCount; ++cls) {
+      void* batch[kMaxCapacity];
+      unsigned n = 0;
+      std::uint64_t off;
+      while (n < kMaxCapacity &&
+             (off = array_pop(cache_.array(slot, cls), class_capacity(cls))) != 0)
+        batch[n++] = base_ + off;
+      give_back(batch, n);
+    }
+  }
+  void give_back(void** batch, unsigned n) noexcept {
+    if (n == 0) return;
+    internal_pops_.add(n);
+    const std::uint32_t now = now_ms();
     core::LockGuard<Lock> g(lock_);
-    slabs_.trim();
-    return zone_.release_free(release, ctx, 0);
+    zone_.set_clock(now);
+    for (unsigned i = 0; i < n; ++i)
+      if (slabs_.free(batch[i]) != slab::FreeStatus::ok)
+        corrupt(batch[i], "a front cache held an object its slab refuses");
   }
 
-  EngineCounters counters() const noexcept {
-    return {allocations_.read(), frees_.read(), bytes_.read(), failed_.read()};
+  // ---- statistics and checking
+
+  void cached_objects(std::uint64_t* out) const noexcept {
+    for (unsigned cls = 0; cls < slab::kClassCount; ++cls) {
+      out[cls] = 0;
+      for (std::uint32_t s = 0; s < cache_.slots(); ++s)
+        out[cls] += cached_count(cache_.array(s, cls), cls);
+    }
+  }
+  std::uint64_t live_bytes(const slab::SlabStats& st, const page::BuddyInfo& bi,
+                           const std::uint64_t* cached) const noexcept {
+    std::uint64_t bytes = (bi.large_pages - (metadata_pages_ - zone_.first_page())) << kShift;
+    for (unsigned cls = 0; cls < slab::kClassCount; ++cls)
+      if (st.inuse_objects[cls] > cached[cls])
+        bytes += (st.inuse_objects[cls] - cached[cls]) * slab::class_size(cls);
+    return bytes;
   }
 
-  // /proc/slabinfo-style text of the slab caches; returns the length needed.
-  std::size_t render_slabinfo(char* buf, std::size_t cap) noexcept {
-    core::LockGuard<Lock> g(lock_);
-    return slabs_.render_slabinfo(buf, cap);
+  page::CheckReport check_caches() const noexcept {
+    page::CheckReport r;
+    // Offsets of one class across all slots, sorted to find one object
+    // cached twice. Scratch memory from the OS: the engine may be malloc.
+    const std::size_t cap_items = std::size_t{cache_.slots()} * kMaxCapacity;
+    if (cap_items == 0) return r;
+    const std::size_t scratch_bytes = (cap_items * 8 + 4095) / 4096 * 4096;
+    const auto mem = pal::map(nullptr, scratch_bytes, pal::Prot::read_write,
+                              pal::kMapPrivate | pal::kMapAnonymous, -1, 0);
+    if (!mem.ok()) return r.fail("check: no memory for the cache scan");
+    auto* offs = static_cast<std::uint64_t*>(*mem);
+    for (unsigned cls = 0; cls < slab::kClassCount && r.ok; ++cls) {
+      std::size_t n = 0;
+      for (std::uint32_t s = 0; s < cache_.slots() && r.ok; ++s) {
+        const ClassArray* a = cache_.array(s, cls);
+        const std::uint64_t count = count_of(a->word);
+        if (count > class_capacity(cls)) {
+          r.fail("cache slot %u class %u: %llu objects, capacity %u", s, cls,
+                 static_cast<unsigned long long>(count), class_capacity(cls));
+          break;
+        }
+        if (ops_of(a->word) < count || (ops_of(a->word) - count) % 2 != 0) {
+          r.fail("cache slot %u class %u: %llu operations cannot leave %llu objects", s, cls,
+                 static_cast<unsigned long long>(ops_of(a->word)),
+                 static_cast<unsigned long long>(count));
+          break;
+        }
+        for (std::uint32_t i = 0; i < count; ++i) {
+          const std::uint64_t off = a->items[i];
+          if (off < arena_off_ || off >= limit_ || small_class(off) != cls) {
+            r.fail("cache slot %u class %u item %u: offset %#llx is not an object of the class", s,
+                   cls, i, static_cast<unsigned long long>(off));
+            break;
+          }
+          const slab::FreeStatus st = slabs_.validate(base_ + off);
+          if (st != slab::FreeStatus::ok) {
+            r.fail("cache slot %u class %u: object at offset %#llx: %s", s, cls,
+                   static_cast<unsigned long long>(off), slab::to_string(st));
+            break;
+          }
+          if (load_key(base_ + off) != key_) {
+            r.fail("cache slot %u class %u: object at offset %#llx lacks the cache key", s, cls,
+                   static_cast<unsigned long long>(off));
+            break;
+          }
+          offs[n++] = off;
+        }
+      }
+      std::sort(offs, offs + n);
+      const auto dup = std::adjacent_find(offs, offs + n);
+      if (r.ok && dup != offs + n)
+        r.fail("class %u: object at offset %#llx is in two caches", cls,
+               static_cast<unsigned long long>(*dup));
+    }
+    (void)pal::unmap(offs, scratch_bytes);
+    return r;
   }
 
-  slab::SlabStats stats() noexcept {
-    core::LockGuard<Lock> g(lock_);
-    return slabs_.stats();
-  }
-  page::BuddyInfo buddyinfo() noexcept {
-    core::LockGuard<Lock> g(lock_);
-    return zone_.info();
-  }
-  page::CheckReport check() noexcept {
-    core::LockGuard<Lock> g(lock_);
-    return slabs_.check();
-  }
+  // ---- reporting
 
- private:
-  [[noreturn]] static void misuse(const void* p, const char* why) noexcept {
-    char msg[160];
+  [[noreturn]] static void report_and_abort(const char* what, const void* p,
+                                            const char* why) noexcept {
+    char msg[192];
     pal::TextOut out{msg, sizeof(msg)};
-    out.printf("mapheap: invalid free of %p: %s\n", p, why);
+    out.printf("mapheap: %s %p: %s\n", what, p, why);
     (void)pal::write_fd(2, msg, out.len < sizeof(msg) ? out.len : sizeof(msg) - 1);
     std::abort();
   }
+  [[noreturn]] static void misuse(const void* p, const char* why) noexcept {
+    report_and_abort("invalid free of", p, why);
+  }
+  [[noreturn]] static void corrupt(const void* p, const char* why) noexcept {
+    report_and_abort("heap corruption at", p, why);
+  }
 
-  Lock lock_;
-  core::PerCpuCounter<> allocations_, frees_, bytes_, failed_;
+  EngineOptions options_;
+  std::byte* base_ = nullptr;
+  std::uint64_t arena_off_ = 0, limit_ = 0;  // byte offsets of the arena's start and the region's end
+  std::uint32_t key_ = 0;
+  CacheMode mode_ = CacheMode::none;
+  std::uint64_t id_ = 0;
+  std::uint64_t metadata_pages_ = 0;
+  alignas(64) Lock lock_;
+  alignas(64) std::atomic<std::uint32_t> last_decay_{0};
+  std::atomic<bool> decaying_{false};
+  core::PerCpuCounter<> slow_allocs_, slow_frees_, failed_, alloc_misses_, free_misses_, decays_,
+      released_, internal_pushes_, internal_pops_;
   page::Buddy zone_;
   slab::SlabHeap slabs_;
+  FrontCache cache_;
 };
 
 }  // namespace mapheap::cache

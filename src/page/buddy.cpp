@@ -36,6 +36,7 @@ const char* to_string(PageState s) noexcept {
     case PageState::slab: return "slab";
     case PageState::reserved: return "reserved";
     case PageState::slab_tail: return "slab-tail";
+    case PageState::isolated: return "isolated";
   }
   return "?";
 }
@@ -246,7 +247,8 @@ FreeResult Buddy::free(PageIndex head) noexcept {
   if (head.i < header_->first_page) return FreeResult::not_allocated;
   PageDesc& d = map_[head.i];
   switch (d.state) {
-    case PageState::free: return FreeResult::double_free;
+    case PageState::free:
+    case PageState::isolated: return FreeResult::double_free;
     case PageState::tail:
       return in_free_block(head) ? FreeResult::double_free : FreeResult::interior;
     case PageState::slab_tail: return FreeResult::interior;
@@ -277,7 +279,7 @@ bool Buddy::in_free_block(PageIndex p) const noexcept {
   for (unsigned k = 0; k < kOrders; ++k) {
     const std::uint32_t start = rel & ~((std::uint32_t{1} << k) - 1);
     const PageDesc& d = map_[header_->first_page + start];
-    if (d.state == PageState::free && d.order == k) return true;
+    if ((d.state == PageState::free || d.state == PageState::isolated) && d.order == k) return true;
   }
   return false;
 }
@@ -331,23 +333,59 @@ BuddyInfo Buddy::info() const noexcept {
   bi.large_pages = header_->large_pages;
   bi.slab_pages = header_->slab_pages;
   bi.arena_pages = header_->arena_pages;
+  bi.isolated_pages = header_->isolated_pages;
   return bi;
+}
+
+std::size_t Buddy::isolate_dirty(std::uint32_t min_age, PageIndex* out, std::size_t max) noexcept {
+  std::size_t n = 0;
+  const std::uint32_t now = header_->clock;
+  for (unsigned k = kOrders; k-- > 0 && n < max;) {
+    for (std::uint32_t idx = header_->free_head[k]; idx != kNone && n < max;) {
+      const PageDesc& d = map_[idx];
+      const std::uint32_t next = d.next, stamp = d.freed_at;
+      // Unsigned difference: right across a wrap of the 32-bit clock.
+      if (!(d.flags & kPageReleased) &&
+          (min_age == 0 || static_cast<std::uint32_t>(now - stamp) >= min_age)) {
+        unlink_free(idx - header_->first_page, k);
+        map_[idx] = desc_of(PageState::isolated, kNone, 0, k);
+        map_[idx].freed_at = stamp;
+        header_->isolated_pages += std::uint32_t{1} << k;
+        out[n++] = PageIndex(idx);
+      }
+      idx = next;
+    }
+  }
+  return n;
+}
+
+void Buddy::put_back(PageIndex head, bool released) noexcept {
+  PageDesc& d = map_[head.i];
+  const unsigned k = d.order;
+  const std::uint32_t stamp = d.freed_at;
+  header_->isolated_pages -= std::uint32_t{1} << k;
+  d = desc_of(PageState::tail);
+  insert_coalescing(head.i - header_->first_page, k, released ? kPageReleased : 0, stamp);
 }
 
 std::uint64_t Buddy::release_free(ReleaseFn release, void* ctx, std::uint32_t min_age) noexcept {
   std::uint64_t pages = 0;
-  const std::uint32_t now = header_->clock;
-  for (unsigned k = kOrders; k-- > 0;) {
-    for (std::uint32_t idx = header_->free_head[k]; idx != kNone; idx = map_[idx].next) {
-      PageDesc& d = map_[idx];
-      if (d.flags & kPageReleased) continue;
-      // Unsigned difference: right across a wrap of the 32-bit clock.
-      if (min_age != 0 && static_cast<std::uint32_t>(now - d.freed_at) < min_age) continue;
-      const std::size_t bytes = (std::size_t{1} << k) * header_->page_size;
-      if (!release(ctx, address(PageIndex(idx)), bytes)) continue;
-      d.flags |= kPageReleased;
-      header_->released_pages += std::uint64_t{1} << k;
-      pages += std::uint64_t{1} << k;
+  constexpr std::size_t kBatch = 16;
+  PageIndex batch[kBatch];
+  // A released block that merges with a dirty buddy comes back dirty and is
+  // isolated again in a later round, so rounds go on until one finds fewer
+  // than a batch; a failed release ends them (it would fail again).
+  for (bool more = true; more;) {
+    const std::size_t n = isolate_dirty(min_age, batch, kBatch);
+    more = n == kBatch;
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::size_t bytes = block_bytes(batch[i]);
+      const bool ok = release(ctx, address(batch[i]), bytes);
+      put_back(batch[i], ok);
+      if (ok)
+        pages += bytes / header_->page_size;
+      else
+        more = false;
     }
   }
   return pages;
@@ -438,7 +476,7 @@ CheckReport Buddy::check() const noexcept {
   for (std::uint32_t i = 0; i < first; ++i)
     if (map_[i].state != PageState::reserved)
       return r.fail("page %u: metadata page is %s", i, to_string(map_[i].state));
-  std::uint64_t large = 0, slab = 0;
+  std::uint64_t large = 0, slab = 0, isolated = 0;
   for (std::uint64_t rel = 0; rel < arena;) {
     const std::uint32_t idx = static_cast<std::uint32_t>(first + rel);
     const PageDesc& d = map_[idx];
@@ -456,6 +494,11 @@ CheckReport Buddy::check() const noexcept {
         }
         break;
       }
+      case PageState::isolated:
+        if (d.order > kMaxOrder) return r.fail("page %u: isolated block of order %u", idx, d.order);
+        len = std::uint64_t{1} << d.order;
+        isolated += len;
+        break;
       case PageState::large:
       case PageState::slab:
         len = d.run;
@@ -486,9 +529,13 @@ CheckReport Buddy::check() const noexcept {
         static_cast<unsigned long long>(large), static_cast<unsigned long long>(slab),
         static_cast<unsigned long long>(h.large_pages),
         static_cast<unsigned long long>(h.slab_pages));
-  if (large + slab + h.free_pages != arena)
-    return r.fail("pages: %llu allocated + %llu free != arena %u",
+  if (isolated != h.isolated_pages)
+    return r.fail("isolated pages: map holds %llu, header counts %u",
+                  static_cast<unsigned long long>(isolated), h.isolated_pages);
+  if (large + slab + isolated + h.free_pages != arena)
+    return r.fail("pages: %llu allocated + %llu isolated + %llu free != arena %u",
                   static_cast<unsigned long long>(large + slab),
+                  static_cast<unsigned long long>(isolated),
                   static_cast<unsigned long long>(h.free_pages), arena);
   return r;
 }

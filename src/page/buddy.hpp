@@ -52,6 +52,8 @@ enum class PageState : std::uint8_t {
   slab = 3,       // first page of a run holding slab objects (`run` pages)
   reserved = 4,   // zone metadata (header and page map)
   slab_tail = 5,  // a later page of a slab run; `next` is the run's first page
+  isolated = 6,   // first page of a free block taken off the free lists while its
+                  // memory goes back to the OS outside the zone lock (order in `order`)
 };
 const char* to_string(PageState s) noexcept;
 
@@ -91,7 +93,7 @@ struct ZoneHeader {
   std::uint64_t free_pages;
   std::uint64_t released_pages;  // free pages in blocks whose pages went back to the OS
   std::uint32_t clock;           // the owner's time, in its own ticks (set_clock)
-  std::uint32_t reserved1;
+  std::uint32_t isolated_pages;  // pages in isolated blocks (being released)
   std::uint64_t large_pages;  // pages in allocated large runs
   std::uint64_t slab_pages;   // pages in allocated slab runs
 };
@@ -104,6 +106,7 @@ struct BuddyInfo {
   std::uint64_t large_pages = 0;
   std::uint64_t slab_pages = 0;
   std::uint64_t arena_pages = 0;
+  std::uint64_t isolated_pages = 0;  // free, off the lists while being released
 };
 
 enum class FreeResult : std::uint8_t {
@@ -194,8 +197,21 @@ class Buddy {
   // `release(ctx, address, bytes)` — the owner picks the method (MADV_DONTNEED,
   // hole punching). A block whose release fails stays dirty. Returns the
   // pages released.
+  //
+  // Each block is isolated (taken off the free lists) before `release` is
+  // called and put back after, so `release` may drop the owner's zone lock
+  // around the system call and retake it: other threads allocate and free
+  // meanwhile and never see a block whose memory is going away.
   using ReleaseFn = bool (*)(void* ctx, std::byte* addr, std::size_t bytes);
   std::uint64_t release_free(ReleaseFn release, void* ctx, std::uint32_t min_age = 0) noexcept;
+  // The two halves of release_free, for owners that batch differently:
+  // isolate up to `max` free-dirty blocks of at least `min_age` (largest
+  // first) into `out`, and put an isolated block back, released or still dirty.
+  std::size_t isolate_dirty(std::uint32_t min_age, PageIndex* out, std::size_t max) noexcept;
+  void put_back(PageIndex isolated, bool released) noexcept;
+  std::size_t block_bytes(PageIndex head) const noexcept {  // a free or isolated block
+    return (std::size_t{1} << map_[head.i].order) * header_->page_size;
+  }
   // The kernel's extfrag index for an allocation of order k: -1 if it would
   // succeed now; otherwise in [0, 1], near 0 when it fails for lack of free
   // memory and near 1 when it fails because free memory is fragmented.

@@ -49,6 +49,48 @@ std::uint64_t monotonic_ns() noexcept {
          static_cast<std::uint64_t>(ts.tv_nsec);
 }
 
+unsigned cpus_configured() noexcept {
+  const long n = ::sysconf(_SC_NPROCESSORS_CONF);
+  return n > 0 ? static_cast<unsigned>(n) : cpu_count();
+}
+
+int thread_id() noexcept {
+  // Not cached: a child of fork() must not see its parent's id.
+  return static_cast<int>(::gettid());
+}
+
+bool thread_alive(int pid, int tid) noexcept {
+  if (pid <= 0 || tid <= 0) return false;
+  if (::tgkill(pid, tid, 0) == 0) return true;
+  return errno == EPERM;  // exists, but not ours to signal
+}
+
+Status CpuAffinity::save() noexcept {
+  CPU_ZERO(&saved_);
+  if (::sched_getaffinity(0, sizeof(saved_), &saved_) != 0)
+    return Error::make(Op::sched_affinity, errno).with_detail("sched_getaffinity");
+  return {};
+}
+
+bool CpuAffinity::allowed(unsigned cpu) const noexcept {
+  return cpu < CPU_SETSIZE && CPU_ISSET(cpu, &saved_);
+}
+
+Status CpuAffinity::pin(unsigned cpu) noexcept {
+  if (cpu >= CPU_SETSIZE) return Error::make(Op::sched_affinity, EINVAL);
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(cpu, &one);
+  if (::sched_setaffinity(0, sizeof(one), &one) != 0) return Error::make(Op::sched_affinity, errno);
+  return {};
+}
+
+Status CpuAffinity::restore() noexcept {
+  if (::sched_setaffinity(0, sizeof(saved_), &saved_) != 0)
+    return Error::make(Op::sched_affinity, errno);
+  return {};
+}
+
 int process_id() noexcept {
   return static_cast<int>(::getpid());
 }

@@ -51,6 +51,7 @@ const char* op_name(Op op) noexcept {
     case Op::mutex_consistent: return "pthread_mutex_consistent";
     case Op::proc_read: return "read";
     case Op::spawn: return "posix_spawnp";
+    case Op::sched_affinity: return "sched_setaffinity";
     case Op::check: return "check";
   }
   return "(unknown)";

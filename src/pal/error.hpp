@@ -58,6 +58,7 @@ enum class Op : std::uint8_t {
   mutex_consistent,
   proc_read,  // reading a /proc or /sys file
   spawn,
+  sched_affinity,
   check,  // a precondition mapheap checks itself (not an OS call)
 };
 

@@ -26,6 +26,7 @@
 #include <cstdint>
 
 #include <pthread.h>
+#include <sched.h>
 #include <sys/types.h>
 
 #include "pal/error.hpp"
@@ -325,7 +326,27 @@ RseqInfo rseq_info() noexcept;
 // The CPU this thread runs on: rseq's cpu_id when registered (no syscall),
 // else getcpu(). Only a hint: the thread may migrate right after.
 unsigned current_cpu() noexcept;
-unsigned cpu_count() noexcept;  // CPUs online
+unsigned cpu_count() noexcept;       // CPUs online
+unsigned cpus_configured() noexcept;  // CPUs the system knows (online or not): cpu ids are below it
+
+// The calling thread's id (gettid).
+int thread_id() noexcept;
+// Whether thread `tid` of process `pid` still exists (tgkill with signal 0;
+// a thread of another user's process counts as alive).
+bool thread_alive(int pid, int tid) noexcept;
+
+// The calling thread's CPU affinity, saved so that it can be pinned to one
+// CPU after another (to run code on each CPU in turn) and put back.
+class CpuAffinity {
+ public:
+  Status save() noexcept;
+  bool allowed(unsigned cpu) const noexcept;  // in the saved set
+  Status pin(unsigned cpu) noexcept;          // run only on `cpu` from now on
+  Status restore() noexcept;                  // back to the saved set
+
+ private:
+  cpu_set_t saved_{};
+};
 
 // A hint to the CPU inside a spin loop (x86 PAUSE, arm64 YIELD): it saves
 // power and lets a sibling hyperthread run.

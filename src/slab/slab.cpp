@@ -64,6 +64,7 @@ bool SlabHeap::format(page::Buddy& zone, SlabHeap& out) noexcept {
   r->class_count = kClassCount;
   for (auto& c : r->cls)
     for (auto& h : c.head) h = kNone;
+  r->cache_run = kNone;
   zone.set_root(root);
   out.zone_ = &zone;
   out.root_ = r;
@@ -188,6 +189,12 @@ void* SlabHeap::alloc_small(unsigned cls) noexcept {
   return obj;
 }
 
+unsigned SlabHeap::alloc_batch(unsigned cls, void** out, unsigned n) noexcept {
+  unsigned got = 0;
+  while (got < n && (out[got] = alloc_small(cls)) != nullptr) ++got;
+  return got;
+}
+
 void* SlabHeap::alloc_large(std::size_t size, std::size_t align, std::size_t& usable) noexcept {
   const std::size_t page = zone_->header().page_size;
   if (size > (std::size_t{1} << page::kMaxOrder) * page) return nullptr;
@@ -205,64 +212,91 @@ void* SlabHeap::alloc_large(std::size_t size, std::size_t align, std::size_t& us
 
 FreeStatus SlabHeap::free(void* ptr, std::size_t* freed) noexcept {
   std::size_t bytes = 0;
-  const FreeStatus s = free_any(ptr, bytes);
+  Located at;
+  FreeStatus s = locate(ptr, at);
+  if (s == FreeStatus::ok) {
+    if (at.large) {
+      const PageIndex head(at.head);
+      bytes = static_cast<std::size_t>(zone_->desc(head).run) * zone_->header().page_size;
+      if (zone_->free(head) != page::FreeResult::ok) {
+        s = FreeStatus::corrupt;
+      } else {
+        root_->large_runs -= 1;
+      }
+    } else {
+      s = free_small(at.head, at.off, bytes);
+    }
+  }
   if (freed != nullptr) *freed = s == FreeStatus::ok ? bytes : 0;
   return s;
 }
 
-FreeStatus SlabHeap::free_any(void* ptr, std::size_t& freed) noexcept {
-  auto* p = static_cast<std::byte*>(ptr);
+FreeStatus SlabHeap::locate(const void* ptr, Located& at) const noexcept {
+  const auto* p = static_cast<const std::byte*>(ptr);
   const PageIndex page = zone_->index_of(p);
   if (!page.valid() || page.i < zone_->first_page()) return FreeStatus::not_ours;
   const PageDesc& d = zone_->desc(page);
   switch (d.state) {
-    case PageState::free: return FreeStatus::double_free;
+    case PageState::free:
+    case PageState::isolated: return FreeStatus::double_free;
     case PageState::tail:  // inside a run, or inside a free block (a run freed and merged)
       return zone_->in_free_block(page) ? FreeStatus::double_free : FreeStatus::interior;
     case PageState::reserved: return FreeStatus::not_ours;
-    case PageState::large: {
+    case PageState::large:
       if (p != zone_->address(page)) return FreeStatus::interior;
-      if (page.i == zone_->header().root) return FreeStatus::interior;  // our own root
-      const std::size_t bytes = static_cast<std::size_t>(d.run) * zone_->header().page_size;
-      if (zone_->free(page) != page::FreeResult::ok) return FreeStatus::corrupt;
-      root_->large_runs -= 1;
-      freed = bytes;
+      // Our own metadata runs are not the program's to free.
+      if (page.i == zone_->header().root || page.i == root_->cache_run) return FreeStatus::interior;
+      at = {page.i, true, 0};
       return FreeStatus::ok;
-    }
     case PageState::slab:
     case PageState::slab_tail: {
       const PageIndex head = zone_->head_of(page);
       if (!head.valid()) return FreeStatus::corrupt;
-      return free_small(head.i, p, freed);
+      const PageDesc& h = zone_->desc(head);
+      const unsigned cls = h.slab_class;
+      if (cls >= kClassCount || h.slab_list == 0) return FreeStatus::corrupt;
+      const std::size_t off = static_cast<std::size_t>(p - run_base(head.i));
+      // A run is at most kMaxRunPages pages, far below object_index's exact range.
+      const std::uint32_t index = object_index(static_cast<ClassIndex>(cls), off);
+      if (static_cast<std::size_t>(index) * class_size(cls) != off) return FreeStatus::interior;
+      if (index >= h.slab_carved) return FreeStatus::interior;  // never handed out
+      if (h.slab_inuse == 0) return FreeStatus::double_free;
+      at = {head.i, false, static_cast<std::uint32_t>(off)};
+      return FreeStatus::ok;
     }
   }
   return FreeStatus::corrupt;
 }
 
-FreeStatus SlabHeap::free_small(std::uint32_t head, std::byte* p, std::size_t& freed) noexcept {
-  auto& d = slab_desc(head);
-  const unsigned cls = d.slab_class;
-  if (cls >= kClassCount || d.slab_list == 0) return FreeStatus::corrupt;
-  const std::size_t size = class_size(cls);
-  const std::size_t off = static_cast<std::size_t>(p - run_base(head));
-  // A run is at most kMaxRunPages pages, far below object_index's exact range.
-  const std::uint32_t index = object_index(static_cast<ClassIndex>(cls), off);
-  if (static_cast<std::size_t>(index) * size != off) return FreeStatus::interior;
-  if (index >= d.slab_carved) return FreeStatus::interior;  // never handed out
-  if (d.slab_inuse == 0) return FreeStatus::double_free;
-#if MAPHEAP_CHECKED
-  // Checked builds search the free list: every double free is found.
+bool SlabHeap::on_free_list(std::uint32_t head, std::uint32_t off) const noexcept {
+  const PageDesc& d = zone_->desc(PageIndex(head));
   std::uint32_t steps = 0;
   for (std::uint32_t f = d.slab_free; f != kNone && steps <= d.slab_carved; ++steps) {
-    if (f == off) return FreeStatus::double_free;
-    if (!valid_offset(d, cls, f)) return FreeStatus::corrupt;
+    if (f == off) return true;
+    if (!valid_offset(d, d.slab_class, f)) return false;  // corrupt: check() names it
     f = load_link(run_base(head) + f);
   }
+  return false;
+}
+
+FreeStatus SlabHeap::validate(const void* p) const noexcept {
+  Located at;
+  const FreeStatus s = locate(p, at);
+  if (s != FreeStatus::ok || at.large) return s;
+  return on_free_list(at.head, at.off) ? FreeStatus::double_free : FreeStatus::ok;
+}
+
+FreeStatus SlabHeap::free_small(std::uint32_t head, std::uint32_t off, std::size_t& freed) noexcept {
+  auto& d = slab_desc(head);
+  const unsigned cls = d.slab_class;
+#if MAPHEAP_CHECKED
+  // Checked builds search the free list: every double free is found.
+  if (on_free_list(head, off)) return FreeStatus::double_free;
 #endif
   const bool was_full = d.slab_list == static_cast<std::uint16_t>(SlabList::full);
-  freed = size;
-  store_link(p, d.slab_free);
-  d.slab_free = static_cast<std::uint32_t>(off);
+  freed = class_size(cls);
+  store_link(run_base(head) + off, d.slab_free);
+  d.slab_free = off;
   d.slab_inuse -= 1;
   root_->cls[cls].inuse_objects -= 1;
   if (d.slab_inuse == 0) {
@@ -326,7 +360,8 @@ SlabStats SlabHeap::stats() const noexcept {
   return s;
 }
 
-std::size_t SlabHeap::render_slabinfo(char* buf, std::size_t cap) const noexcept {
+std::size_t SlabHeap::render_slabinfo(char* buf, std::size_t cap,
+                                      const std::uint64_t* cached) const noexcept {
   pal::TextOut out{buf, cap};
   if (cap > 0) buf[0] = '\0';
   out.put(
@@ -337,7 +372,7 @@ std::size_t SlabHeap::render_slabinfo(char* buf, std::size_t cap) const noexcept
     const std::uint32_t slabs = c.count[1] + c.count[2] + c.count[3];
     if (slabs == 0) continue;
     out.printf("size-%-11zu %13llu %10llu %9zu %12u %14u : slabdata %14u %11u\n", class_size(cls),
-               static_cast<unsigned long long>(c.inuse_objects),
+               static_cast<unsigned long long>(c.inuse_objects - (cached ? cached[cls] : 0)),
                static_cast<unsigned long long>(slabs) * class_objects(cls), class_size(cls),
                class_objects(cls), class_pages(cls), c.count[1] + c.count[2], slabs);
   }

@@ -50,6 +50,8 @@ struct SlabRoot {
   ClassLists cls[kClassCount];
   std::uint64_t large_runs;
   std::uint64_t large_bytes;  // bytes asked for in large allocations, cumulative
+  std::uint32_t cache_run;    // the front caches' run (cache/front_cache.hpp), or none
+  std::uint32_t reserved;
 };
 
 enum class FreeStatus : std::uint8_t {
@@ -97,6 +99,18 @@ class SlabHeap {
   // in a slab that still has others in use is not told apart here.)
   std::size_t usable_size(const void* p) const noexcept;
 
+  // Up to n objects of class cls into out (fewer when the zone runs out):
+  // the refill of a front cache. Returns how many.
+  unsigned alloc_batch(unsigned cls, void** out, unsigned n) noexcept;
+  // ok if p is an object of this heap that is allocated now (for a slab
+  // object: carved and not on its slab's free list, which is searched); what
+  // is wrong with it otherwise. Changes nothing.
+  FreeStatus validate(const void* p) const noexcept;
+
+  // The front caches' run, kept in the root (kNone if none).
+  std::uint32_t cache_run() const noexcept { return root_->cache_run; }
+  void set_cache_run(std::uint32_t run) noexcept { root_->cache_run = run; }
+
   // Returns every empty slab to the buddy allocator; the pages freed.
   std::uint64_t trim() noexcept;
 
@@ -104,8 +118,10 @@ class SlabHeap {
   // One line per class with slabs, in /proc/slabinfo's shape:
   //   name <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab> : slabdata
   //   <active_slabs> <num_slabs>
-  // (active slabs: partial and full). Returns the length the text needs.
-  std::size_t render_slabinfo(char* buf, std::size_t cap) const noexcept;
+  // (active slabs: partial and full). Objects sitting in front caches
+  // (`cached[cls]`, if given) are not active. Returns the length the text needs.
+  std::size_t render_slabinfo(char* buf, std::size_t cap,
+                              const std::uint64_t* cached = nullptr) const noexcept;
   // The slab lists, their counts and every free list, then the zone.
   page::CheckReport check() const noexcept;
 
@@ -120,8 +136,17 @@ class SlabHeap {
   void unlink(unsigned cls, std::uint32_t head) noexcept;
   void* alloc_small(unsigned cls) noexcept;
   void* alloc_large(std::size_t size, std::size_t align, std::size_t& usable) noexcept;
-  FreeStatus free_any(void* p, std::size_t& freed) noexcept;
-  FreeStatus free_small(std::uint32_t head, std::byte* p, std::size_t& freed) noexcept;
+  // Where a pointer handed to free lies: a large run's head, or a slab
+  // object (its run's head and byte offset in the run).
+  struct Located {
+    std::uint32_t head = 0;
+    bool large = false;
+    std::uint32_t off = 0;
+  };
+  // Every O(1) check free does; ok and `at` filled when p may be freed.
+  FreeStatus locate(const void* p, Located& at) const noexcept;
+  bool on_free_list(std::uint32_t head, std::uint32_t off) const noexcept;
+  FreeStatus free_small(std::uint32_t head, std::uint32_t off, std::size_t& freed) noexcept;
 
   page::Buddy* zone_ = nullptr;
   SlabRoot* root_ = nullptr;

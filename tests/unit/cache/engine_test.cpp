@@ -1,7 +1,11 @@
-// The engine behind its lock: many threads allocating and freeing each
-// other's objects, misuse reported with the address, and trim that really
-// gives memory back.
+// The engine with its front caches, in each cache mode: threads allocating
+// and freeing each other's objects, misuse reported with the address,
+// counters and renderings, trim and decay that really give memory back, and
+// a checker that finds a corrupted cache.
+#include "cache/engine.hpp"
+
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <random>
 #include <sstream>
@@ -10,10 +14,11 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
-#include "cache/engine.hpp"
 #include "mapheap/mapping.hpp"
 #include "support/death.hpp"
+#include "support/engine_modes.hpp"
 #include "support/release.hpp"
 
 namespace mapheap::cache {
@@ -21,37 +26,95 @@ namespace {
 
 using TestEngine = Engine<core::FutexLock>;
 
-using test::release_through_mapping;
-
 void expect_valid(TestEngine& e) {
   const page::CheckReport r = e.check();
   ASSERT_TRUE(r.ok) << r.message;
 }
 
-TEST(Engine, AllocatesFreesAndChecks) {
+EngineOptions options_for(Mapping& m, CacheMode mode, std::uint32_t decay_ms = 1000) {
+  EngineOptions o;
+  o.cache = mode;
+  o.release = test::release_through_mapping;
+  o.release_ctx = &m;
+  o.decay_ms = decay_ms;
+  return o;
+}
+
+class EngineModes : public ::testing::TestWithParam<CacheMode> {};
+
+TEST_P(EngineModes, AllocatesFreesAndChecks) {
   Mapping m = Mapping::create(MappingOptions::anonymous(32 << 20));
   TestEngine e;
-  ASSERT_TRUE(e.format(m.data(), m.size()));
+  ASSERT_TRUE(e.format(m.data(), m.size(), options_for(m, GetParam())));
+  EXPECT_EQ(e.cache_mode(), GetParam());
   void* a = e.allocate(100);
   void* b = e.allocate(100000);
+  void* c = e.allocate(24, 64);  // aligned beyond 16: the slab layer directly
   ASSERT_NE(a, nullptr);
   ASSERT_NE(b, nullptr);
+  ASSERT_NE(c, nullptr);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(c) % 64, 0u);
   EXPECT_GE(e.usable_size(a), 100u);
+  EXPECT_GE(e.usable_size(b), 100000u);
+  EXPECT_EQ(e.usable_size(static_cast<char*>(a) + 8), 0u);
+  expect_valid(e);
   e.deallocate(a);
   e.deallocate(b);
+  e.deallocate(c);
   e.deallocate(nullptr);
   expect_valid(e);
   EXPECT_EQ(e.allocate(std::size_t{1} << 40), nullptr);  // far beyond the region: null
 }
 
-TEST(Engine, InvalidFreeAbortsNamingTheAddress) {
-  // Re-executes the binary for the death test: safe whatever threads exist.
-  GTEST_FLAG_SET(death_test_style, "threadsafe");
-  Mapping m = Mapping::create(MappingOptions::anonymous(8 << 20));
+TEST_P(EngineModes, ReallocateKeepsContents) {
+  Mapping m = Mapping::create(MappingOptions::anonymous(32 << 20));
   TestEngine e;
-  ASSERT_TRUE(e.format(m.data(), m.size()));
+  ASSERT_TRUE(e.format(m.data(), m.size(), options_for(m, GetParam())));
+  auto* p = static_cast<unsigned char*>(e.reallocate(nullptr, 10));
+  ASSERT_NE(p, nullptr);
+  for (int i = 0; i < 10; ++i) p[i] = static_cast<unsigned char>(i);
+  for (std::size_t n : {std::size_t{100}, std::size_t{5000}, std::size_t{300000}, std::size_t{12}}) {
+    p = static_cast<unsigned char*>(e.reallocate(p, n));
+    ASSERT_NE(p, nullptr);
+    for (int i = 0; i < 10; ++i) ASSERT_EQ(p[i], i) << "after growing to " << n;
+  }
+  // No memory: null, and the old object is untouched.
+  EXPECT_EQ(e.reallocate(p, std::size_t{1} << 40), nullptr);
+  for (int i = 0; i < 10; ++i) ASSERT_EQ(p[i], i);
+  e.deallocate(p);
+  expect_valid(e);
+}
+
+TEST_P(EngineModes, MisuseIsReported) {
+  Mapping m = Mapping::create(MappingOptions::anonymous(32 << 20));
+  TestEngine e;
+  ASSERT_TRUE(e.format(m.data(), m.size(), options_for(m, GetParam())));
   auto* p = static_cast<char*>(e.allocate(64));
   EXPECT_EQ(e.try_deallocate(p + 8), slab::FreeStatus::interior);
+  int local = 0;
+  EXPECT_EQ(e.try_deallocate(&local), slab::FreeStatus::not_ours);
+  e.deallocate(p);
+  // p sits in a cache now (or in its slab, without caches): a double free.
+  EXPECT_EQ(e.try_deallocate(p), slab::FreeStatus::double_free);
+  // Many frees push objects through the cache back to their slabs: a double
+  // free of one of those is found too.
+  std::vector<void*> v;
+  for (int i = 0; i < 1000; ++i) v.push_back(e.allocate(64));
+  for (void* q : v) e.deallocate(q);
+  for (void* q : v) ASSERT_EQ(e.try_deallocate(q), slab::FreeStatus::double_free) << q;
+  void* big = e.allocate(100000);
+  e.deallocate(big);
+  EXPECT_EQ(e.try_deallocate(big), slab::FreeStatus::double_free);
+  expect_valid(e);
+}
+
+TEST_P(EngineModes, InvalidFreeAbortsNamingTheAddress) {
+  // Re-executes the binary for the death test: safe whatever threads exist.
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  Mapping m = Mapping::create(MappingOptions::anonymous(32 << 20));
+  TestEngine e;
+  ASSERT_TRUE(e.format(m.data(), m.size(), options_for(m, GetParam())));
+  auto* p = static_cast<char*>(e.allocate(64));
   EXPECT_DEATH(e.deallocate(p + 8),
                "invalid free of 0x[0-9a-f]+: not the start of an allocated object");
   e.deallocate(p);
@@ -60,10 +123,10 @@ TEST(Engine, InvalidFreeAbortsNamingTheAddress) {
 
 // Threads share an array of slots; each step swaps a fresh allocation into a
 // random slot and frees whatever was there, usually another thread's object.
-TEST(Engine, ThreadsFreeEachOthersObjects) {
+TEST_P(EngineModes, ThreadsFreeEachOthersObjects) {
   Mapping m = Mapping::create(MappingOptions::anonymous(256 << 20));
   TestEngine e;
-  ASSERT_TRUE(e.format(m.data(), m.size()));
+  ASSERT_TRUE(e.format(m.data(), m.size(), options_for(m, GetParam())));
   constexpr int kThreads = 4, kSteps = 100000, kSlots = 4096;
   std::vector<std::atomic<void*>> slots(kSlots);
   std::atomic<std::uint64_t> bad{0}, bad_free{0}, nulls{0};
@@ -77,15 +140,14 @@ TEST(Engine, ThreadsFreeEachOthersObjects) {
         continue;
       }
       // Objects of 16 bytes and more carry their size and two stamps that the
-      // thread which frees them checks.
+      // thread which frees them checks; an 8..15-byte object (in a 16-byte
+      // slot) is zeroed so that an earlier life's stamps do not show.
       if (size >= 16) {
         std::memcpy(p, &size, sizeof(size));
         p[8] = static_cast<unsigned char>(size);
         p[size - 1] = static_cast<unsigned char>(size >> 3);
       } else if (size >= sizeof(std::size_t)) {
-        const std::size_t unstamped =
-            0;  // a 16-byte slot from an earlier life must not look stamped
-        std::memcpy(p, &unstamped, sizeof(unstamped));
+        std::memset(p, 0, sizeof(std::size_t));
       }
       void* old = slots[rng() % kSlots].exchange(p, std::memory_order_acq_rel);
       if (old != nullptr) {
@@ -111,15 +173,65 @@ TEST(Engine, ThreadsFreeEachOthersObjects) {
   for (auto& s : slots)
     if (void* p = s.exchange(nullptr)) e.deallocate(p);
   expect_valid(e);
-  const slab::SlabStats st = e.stats();
-  for (unsigned c = 0; c < slab::kClassCount; ++c) ASSERT_EQ(st.inuse_objects[c], 0u) << c;
-  EXPECT_EQ(st.large_runs, 0u);
+  const EngineCounters c = e.counters();
+  EXPECT_EQ(c.bytes_in_use, 0);
+  EXPECT_EQ(c.allocations, c.frees);
+  EXPECT_EQ(c.allocations, std::int64_t{kThreads} * kSteps);
+  if (GetParam() != CacheMode::none) {
+    EXPECT_GT(c.alloc_hits, c.alloc_misses);
+  }
+  // trim() empties every cache (the workers are gone: their thread slots are
+  // adopted) and the slabs: nothing stays in use.
+  e.trim();
+  expect_valid(e);
+  const EngineStats st = e.stats();
+  for (unsigned cls = 0; cls < slab::kClassCount; ++cls) {
+    ASSERT_EQ(st.slabs.inuse_objects[cls], 0u) << cls;
+    ASSERT_EQ(st.cached_objects[cls], 0u) << cls;
+  }
+  EXPECT_EQ(st.slabs.large_runs, 0u);
+  EXPECT_EQ(st.zone.slab_pages, 0u);  // every slab went back to the zone
+  EXPECT_EQ(st.zone.large_pages + st.zone.slab_pages + st.zone.free_pages, st.zone.arena_pages);
 }
 
-TEST(Engine, CountersAndSlabinfo) {
+// One producer allocates, one consumer frees: every object crosses threads.
+TEST_P(EngineModes, ProducerConsumer) {
+  Mapping m = Mapping::create(MappingOptions::anonymous(128 << 20));
+  TestEngine e;
+  ASSERT_TRUE(e.format(m.data(), m.size(), options_for(m, GetParam())));
+  constexpr int kObjects = 200000, kRing = 1024;
+  std::vector<std::atomic<void*>> ring(kRing);
+  std::atomic<int> bad{0};
+  std::thread producer([&] {
+    for (int i = 0; i < kObjects; ++i) {
+      auto* p = static_cast<int*>(e.allocate(16 + static_cast<std::size_t>(i % 7) * 24));
+      *p = i;
+      std::atomic<void*>& s = ring[static_cast<std::size_t>(i) % kRing];
+      while (s.load(std::memory_order_acquire) != nullptr) std::this_thread::yield();
+      s.store(p, std::memory_order_release);
+    }
+  });
+  std::thread consumer([&] {
+    for (int i = 0; i < kObjects; ++i) {
+      std::atomic<void*>& s = ring[static_cast<std::size_t>(i) % kRing];
+      void* p;
+      while ((p = s.load(std::memory_order_acquire)) == nullptr) std::this_thread::yield();
+      s.store(nullptr, std::memory_order_release);
+      if (*static_cast<int*>(p) != i) bad.fetch_add(1);
+      if (e.try_deallocate(p) != slab::FreeStatus::ok) bad.fetch_add(1);
+    }
+  });
+  producer.join();
+  consumer.join();
+  EXPECT_EQ(bad.load(), 0);
+  expect_valid(e);
+  EXPECT_EQ(e.counters().bytes_in_use, 0);
+}
+
+TEST_P(EngineModes, CountersSlabinfoAndJson) {
   Mapping m = Mapping::create(MappingOptions::anonymous(32 << 20));
   TestEngine e;
-  ASSERT_TRUE(e.format(m.data(), m.size()));
+  ASSERT_TRUE(e.format(m.data(), m.size(), options_for(m, GetParam())));
   std::vector<void*> v;
   for (int i = 0; i < 100; ++i) v.push_back(e.allocate(64));
   void* big = e.allocate(100000);
@@ -127,11 +239,13 @@ TEST(Engine, CountersAndSlabinfo) {
   EXPECT_EQ(c.allocations, 101);
   EXPECT_EQ(c.frees, 0);
   EXPECT_EQ(c.bytes_in_use, 100 * 64 + static_cast<std::int64_t>(e.usable_size(big)));
+  // Each small allocation is a hit or a miss; without a cache, neither.
+  EXPECT_EQ(c.alloc_hits + c.alloc_misses, GetParam() == CacheMode::none ? 0 : 100);
   EXPECT_EQ(e.allocate(std::size_t{1} << 40), nullptr);
   EXPECT_EQ(e.counters().failed_allocations, 1);
 
-  char text[4096];
-  const std::size_t n = e.render_slabinfo(text, sizeof(text));
+  char text[8192];
+  std::size_t n = e.render_slabinfo(text, sizeof(text));
   ASSERT_LT(n, sizeof(text));
   const std::string info(text, n);
   EXPECT_EQ(info.rfind("# name", 0), 0u);
@@ -143,24 +257,49 @@ TEST(Engine, CountersAndSlabinfo) {
   std::istringstream line(info.substr(at + row.size()));
   unsigned long long active = 0, total = 0, objsize = 0, perslab = 0, pages = 0;
   line >> active >> total >> objsize >> perslab >> pages;
-  EXPECT_EQ(active, 100u);
+  EXPECT_EQ(active, 100u);  // objects in front caches are not active
   const unsigned per = slab::class_objects(cls);
-  EXPECT_EQ(total, (100u + per - 1) / per * per);  // whole slabs
+  EXPECT_EQ(total % per, 0u);  // whole slabs
+  EXPECT_GE(total, 100u);
   EXPECT_EQ(objsize, 64u);
   EXPECT_EQ(perslab, slab::class_objects(cls));
   EXPECT_EQ(pages, slab::class_pages(cls));
+
+  // JSON: parsed by a real parser, agreeing with the counters and the zone.
+  static char json[65536];
+  n = e.render_json(json, sizeof(json));
+  ASSERT_LT(n, sizeof(json));
+  const auto j = nlohmann::json::parse(std::string(json, n));
+  EXPECT_EQ(j["cache"]["mode"], to_string(GetParam()));
+  EXPECT_EQ(j["counters"]["allocations"], 101);
+  EXPECT_EQ(j["counters"]["bytes_in_use"], e.counters().bytes_in_use);
+  const page::BuddyInfo bi = e.buddyinfo();
+  EXPECT_EQ(j["pages"]["free_dirty"].get<std::uint64_t>() +
+                j["pages"]["free_released"].get<std::uint64_t>(),
+            bi.free_pages);
+  EXPECT_EQ(j["pages"]["in_use"].get<std::uint64_t>() + bi.free_pages, bi.arena_pages);
+  EXPECT_EQ(j["buddyinfo"].size(), page::kOrders);
+  bool found = false;
+  for (const auto& k : j["classes"])
+    if (k["size"] == 64) {
+      found = true;
+      EXPECT_EQ(k["in_use"], 100);
+      EXPECT_EQ(k["objects_per_slab"], per);
+    }
+  EXPECT_TRUE(found) << j.dump();
 
   for (void* p : v) e.deallocate(p);
   e.deallocate(big);
   c = e.counters();
   EXPECT_EQ(c.frees, 101);
   EXPECT_EQ(c.bytes_in_use, 0);
+  EXPECT_EQ(c.free_hits + c.free_misses, GetParam() == CacheMode::none ? 0 : 100);
 }
 
-TEST(Engine, TrimGivesMemoryBack) {
+TEST_P(EngineModes, TrimGivesMemoryBack) {
   Mapping m = Mapping::create(MappingOptions::anonymous(64 << 20));
   TestEngine e;
-  ASSERT_TRUE(e.format(m.data(), m.size()));
+  ASSERT_TRUE(e.format(m.data(), m.size(), options_for(m, GetParam())));
   std::vector<void*> v;
   for (int i = 0; i < 20000; ++i) {
     void* p = e.allocate(1000);
@@ -171,13 +310,137 @@ TEST(Engine, TrimGivesMemoryBack) {
   const std::uint64_t before = m.residency().resident_pages;
   EXPECT_GT(before, (20000u * 1000u) / pal::page_size());
   for (void* p : v) e.deallocate(p);
-  EXPECT_GT(e.trim(release_through_mapping, &m), 0u);
+  EXPECT_GT(e.trim(), 0u);
   const std::uint64_t after = m.residency().resident_pages;
-  // What stays resident is the page map and the slab root, not the objects.
+  // What stays resident is the metadata (page map, slab root, the caches
+  // touched), not the objects.
   EXPECT_LT(after, before / 10) << "before " << before << " after " << after;
   const page::BuddyInfo bi = e.buddyinfo();
   EXPECT_EQ(bi.released_pages, bi.free_pages);
+  EXPECT_GT(e.counters().released_pages, 0);
   expect_valid(e);
+}
+
+INSTANTIATE_TEST_SUITE_P(Cache, EngineModes, ::testing::ValuesIn(test::cache_modes()),
+                         test::CacheModeName());
+
+// Decay releases what has been free longer than the decay time, and keeps
+// what was freed recently.
+TEST(EngineDecay, ReleasesOnlyOldRuns) {
+  Mapping m = Mapping::create(MappingOptions::anonymous(64 << 20));
+  TestEngine slow, fast;
+  ASSERT_TRUE(slow.format(m.data(), 32 << 20, options_for(m, CacheMode::automatic, 3600000)));
+  ASSERT_TRUE(fast.format(m.data() + (32 << 20), 32 << 20, options_for(m, CacheMode::automatic, 1)));
+  for (TestEngine* e : {&slow, &fast}) {
+    void* p = e->allocate(8 << 20);
+    ASSERT_NE(p, nullptr);
+    std::memset(p, 7, 8 << 20);
+    e->deallocate(p);
+  }
+  // An hour of decay time: nothing is old enough.
+  EXPECT_EQ(slow.decay(), 0u);
+  const page::BuddyInfo kept = slow.buddyinfo();
+  EXPECT_GE(kept.free_pages - kept.released_pages, (8u << 20) / pal::page_size());
+  // A millisecond: once one has passed, the run goes back.
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  const auto before = m.residency().resident_pages;
+  EXPECT_GE(fast.decay(), (8u << 20) / pal::page_size());
+  EXPECT_LT(m.residency().resident_pages, before - (6u << 20) / pal::page_size());
+  const page::BuddyInfo bi = fast.buddyinfo();
+  EXPECT_EQ(bi.released_pages, bi.free_pages);
+  EXPECT_EQ(bi.isolated_pages, 0u);
+  expect_valid(slow);
+  expect_valid(fast);
+}
+
+// Releases drop the lock around the system call: threads keep allocating
+// and freeing while others trim and decay, and the heap stays consistent.
+TEST(EngineDecay, ReleaseWhileOthersAllocate) {
+  Mapping m = Mapping::create(MappingOptions::anonymous(128 << 20));
+  TestEngine e;
+  ASSERT_TRUE(e.format(m.data(), m.size(), options_for(m, CacheMode::automatic, 0)));
+  std::atomic<bool> stop{false};
+  std::atomic<int> bad{0};
+  auto churn = [&](int id) {
+    std::mt19937 rng(static_cast<unsigned>(id));
+    std::vector<std::pair<unsigned char*, std::size_t>> live;
+    while (!stop.load(std::memory_order_relaxed)) {
+      const std::size_t n = rng() % 4 == 0 ? 4096 * (1 + rng() % 64) : 1 + rng() % 2000;
+      auto* p = static_cast<unsigned char*>(e.allocate(n));
+      if (p == nullptr) continue;
+      std::memset(p, id, n);
+      live.emplace_back(p, n);
+      if (live.size() > 64 || rng() % 2 == 0) {
+        const auto [q, qn] = live[rng() % live.size()];
+        for (std::size_t i = 0; i < qn; i += 511)
+          if (q[i] != id) bad.fetch_add(1);
+        e.deallocate(q);
+        live.erase(std::find(live.begin(), live.end(), std::make_pair(q, qn)));
+      }
+    }
+    for (auto [q, qn] : live) e.deallocate(q);
+  };
+  std::thread a(churn, 1), b(churn, 2);
+  for (int i = 0; i < 200; ++i) {
+    e.decay();
+    if (i % 20 == 0) e.trim();
+  }
+  stop = true;
+  a.join();
+  b.join();
+  EXPECT_EQ(bad.load(), 0) << "an object's memory was released under it";
+  EXPECT_GT(e.counters().decays, 0);
+  expect_valid(e);
+  EXPECT_EQ(e.counters().bytes_in_use, 0);
+}
+
+// More threads than thread slots, one after another: the slots of threads
+// that exited are claimed again, with their cached objects.
+TEST(EngineThreadSlots, DeadThreadsSlotsAreReused) {
+  Mapping m = Mapping::create(MappingOptions::anonymous(64 << 20));
+  TestEngine e;
+  ASSERT_TRUE(e.format(m.data(), m.size(), options_for(m, CacheMode::per_thread)));
+  ASSERT_GT(e.front_cache().thread_slots(), 0u);
+  const unsigned threads = e.front_cache().thread_slots() + 8;
+  for (unsigned t = 0; t < threads; ++t) {
+    std::thread([&] {
+      for (int i = 0; i < 1000; ++i) e.deallocate(e.allocate(48));
+    }).join();
+  }
+  const EngineCounters c = e.counters();
+  // Every thread got a slot: nearly all its allocations were hits.
+  EXPECT_GT(c.alloc_hits, std::int64_t{threads} * 900);
+  expect_valid(e);
+}
+
+// A corrupted cache is named by check().
+TEST(EngineCheck, FindsAnObjectCachedTwice) {
+  Mapping m = Mapping::create(MappingOptions::anonymous(32 << 20));
+  TestEngine e;
+  ASSERT_TRUE(e.format(m.data(), m.size(), options_for(m, CacheMode::per_thread)));
+  void* p = e.allocate(32);
+  void* q = e.allocate(32);
+  e.deallocate(p);
+  e.deallocate(q);
+  expect_valid(e);
+  // Find this thread's slot (the one holding p) and duplicate its top item.
+  const FrontCache& fc = e.front_cache();
+  const unsigned cls = slab::class_of(32);
+  ClassArray* hit = nullptr;
+  for (std::uint32_t s = 0; s < fc.slots(); ++s)
+    if (count_of(fc.array(s, cls)->word) >= 2) hit = fc.array(s, cls);
+  ASSERT_NE(hit, nullptr);
+  const std::uint64_t n = count_of(hit->word);
+  hit->items[n - 2] = hit->items[n - 1];
+  page::CheckReport r = e.check();
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(std::string(r.message).find("in two caches"), std::string::npos) << r.message;
+  // An offset that is not an object of the class.
+  hit->items[0] = 12345;
+  r = e.check();
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(std::string(r.message).find("not an object of the class"), std::string::npos)
+      << r.message;
 }
 
 }  // namespace

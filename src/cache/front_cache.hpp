@@ -1,0 +1,143 @@
+// cache/front_cache.hpp — the engine's front caches: small arrays of free
+// objects per size class, one set per CPU (rseq) or per thread, that serve
+// most allocations and frees without the zone lock.
+//
+// The caches live inside the region, in one run of the zone (named by the
+// slab root's `cache_run`), and hold objects as byte offsets from the region
+// base, never pointers: every process mapping a shared heap uses the same
+// caches.
+//
+//   cache run:
+//   | CacheHeader | pad | slot 0 | slot 1 | ... | slot cpu_slots-1 | thread slot 0 | ... |
+//                        \_ per-CPU slots _______/ \_ per-thread slots ____________/
+//   slot (kSlot.bytes, cache-line aligned):
+//   | class 0: word items[cap(0)] | class 1: word items[cap(1)] | ... |
+//     word = count (bits 0..15) | operations (bits 16..63), see cache/rseq.hpp
+//
+// Per-CPU slot c is used by whichever thread runs on CPU c, through the rseq
+// operations of cache/rseq.hpp. A per-thread slot is claimed by one thread
+// (its owner word holds pid:tid) when rseq is not available; a slot whose
+// owner died is claimed again with its contents, which are still valid free
+// objects. The two kinds never share a slot, so processes of one shared heap
+// may use either.
+//
+// Every object in a cache carries the heap's key in its bytes [4, 8) (bytes
+// [0, 4) are the slab free-list link when the object goes back to its slab):
+// a free of an object that already carries the key is checked against every
+// cache and its slab's free list before it is accepted (double-free
+// detection at the cost of one load on the fast path, as glibc's tcache does).
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "page/buddy.hpp"
+#include "slab/size_class.hpp"
+
+namespace mapheap::cache {
+
+// Objects a class's array holds: about kCacheBytes of them, 4 to 64.
+inline constexpr std::size_t kCacheBytes = 32 * 1024;
+inline constexpr std::uint32_t kMaxCapacity = 64;
+constexpr std::uint32_t class_capacity(unsigned cls) noexcept {
+  const std::size_t n = kCacheBytes / slab::class_size(cls);
+  return n < 4 ? 4u : n > kMaxCapacity ? kMaxCapacity : static_cast<std::uint32_t>(n);
+}
+
+// One class's array in a slot. Its capacity is the compiled
+// class_capacity(cls), never a number read from the mapping.
+struct ClassArray {
+  std::uint64_t word;      // count | operations << 16 (cache/rseq.hpp)
+  std::uint64_t items[1];  // [capacity]: offsets of free objects from the region base
+};
+inline constexpr std::size_t array_bytes(unsigned cls) noexcept {
+  return 8 + 8 * std::size_t{class_capacity(cls)};
+}
+
+// The slot layout, computed at compile time.
+struct SlotLayout {
+  std::uint32_t class_off[slab::kClassCount];  // byte offset of each class's array
+  std::uint32_t bytes;                         // one slot, a multiple of 64
+};
+constexpr SlotLayout make_slot_layout() noexcept {
+  SlotLayout l{};
+  std::size_t at = 0;
+  for (unsigned c = 0; c < slab::kClassCount; ++c) {
+    l.class_off[c] = static_cast<std::uint32_t>(at);
+    at += array_bytes(c);
+  }
+  l.bytes = static_cast<std::uint32_t>((at + 63) / 64 * 64);
+  return l;
+}
+inline constexpr SlotLayout kSlot = make_slot_layout();
+
+inline constexpr std::uint32_t kMaxThreadSlots = 32;
+
+struct CacheHeader {
+  std::uint64_t magic;
+  std::uint32_t version;
+  std::uint32_t cpu_slots;     // slots 0 .. cpu_slots-1, by CPU number
+  std::uint32_t thread_slots;  // slots cpu_slots .. cpu_slots+thread_slots-1
+  std::uint32_t slot_bytes;    // kSlot.bytes when written
+  std::uint32_t slots_off;     // byte offset of slot 0 in the run
+  std::uint32_t key;           // the in-cache mark (see above)
+  std::uint32_t classes;       // kClassCount when written
+  std::uint32_t reserved;
+  std::atomic<std::uint64_t> owner[kMaxThreadSlots];  // pid << 32 | tid, 0 when unclaimed
+};
+
+enum class CacheMode : std::uint8_t {
+  automatic,   // per-CPU when rseq is available, else per-thread
+  per_cpu,     // rseq; where it is missing, threads use per-thread slots
+  per_thread,  // per-thread slots even where rseq is available
+  none,        // no front cache: every call takes the zone lock
+};
+const char* to_string(CacheMode m) noexcept;
+
+// A view of the cache run in one process.
+class FrontCache {
+ public:
+  // Lays out the caches in a run of `zone` and returns its first page (kNoPage
+  // if the zone has no room). `cpu_slots` is the number of CPUs; thread slots
+  // are added up to kMaxThreadSlots while the run stays within 1/8 of the
+  // arena; with no room even for the CPU slots, the run has none.
+  static page::PageIndex format(page::Buddy& zone, std::uint32_t cpu_slots, std::uint32_t key,
+                                FrontCache& out) noexcept;
+  // Opens a cache run made by format; false if its header does not match
+  // this build's layout or the run's length.
+  static bool attach(page::Buddy& zone, page::PageIndex run, FrontCache& out) noexcept;
+
+  std::uint32_t cpu_slots() const noexcept { return cpu_slots_; }
+  std::uint32_t thread_slots() const noexcept { return thread_slots_; }
+  std::uint32_t slots() const noexcept { return cpu_slots_ + thread_slots_; }
+  std::uint32_t key() const noexcept { return key_; }
+
+  // Class `cls`'s array in slot 0: the rseq operations add slot * kSlot.bytes.
+  std::byte* class_base(unsigned cls) const noexcept { return slots_ + kSlot.class_off[cls]; }
+  ClassArray* array(std::uint32_t slot, unsigned cls) const noexcept {
+    return reinterpret_cast<ClassArray*>(slots_ + std::size_t{slot} * kSlot.bytes +
+                                         kSlot.class_off[cls]);
+  }
+
+  // Claims a per-thread slot for the calling thread: a free one, or one whose
+  // owner is dead. Returns cpu_slots() + j, or kNoSlot if every one is taken.
+  static constexpr std::uint32_t kNoSlot = ~0u;
+  std::uint32_t claim_thread_slot() noexcept;
+  // Takes over thread slot `slot` if its owner is dead (for draining it).
+  bool adopt_if_dead(std::uint32_t slot) noexcept;
+  // Gives up slot `slot` if this thread owns it.
+  void release_thread_slot(std::uint32_t slot) noexcept;
+  // The owner word of a thread slot; 0 when unclaimed.
+  std::uint64_t owner(std::uint32_t slot) const noexcept {
+    return header_->owner[slot - cpu_slots_].load(std::memory_order_acquire);
+  }
+  static std::uint64_t self_owner() noexcept;
+
+ private:
+  CacheHeader* header_ = nullptr;
+  std::byte* slots_ = nullptr;
+  std::uint32_t cpu_slots_ = 0, thread_slots_ = 0, key_ = 0;
+};
+
+}  // namespace mapheap::cache

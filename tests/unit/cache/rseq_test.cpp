@@ -1,0 +1,112 @@
+// The rseq push and pop: exact on a single thread, and under contention no
+// item is lost or duplicated, whichever CPUs the threads run on.
+#include "cache/rseq.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+namespace mapheap::cache {
+namespace {
+
+constexpr std::uint32_t kCap = 16;
+constexpr std::uint64_t kStride = 8 + 8 * kCap;
+constexpr std::uint32_t kCpus = 1024;  // every CPU number this machine can have
+
+struct Arrays {
+  std::vector<std::uint64_t> words = std::vector<std::uint64_t>(kStride / 8 * kCpus, 0);
+  std::byte* base() { return reinterpret_cast<std::byte*>(words.data()); }
+  std::uint64_t& word(std::uint32_t cpu) { return words[cpu * kStride / 8]; }
+  std::uint32_t count(std::uint32_t cpu) { return static_cast<std::uint32_t>(count_of(word(cpu))); }
+  std::uint64_t item(std::uint32_t cpu, std::uint32_t i) { return words[cpu * kStride / 8 + 1 + i]; }
+};
+
+TEST(Rseq, PushAndPopOnThisCpu) {
+  if (!rseq_available()) GTEST_SKIP() << "the C library registered no rseq area";
+  Arrays a;
+  EXPECT_EQ(rseq_pop(a.base(), kStride, kCpus, kCap), 0u);  // empty
+  // A thread may migrate between operations, so each step is checked by the
+  // sum over all CPUs, not one CPU's array.
+  std::uint64_t pushed = 0;
+  for (std::uint64_t i = 1; i <= kCap; ++i) pushed += rseq_push(a.base(), kStride, kCpus, kCap, i);
+  std::uint32_t total = 0;
+  for (std::uint32_t c = 0; c < kCpus; ++c) total += a.count(c);
+  EXPECT_EQ(total, pushed);
+  EXPECT_GE(pushed, 1u);
+  std::vector<std::uint64_t> got;
+  for (std::uint64_t v; (v = rseq_pop(a.base(), kStride, kCpus, kCap)) != 0;) got.push_back(v);
+  for (std::uint32_t c = 0; c < kCpus; ++c)  // what migration left elsewhere
+    for (std::uint32_t i = 0; i < a.count(c); ++i) got.push_back(a.item(c, i));
+  EXPECT_EQ(got.size(), pushed);
+  // Each array's word counted its operations: pushes - pops = what is left.
+  std::uint64_t ops = 0, left = 0;
+  for (std::uint32_t c = 0; c < kCpus; ++c) {
+    ops += ops_of(a.word(c));
+    left += a.count(c);
+  }
+  EXPECT_EQ(ops, pushed + (pushed - left));
+}
+
+TEST(Rseq, FullEmptyAndOutOfRangeAreRefused) {
+  if (!rseq_available()) GTEST_SKIP() << "the C library registered no rseq area";
+  Arrays a;
+  // No CPU is below 0: every operation is refused and nothing is written.
+  EXPECT_FALSE(rseq_push(a.base(), kStride, 0, kCap, 42));
+  EXPECT_EQ(rseq_pop(a.base(), kStride, 0, kCap), 0u);
+  // Every array full: push refused, whichever CPU we are on.
+  for (std::uint32_t c = 0; c < kCpus; ++c) a.word(c) = kCap;
+  EXPECT_FALSE(rseq_push(a.base(), kStride, kCpus, kCap, 42));
+  // A count above the capacity (a corrupt array) is never read through.
+  for (std::uint32_t c = 0; c < kCpus; ++c) a.word(c) = kCap + 1;
+  EXPECT_EQ(rseq_pop(a.base(), kStride, kCpus, kCap), 0u);
+  for (std::uint32_t c = 0; c < kCpus; ++c) ASSERT_EQ(a.word(c), kCap + 1);  // untouched
+}
+
+// Threads (more than CPUs, so they preempt each other inside sequences)
+// push unique items and pop whatever is there: at the end the items popped
+// plus those left in the arrays are exactly those pushed.
+TEST(Rseq, NothingLostOrDuplicatedUnderContention) {
+  if (!rseq_available()) GTEST_SKIP() << "the C library registered no rseq area";
+  Arrays a;
+  constexpr int kThreads = 6, kSteps = 300000;
+  std::vector<std::vector<std::uint64_t>> pushed(kThreads), popped(kThreads);
+  std::vector<std::thread> ts;
+  for (int t = 0; t < kThreads; ++t)
+    ts.emplace_back([&, t] {
+      for (std::uint64_t i = 1; i <= kSteps; ++i) {
+        const std::uint64_t item = (std::uint64_t(t + 1) << 32) | i;
+        if (rseq_push(a.base(), kStride, kCpus, kCap, item)) pushed[t].push_back(item);
+        if (i % 3 != 0) {
+          const std::uint64_t v = rseq_pop(a.base(), kStride, kCpus, kCap);
+          if (v != 0) popped[t].push_back(v);
+        }
+      }
+    });
+  for (auto& t : ts) t.join();
+  std::vector<std::uint64_t> in, out;
+  for (int t = 0; t < kThreads; ++t) {
+    in.insert(in.end(), pushed[t].begin(), pushed[t].end());
+    out.insert(out.end(), popped[t].begin(), popped[t].end());
+  }
+  std::uint64_t ops = 0;
+  for (std::uint32_t c = 0; c < kCpus; ++c) {
+    for (std::uint32_t i = 0; i < a.count(c); ++i) out.push_back(a.item(c, i));
+    ops += ops_of(a.word(c));
+  }
+  std::sort(in.begin(), in.end());
+  std::sort(out.begin(), out.end());
+  EXPECT_EQ(std::adjacent_find(out.begin(), out.end()), out.end()) << "an item came out twice";
+  EXPECT_EQ(in.size(), out.size());
+  EXPECT_TRUE(in == out);
+  // Exactly one operation counted per push and per pop that happened.
+  std::uint64_t pops = 0;
+  for (int t = 0; t < kThreads; ++t) pops += popped[t].size();
+  EXPECT_EQ(ops, in.size() + pops);
+}
+
+}  // namespace
+}  // namespace mapheap::cache
