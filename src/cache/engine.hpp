@@ -24,6 +24,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -53,6 +54,9 @@ namespace mapheap::cache {
 
 struct EngineOptions {
   std::uint32_t arena_align = 512;  // as for page::Buddy::format
+  // The zone's page size: 0 for the OS page size, else a multiple of it with
+  // a compiled slab run table (slab::runs_for: 4, 8, 16 or 64 KiB).
+  std::size_t page_size = 0;
   CacheMode cache = CacheMode::automatic;
   // How free pages go back to the OS: the region's method (Mapping::release,
   // which picks MADV_DONTNEED or hole punching). Null: pages are never released.
@@ -87,6 +91,7 @@ struct EngineStats {
   page::BuddyInfo zone;
   std::uint64_t cached_objects[slab::kClassCount] = {};
   std::uint64_t metadata_pages = 0;  // header, page map, slab root and cache run
+  const slab::RunTable* runs = nullptr;  // the slab runs (and page size) of the zone
   CacheMode cache_mode = CacheMode::none;
   std::uint32_t cpu_slots = 0;
   std::uint32_t thread_slots = 0;
@@ -107,8 +112,10 @@ class Engine {
   // the region cannot hold a zone, its slab root and its caches.
   bool format(void* base, std::size_t bytes, const EngineOptions& options = {}) noexcept {
     options_ = options;
-    if (page::Buddy::format(base, bytes, pal::page_size(), options.arena_align, zone_) !=
-        page::FormatError::none)
+    const std::size_t page = options.page_size != 0 ? options.page_size : pal::page_size();
+    if (page % pal::page_size() != 0 ||
+        page::Buddy::format(base, bytes, page, options.arena_align, zone_) !=
+            page::FormatError::none)
       return false;
     if (!slab::SlabHeap::format(zone_, slabs_)) return false;
     const std::uint32_t key = make_key(base);
@@ -165,9 +172,10 @@ class Engine {
   std::size_t usable_size(const void* p) const noexcept {
     const std::uint64_t off = offset_of(p);
     if (off < arena_off_ || off >= limit_) return 0;
-    const page::PageDesc& d = zone_.desc(page::PageIndex(static_cast<std::uint32_t>(off >> kShift)));
+    const page::PageDesc& d =
+        zone_.desc(page::PageIndex(static_cast<std::uint32_t>(off >> shift_)));
     if (d.state == page::PageState::large)
-      return (off & (slab::kPageSize - 1)) == 0 ? std::size_t{d.run} * slab::kPageSize : 0;
+      return (off & ((std::uint64_t{1} << shift_) - 1)) == 0 ? std::size_t{d.run} << shift_ : 0;
     const unsigned cls = small_class(off);
     return cls < slab::kClassCount ? slab::class_size(cls) : 0;
   }
@@ -230,6 +238,7 @@ class Engine {
       s.zone = zone_.info();
     }
     s.metadata_pages = metadata_pages_;
+    s.runs = &slabs_.runs();
     s.cache_mode = mode_;
     s.cpu_slots = cache_.cpu_slots();
     s.thread_slots = cache_.thread_slots();
@@ -273,8 +282,6 @@ class Engine {
   const FrontCache& front_cache() const noexcept { return cache_; }
 
  private:
-  static constexpr unsigned kShift = 12;  // slab::kPageSize: the slab layer refuses others
-  static_assert(slab::kPageSize == std::size_t{1} << kShift);
   static constexpr std::uint32_t kNoSlot = FrontCache::kNoSlot;
 
   // ---- setting up
@@ -292,8 +299,9 @@ class Engine {
 
   bool open_view(void* base) noexcept {
     base_ = static_cast<std::byte*>(base);
-    arena_off_ = std::uint64_t{zone_.first_page()} << kShift;
-    limit_ = std::uint64_t{zone_.header().total_pages} << kShift;
+    shift_ = static_cast<unsigned>(std::countr_zero(zone_.header().page_size));
+    arena_off_ = std::uint64_t{zone_.first_page()} << shift_;
+    limit_ = std::uint64_t{zone_.header().total_pages} << shift_;
     key_ = cache_.key();
     metadata_pages_ = zone_.first_page() + zone_.desc(page::PageIndex(zone_.header().root)).run +
                       zone_.desc(page::PageIndex(slabs_.cache_run())).run;
@@ -342,7 +350,7 @@ class Engine {
   // kClassCount if `off` is not the start of an object in a slab. Reads only
   // page-map fields that stay fixed while the slab holds a live object.
   unsigned small_class(std::uint64_t off) const noexcept {
-    const auto page = static_cast<std::uint32_t>(off >> kShift);
+    const auto page = static_cast<std::uint32_t>(off >> shift_);
     const page::PageDesc& d = zone_.desc(page::PageIndex(page));
     std::uint32_t head = page;
     if (d.state == page::PageState::slab_tail) {
@@ -353,7 +361,7 @@ class Engine {
     }
     const unsigned cls = zone_.desc(page::PageIndex(head)).slab_class;
     if (cls >= slab::kClassCount) return slab::kClassCount;
-    const std::uint64_t rel = off - (std::uint64_t{head} << kShift);
+    const std::uint64_t rel = off - (std::uint64_t{head} << shift_);
     if (std::uint64_t{slab::object_index(cls, rel)} * slab::class_size(cls) != rel)
       return slab::kClassCount;
     return cls;
@@ -705,7 +713,7 @@ class Engine {
   }
   std::uint64_t live_bytes(const slab::SlabStats& st, const page::BuddyInfo& bi,
                            const std::uint64_t* cached) const noexcept {
-    std::uint64_t bytes = (bi.large_pages - (metadata_pages_ - zone_.first_page())) << kShift;
+    std::uint64_t bytes = (bi.large_pages - (metadata_pages_ - zone_.first_page())) << shift_;
     for (unsigned cls = 0; cls < slab::kClassCount; ++cls)
       if (st.inuse_objects[cls] > cached[cls])
         bytes += (st.inuse_objects[cls] - cached[cls]) * slab::class_size(cls);
@@ -790,6 +798,7 @@ class Engine {
   EngineOptions options_;
   std::byte* base_ = nullptr;
   std::uint64_t arena_off_ = 0, limit_ = 0;  // byte offsets of the arena's start and the region's end
+  unsigned shift_ = 12;                      // log2 of the zone's page size
   std::uint32_t key_ = 0;
   CacheMode mode_ = CacheMode::none;
   std::uint64_t id_ = 0;

@@ -21,7 +21,7 @@ std::size_t render_stats_json(const EngineStats& s, char* buf, std::size_t cap) 
              static_cast<long long>(c.free_hits), static_cast<long long>(c.free_misses),
              static_cast<long long>(c.decays), static_cast<long long>(c.released_pages));
   const page::BuddyInfo& z = s.zone;
-  out.printf("\"pages\":{\"page_size\":%zu,\"arena\":%llu,\"metadata\":%llu,", slab::kPageSize,
+  out.printf("\"pages\":{\"page_size\":%u,\"arena\":%llu,\"metadata\":%llu,", s.runs->page_size,
              static_cast<ull>(z.arena_pages), static_cast<ull>(s.metadata_pages));
   out.printf("\"in_use\":%llu,\"large\":%llu,\"slab\":%llu,",
              static_cast<ull>(z.large_pages + z.slab_pages), static_cast<ull>(z.large_pages),
@@ -40,7 +40,7 @@ std::size_t render_stats_json(const EngineStats& s, char* buf, std::size_t cap) 
     const std::uint64_t cached = s.cached_objects[cls] < inuse ? s.cached_objects[cls] : inuse;
     out.printf("%s{\"size\":%zu,\"slabs\":%llu,\"pages_per_slab\":%u,\"objects_per_slab\":%u,",
                first ? "" : ",", slab::class_size(cls), static_cast<ull>(s.slabs.slabs[cls]),
-               slab::class_pages(cls), slab::class_objects(cls));
+               s.runs->pages[cls], s.runs->objects[cls]);
     out.printf("\"in_use\":%llu,\"cached\":%llu}", static_cast<ull>(inuse - cached),
                static_cast<ull>(cached));
     first = false;

@@ -213,6 +213,21 @@ constexpr RunTable make_runs(std::size_t page_size) noexcept {
 }
 
 inline constexpr RunTable kRuns = make_runs(kPageSize);
+// The other OS page sizes in use (arm64 16 KiB and 64 KiB, sparc64 8 KiB).
+inline constexpr RunTable kRuns8K = make_runs(8192);
+inline constexpr RunTable kRuns16K = make_runs(16384);
+inline constexpr RunTable kRuns64K = make_runs(65536);
+
+// The compiled run table for a page size, or nullptr if there is none.
+constexpr const RunTable* runs_for(std::size_t page_size) noexcept {
+  switch (page_size) {
+    case 4096: return &kRuns;
+    case 8192: return &kRuns8K;
+    case 16384: return &kRuns16K;
+    case 65536: return &kRuns64K;
+    default: return nullptr;
+  }
+}
 
 // ---------------------------------------------------------------- lookups
 
@@ -340,6 +355,9 @@ constexpr const char* check_runs(const RunTable& r) noexcept {
 
 static_assert(check_classes() == nullptr, "size-class table invariant: see check_classes()");
 static_assert(check_runs(kRuns) == nullptr, "slab run table invariant: see check_runs()");
+static_assert(check_runs(kRuns8K) == nullptr, "8 KiB run table invariant: see check_runs()");
+static_assert(check_runs(kRuns16K) == nullptr, "16 KiB run table invariant: see check_runs()");
+static_assert(check_runs(kRuns64K) == nullptr, "64 KiB run table invariant: see check_runs()");
 
 // ---------------------------------------------------------------- rendering
 

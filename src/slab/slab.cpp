@@ -52,9 +52,8 @@ const char* to_string(FreeStatus s) noexcept {
 
 bool SlabHeap::format(page::Buddy& zone, SlabHeap& out) noexcept {
   const std::size_t page = zone.header().page_size;
-  // The run table is compiled for kPageSize pages; another page size needs
-  // runs from make_runs(page), which the engine does not carry yet.
-  if (page != kPageSize) return false;
+  const RunTable* runs = runs_for(page);
+  if (runs == nullptr) return false;
   const Pages pages((sizeof(SlabRoot) + page - 1) / page);
   const PageIndex root = zone.alloc(pages);
   if (!root.valid()) return false;
@@ -68,11 +67,13 @@ bool SlabHeap::format(page::Buddy& zone, SlabHeap& out) noexcept {
   zone.set_root(root);
   out.zone_ = &zone;
   out.root_ = r;
+  out.runs_ = runs;
   return true;
 }
 
 bool SlabHeap::attach(page::Buddy& zone, SlabHeap& out) noexcept {
-  if (zone.header().page_size != kPageSize) return false;
+  const RunTable* runs = runs_for(zone.header().page_size);
+  if (runs == nullptr) return false;
   const std::uint32_t root = zone.header().root;
   if (root == kNone || root >= zone.header().total_pages ||
       zone.desc(PageIndex(root)).state != PageState::large)
@@ -85,6 +86,7 @@ bool SlabHeap::attach(page::Buddy& zone, SlabHeap& out) noexcept {
     return false;
   out.zone_ = &zone;
   out.root_ = r;
+  out.runs_ = runs;
   return true;
 }
 
@@ -148,7 +150,7 @@ void* SlabHeap::alloc_small(unsigned cls) noexcept {
     if (head != kNone) {
       unlink(cls, head);
     } else {
-      const PageIndex run = zone_->alloc(Pages(class_pages(cls)), PageState::slab);
+      const PageIndex run = zone_->alloc(Pages(pages_of(cls)), PageState::slab);
       if (!run.valid()) return nullptr;
       head = run.i;
       auto& d = slab_desc(run.i);
@@ -182,7 +184,7 @@ void* SlabHeap::alloc_small(unsigned cls) noexcept {
   }
   d.slab_inuse += 1;
   c.inuse_objects += 1;
-  if (d.slab_inuse == class_objects(cls)) {
+  if (d.slab_inuse == objects_of(cls)) {
     unlink(cls, head);
     push(cls, SlabList::full, head);
   }
@@ -373,8 +375,8 @@ std::size_t SlabHeap::render_slabinfo(char* buf, std::size_t cap,
     if (slabs == 0) continue;
     out.printf("size-%-11zu %13llu %10llu %9zu %12u %14u : slabdata %14u %11u\n", class_size(cls),
                static_cast<unsigned long long>(c.inuse_objects - (cached ? cached[cls] : 0)),
-               static_cast<unsigned long long>(slabs) * class_objects(cls), class_size(cls),
-               class_objects(cls), class_pages(cls), c.count[1] + c.count[2], slabs);
+               static_cast<unsigned long long>(slabs) * objects_of(cls), class_size(cls),
+               objects_of(cls), pages_of(cls), c.count[1] + c.count[2], slabs);
   }
   return out.len;
 }
@@ -387,7 +389,7 @@ page::CheckReport SlabHeap::check() const noexcept {
   for (unsigned cls = 0; cls < kClassCount; ++cls) {
     const ClassLists& c = root_->cls[cls];
     const std::size_t size = class_size(cls);
-    const std::uint32_t objects = class_objects(cls);
+    const std::uint32_t objects = objects_of(cls);
     std::uint64_t inuse = 0;
     for (unsigned l = 1; l <= 3; ++l) {
       std::uint32_t prev = kNone, count = 0;
@@ -398,9 +400,9 @@ page::CheckReport SlabHeap::check() const noexcept {
           return r.fail("class %u list %u: page %u is %s of class %u on list %u", cls, l, h,
                         page::to_string(d.state), d.slab_class, d.slab_list);
         if (d.prev != prev) return r.fail("class %u list %u: page %u back link", cls, l, h);
-        if (d.run != class_pages(cls))
+        if (d.run != pages_of(cls))
           return r.fail("class %u: slab %u has %u pages, the class uses %u", cls, h, d.run,
-                        class_pages(cls));
+                        pages_of(cls));
         if (d.slab_carved > objects || d.slab_inuse > d.slab_carved)
           return r.fail("class %u: slab %u has %u in use of %u carved of %u", cls, h, d.slab_inuse,
                         d.slab_carved, objects);

@@ -77,8 +77,8 @@ class SlabHeap {
   SlabHeap() = default;
 
   // Puts a slab layer on a freshly formatted zone (allocates its root run).
-  // False if the zone is full or its page size is not kPageSize (the size of
-  // the compiled run table).
+  // False if the zone is full or its page size has no compiled run table
+  // (runs_for: 4, 8, 16 and 64 KiB pages).
   static bool format(page::Buddy& zone, SlabHeap& out) noexcept;
   // Opens the slab layer of a zone formatted earlier; false if it has none.
   static bool attach(page::Buddy& zone, SlabHeap& out) noexcept;
@@ -126,6 +126,10 @@ class SlabHeap {
   page::CheckReport check() const noexcept;
 
   page::Buddy& zone() noexcept { return *zone_; }
+  // The slab runs for this zone's page size.
+  const RunTable& runs() const noexcept { return *runs_; }
+  unsigned pages_of(unsigned cls) const noexcept { return runs_->pages[cls]; }
+  std::uint32_t objects_of(unsigned cls) const noexcept { return runs_->objects[cls]; }
 
  private:
   std::byte* run_base(std::uint32_t head) const noexcept;
@@ -150,6 +154,7 @@ class SlabHeap {
 
   page::Buddy* zone_ = nullptr;
   SlabRoot* root_ = nullptr;
+  const RunTable* runs_ = nullptr;
 };
 
 }  // namespace mapheap::slab

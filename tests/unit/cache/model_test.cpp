@@ -45,17 +45,22 @@ bool intact(const unsigned char* p, const Live& l, std::size_t n) {
   return ok;
 }
 
-class EngineModel : public ::testing::TestWithParam<CacheMode> {};
-
-TEST_P(EngineModel, MatchesReferenceModel) {
-  Mapping m = Mapping::create(MappingOptions::anonymous(std::size_t{512} << 20));
+// `ops` operations on an engine in `mode` with pages of `page_size` bytes.
+void run_model(CacheMode mode, std::size_t page_size, int ops) {
+  constexpr std::size_t kRegion = std::size_t{512} << 20;
+  Mapping m = Mapping::create(MappingOptions::anonymous(kRegion + page_size));
+  // The zone's base must be aligned to its page size.
+  const std::size_t lead = (page_size - reinterpret_cast<std::uintptr_t>(m.data()) % page_size) %
+                           page_size;
   TestEngine e;
   EngineOptions o;
-  o.cache = GetParam();
+  o.cache = mode;
+  o.page_size = page_size;
   o.release = test::release_through_mapping;
   o.release_ctx = &m;
   o.decay_ms = 0;  // release at every decay step: reclaim runs all along
-  ASSERT_TRUE(e.format(m.data(), m.size(), o));
+  ASSERT_TRUE(e.format(m.data() + lead, kRegion, o));
+  ASSERT_EQ(e.stats().runs->page_size, page_size);
   std::mt19937_64 rng(42);
   std::map<std::uintptr_t, Live> live;  // address -> object
   auto random_size = [&]() -> std::size_t {
@@ -89,8 +94,8 @@ TEST_P(EngineModel, MatchesReferenceModel) {
     fill(static_cast<unsigned char*>(ptr), l);
     live[a] = l;
   };
-  constexpr int kOps = 1000000, kBatch = 50000;
-  for (int op = 1; op <= kOps; ++op) {
+  constexpr int kBatch = 50000;
+  for (int op = 1; op <= ops; ++op) {
     // Allocation leads while fewer than 3000 objects live, then frees do:
     // the live set wanders around that size (a few hundred MiB at most).
     const auto r = static_cast<unsigned>(rng() % 100);
@@ -134,6 +139,31 @@ TEST_P(EngineModel, MatchesReferenceModel) {
   const EngineStats st = e.stats();
   EXPECT_EQ(st.zone.slab_pages, 0u);
   EXPECT_EQ(st.zone.released_pages, st.zone.free_pages);
+}
+
+class EngineModel : public ::testing::TestWithParam<CacheMode> {};
+
+TEST_P(EngineModel, MatchesReferenceModel) {
+  run_model(GetParam(), pal::page_size(), 1000000);
+}
+
+// Zones of larger pages (arm64's 16 and 64 KiB), formatted on this machine's
+// 4 KiB pages: the slab layer takes the run table of the zone's page size.
+TEST(EngineModelPages, LargerPageSizes) {
+  for (std::size_t page : {std::size_t{16384}, std::size_t{65536}}) {
+    SCOPED_TRACE(page);
+    run_model(CacheMode::automatic, page, 200000);
+  }
+}
+
+TEST(EngineModelPages, PageSizeWithoutRunTableIsRefused) {
+  Mapping m = Mapping::create(MappingOptions::anonymous(std::size_t{64} << 20));
+  TestEngine e;
+  EngineOptions o;
+  o.page_size = 32768;  // no compiled run table
+  EXPECT_FALSE(e.format(m.data(), std::size_t{32} << 20, o));
+  o.page_size = 6144;  // not a multiple of the OS page
+  EXPECT_FALSE(e.format(m.data(), std::size_t{32} << 20, o));
 }
 
 INSTANTIATE_TEST_SUITE_P(Cache, EngineModel, ::testing::ValuesIn(test::cache_modes()),
