@@ -8,12 +8,12 @@
 // heap would be. Compare rows of equal size and thread count; the ratio
 // engine/glibc is what docs/BENCHMARKS.md records.
 #include <cstdlib>
-#include <vector>
 
 #include <benchmark/benchmark.h>
 
 #include "cache/engine.hpp"
 #include "mapheap/mapping.hpp"
+#include "support/patterns.hpp"
 
 namespace {
 
@@ -42,48 +42,30 @@ Engine& engine(CacheMode mode) {
   }
 }
 
+void* glibc_alloc(std::size_t n) { return std::malloc(n); }
+void glibc_free(void* p) { std::free(p); }
+
 template <CacheMode kMode>
 void BM_PairEngine(benchmark::State& state) {
   Engine& e = engine(kMode);
-  const auto size = static_cast<std::size_t>(state.range(0));
-  for (auto _ : state) {
-    void* p = e.allocate(size);
-    benchmark::DoNotOptimize(p);
-    e.deallocate(p);
-  }
+  mapheap::bench::pair_loop(
+      state, [&](std::size_t n) { return e.allocate(n); }, [&](void* p) { e.deallocate(p); });
   if (state.thread_index() == 0) state.SetLabel(mapheap::cache::to_string(e.cache_mode()));
 }
 void BM_PairGlibc(benchmark::State& state) {
-  const auto size = static_cast<std::size_t>(state.range(0));
-  for (auto _ : state) {
-    void* p = std::malloc(size);
-    benchmark::DoNotOptimize(p);
-    std::free(p);
-  }
+  mapheap::bench::pair_loop(state, glibc_alloc, glibc_free);
 }
 
 constexpr int kBatch = 256;
 template <CacheMode kMode>
 void BM_BatchEngine(benchmark::State& state) {
   Engine& e = engine(kMode);
-  const auto size = static_cast<std::size_t>(state.range(0));
-  std::vector<void*> v(kBatch);
-  for (auto _ : state) {
-    for (auto& p : v) p = e.allocate(size);
-    benchmark::DoNotOptimize(v.data());
-    for (auto* p : v) e.deallocate(p);
-  }
-  state.SetItemsProcessed(state.iterations() * kBatch);
+  mapheap::bench::batch_loop(
+      state, kBatch, [&](std::size_t n) { return e.allocate(n); },
+      [&](void* p) { e.deallocate(p); });
 }
 void BM_BatchGlibc(benchmark::State& state) {
-  const auto size = static_cast<std::size_t>(state.range(0));
-  std::vector<void*> v(kBatch);
-  for (auto _ : state) {
-    for (auto& p : v) p = std::malloc(size);
-    benchmark::DoNotOptimize(v.data());
-    for (auto* p : v) std::free(p);
-  }
-  state.SetItemsProcessed(state.iterations() * kBatch);
+  mapheap::bench::batch_loop(state, kBatch, glibc_alloc, glibc_free);
 }
 
 // One size per group of classes, from the 8-byte class to the largest.

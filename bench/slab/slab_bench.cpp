@@ -3,13 +3,13 @@
 // many objects live. This measures the core the front caches will sit on;
 // the engine's fast-path target (issue 3) is for the cached path.
 #include <cstdlib>
-#include <vector>
 
 #include <benchmark/benchmark.h>
 
 #include "mapheap/mapping.hpp"
 #include "pal/pal.hpp"
 #include "slab/slab.hpp"
+#include "support/patterns.hpp"
 
 namespace {
 
@@ -27,22 +27,16 @@ struct Heap {
   }
 };
 
+void* glibc_alloc(std::size_t n) { return std::malloc(n); }
+void glibc_free(void* p) { std::free(p); }
+
 void BM_PairSlab(benchmark::State& state) {
   Heap h;
-  const auto size = static_cast<std::size_t>(state.range(0));
-  for (auto _ : state) {
-    void* p = h.heap.alloc(size);
-    benchmark::DoNotOptimize(p);
-    (void)h.heap.free(p);
-  }
+  mapheap::bench::pair_loop(
+      state, [&](std::size_t n) { return h.heap.alloc(n); }, [&](void* p) { (void)h.heap.free(p); });
 }
 void BM_PairGlibc(benchmark::State& state) {
-  const auto size = static_cast<std::size_t>(state.range(0));
-  for (auto _ : state) {
-    void* p = std::malloc(size);
-    benchmark::DoNotOptimize(p);
-    std::free(p);
-  }
+  mapheap::bench::pair_loop(state, glibc_alloc, glibc_free);
 }
 BENCHMARK(BM_PairSlab)->Arg(16)->Arg(64)->Arg(256)->Arg(1024)->Arg(4096)->Arg(32768);
 BENCHMARK(BM_PairGlibc)->Arg(16)->Arg(64)->Arg(256)->Arg(1024)->Arg(4096)->Arg(32768);
@@ -51,22 +45,12 @@ BENCHMARK(BM_PairGlibc)->Arg(16)->Arg(64)->Arg(256)->Arg(1024)->Arg(4096)->Arg(3
 constexpr int kBatch = 1000;
 void BM_BatchSlab(benchmark::State& state) {
   Heap h;
-  const auto size = static_cast<std::size_t>(state.range(0));
-  std::vector<void*> v(kBatch);
-  for (auto _ : state) {
-    for (auto& p : v) p = h.heap.alloc(size);
-    for (auto* p : v) (void)h.heap.free(p);
-  }
-  state.SetItemsProcessed(state.iterations() * kBatch);
+  mapheap::bench::batch_loop(
+      state, kBatch, [&](std::size_t n) { return h.heap.alloc(n); },
+      [&](void* p) { (void)h.heap.free(p); });
 }
 void BM_BatchGlibc(benchmark::State& state) {
-  const auto size = static_cast<std::size_t>(state.range(0));
-  std::vector<void*> v(kBatch);
-  for (auto _ : state) {
-    for (auto& p : v) p = std::malloc(size);
-    for (auto* p : v) std::free(p);
-  }
-  state.SetItemsProcessed(state.iterations() * kBatch);
+  mapheap::bench::batch_loop(state, kBatch, glibc_alloc, glibc_free);
 }
 BENCHMARK(BM_BatchSlab)->Arg(16)->Arg(64)->Arg(256)->Arg(1024);
 BENCHMARK(BM_BatchGlibc)->Arg(16)->Arg(64)->Arg(256)->Arg(1024);

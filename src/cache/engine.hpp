@@ -119,9 +119,23 @@ class Engine {
       return false;
     if (!slab::SlabHeap::format(zone_, slabs_)) return false;
     const std::uint32_t key = make_key(base);
-    const page::PageIndex run = FrontCache::format(zone_, pal::cpus_configured(), key, cache_);
+    const page::PageIndex run = FrontCache::format(zone_, pal::cpus_configured(), key,
+                                                   options.release, options.release_ctx, cache_);
     if (!run.valid()) return false;
     slabs_.set_cache_run(run.i);
+    return open_view(base);
+  }
+
+  // Opens an engine formatted earlier over the same bytes, maybe by another
+  // process at another address: zone header, slab root and cache header are
+  // checked (check() verifies the rest). False if they do not match.
+  // REQUIRES: no other Engine object uses the region at the same time (the
+  // lock is in this object; the shared heap will keep it in the region).
+  bool attach(void* base, std::size_t bytes, const EngineOptions& options = {}) noexcept {
+    options_ = options;
+    if (page::Buddy::attach(base, bytes, zone_) != page::AttachError::none) return false;
+    if (!slab::SlabHeap::attach(zone_, slabs_)) return false;
+    if (!FrontCache::attach(zone_, page::PageIndex(slabs_.cache_run()), cache_)) return false;
     return open_view(base);
   }
 
@@ -131,7 +145,8 @@ class Engine {
   // sizes up to 8, 16 above). nullptr when the region is exhausted or the
   // request cannot be met (never a crash).
   void* allocate(std::size_t size, std::size_t align = 0) noexcept {
-    if (align <= slab::kQuantum && size <= slab::kMaxSmallSize) [[likely]] {
+    if (align <= slab::kQuantum && size <= slab::kMaxSmallSize && (align & (align - 1)) == 0)
+        [[likely]] {
       const unsigned cls =
           slab::class_of(align == slab::kQuantum && size < slab::kQuantum ? slab::kQuantum : size);
       if (void* p = cache_pop(cls)) return p;

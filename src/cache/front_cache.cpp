@@ -34,6 +34,7 @@ const char* to_string(CacheMode m) noexcept {
 }
 
 page::PageIndex FrontCache::format(page::Buddy& zone, std::uint32_t cpu_slots, std::uint32_t key,
+                                   page::Buddy::ReleaseFn release, void* release_ctx,
                                    FrontCache& out) noexcept {
   const std::uint64_t page = zone.header().page_size;
   const std::uint64_t budget = std::uint64_t{zone.arena_pages()} * page / 8;
@@ -44,6 +45,7 @@ page::PageIndex FrontCache::format(page::Buddy& zone, std::uint32_t cpu_slots, s
   const page::PageIndex run = zone.alloc(page::Pages(pages));
   if (!run.valid()) return run;
   std::byte* base = zone.address(run);
+  const bool zeroed = release != nullptr && release(release_ctx, base, pages * page);
   auto* h = new (base) CacheHeader{};
   h->magic = kCacheMagic;
   h->version = kCacheVersion;
@@ -53,9 +55,10 @@ page::PageIndex FrontCache::format(page::Buddy& zone, std::uint32_t cpu_slots, s
   h->slots_off = static_cast<std::uint32_t>(slots_offset());
   h->key = key;
   h->classes = slab::kClassCount;
-  // The run came from the free lists: its pages may hold an old life's bytes.
-  // Only the words matter; items above a count are never read.
-  for (std::uint32_t s = 0; s < cpu_slots + threads; ++s) {
+  // The run came from the free lists: unless released just now, its pages
+  // may hold an old life's bytes. Only the words matter; items above a count
+  // are never read.
+  for (std::uint32_t s = 0; s < cpu_slots + threads && !zeroed; ++s) {
     std::byte* slot = base + slots_offset() + std::size_t{s} * kSlot.bytes;
     for (unsigned c = 0; c < slab::kClassCount; ++c)
       reinterpret_cast<ClassArray*>(slot + kSlot.class_off[c])->word = 0;

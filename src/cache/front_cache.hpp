@@ -38,8 +38,8 @@
 namespace mapheap::cache {
 
 // Objects a class's array holds: about kCacheBytes of them, 4 to 64.
-inline constexpr std::size_t kCacheBytes = 32 * 1024;
-inline constexpr std::uint32_t kMaxCapacity = 64;
+inline constexpr std::size_t kCacheBytes = 64 * 1024;
+inline constexpr std::uint32_t kMaxCapacity = 256;
 constexpr std::uint32_t class_capacity(unsigned cls) noexcept {
   const std::size_t n = kCacheBytes / slab::class_size(cls);
   return n < 4 ? 4u : n > kMaxCapacity ? kMaxCapacity : static_cast<std::uint32_t>(n);
@@ -102,7 +102,11 @@ class FrontCache {
   // if the zone has no room). `cpu_slots` is the number of CPUs; thread slots
   // are added up to kMaxThreadSlots while the run stays within 1/8 of the
   // arena; with no room even for the CPU slots, the run has none.
+  // `release` (may be null) gives the run's pages back to the OS first, so
+  // that they read as zeros without being touched: then only the header is
+  // written, and a slot costs memory only once a CPU or thread uses it.
   static page::PageIndex format(page::Buddy& zone, std::uint32_t cpu_slots, std::uint32_t key,
+                                page::Buddy::ReleaseFn release, void* release_ctx,
                                 FrontCache& out) noexcept;
   // Opens a cache run made by format; false if its header does not match
   // this build's layout or the run's length.

@@ -71,6 +71,43 @@ inline struct rseq* rseq_area() noexcept {
                                         __rseq_offset);
 }
 
+// The parts both operations share. Operands: t (scratch, then the array),
+// cpu, n (the count), w (the word), rs, base, stride, ncpu, cap, sig.
+//
+// ARM: emit the descriptor (start 1:, length to 2:, abort 4:) and point
+// rseq->rseq_cs at it (label 0:, where the abort handler comes back to).
+#define MAPHEAP_RSEQ_ARM                               \
+  ".pushsection __mapheap_rseq_cs, \"aw?\"\n\t"       \
+  ".balign 32\n\t"                                     \
+  "3:\n\t"                                             \
+  ".long 0, 0\n\t"                                     \
+  ".quad 1f, 2f - 1f, 4f\n\t"                          \
+  ".popsection\n\t"                                    \
+  "0:\n\t"                                             \
+  "leaq 3b(%%rip), %[t]\n\t"                           \
+  "movq %[t], 8(%[rs])\n\t" /* rseq->rseq_cs */        \
+  "1:\n\t"
+// FIND: this CPU's array into t, its word into w and count into n; out to 2:
+// if the CPU number is unknown or >= ncpu.
+#define MAPHEAP_RSEQ_FIND                              \
+  "movl 4(%[rs]), %[cpu]\n\t" /* rseq->cpu_id */       \
+  "cmpl %[ncpu], %[cpu]\n\t"                           \
+  "jae 2f\n\t"                                         \
+  "movl %[cpu], %k[t]\n\t"                             \
+  "imulq %[stride], %[t]\n\t"                          \
+  "addq %[base], %[t]\n\t"                             \
+  "movq (%[t]), %[w]\n\t"                              \
+  "movzwl %w[w], %[n]\n\t" /* count */                 \
+  "cmpl %[cap], %[n]\n\t"
+// END: the label after the commit, and the abort handler after the signature.
+#define MAPHEAP_RSEQ_END                               \
+  "2:\n\t"                                             \
+  ".pushsection __mapheap_rseq_abort, \"ax?\"\n\t"    \
+  ".long %c[sig]\n\t"                                  \
+  "4:\n\t"                                             \
+  "jmp 0b\n\t"                                         \
+  ".popsection\n\t"
+
 // Pops the top item of this CPU's array: the item, or 0 when the array is
 // empty, the CPU number is >= ncpu (or unknown), or the count is above cap
 // (a corrupt array is never read past its end).
@@ -78,43 +115,20 @@ inline std::uint64_t rseq_pop(std::byte* base, std::uint64_t stride, std::uint32
                               std::uint32_t cap) noexcept {
   std::uint64_t t, item, w;
   std::uint32_t cpu, n;
-  asm volatile(
-      ".pushsection __mapheap_rseq_cs, \"aw?\"\n\t"
-      ".balign 32\n\t"
-      "3:\n\t"
-      ".long 0, 0\n\t"
-      ".quad 1f, 2f - 1f, 4f\n\t"
-      ".popsection\n\t"
-      "0:\n\t"
-      "leaq 3b(%%rip), %[t]\n\t"
-      "movq %[t], 8(%[rs])\n\t"  // rseq->rseq_cs = &descriptor
-      "1:\n\t"
-      "xorl %k[item], %k[item]\n\t"
-      "movl 4(%[rs]), %[cpu]\n\t"  // rseq->cpu_id
-      "cmpl %[ncpu], %[cpu]\n\t"
-      "jae 2f\n\t"
-      "movl %[cpu], %k[t]\n\t"
-      "imulq %[stride], %[t]\n\t"
-      "addq %[base], %[t]\n\t"
-      "movq (%[t]), %[w]\n\t"
-      "movzwl %w[w], %[n]\n\t"  // count
-      "cmpl %[cap], %[n]\n\t"
-      "ja 2f\n\t"
-      "testl %[n], %[n]\n\t"
-      "jz 2f\n\t"
-      "movq (%[t], %q[n], 8), %[item]\n\t"  // items[count - 1], 8 bytes past the word
-      "addq %[delta], %[w]\n\t"
-      "movq %[w], (%[t])\n\t"  // commit
-      "2:\n\t"
-      ".pushsection __mapheap_rseq_abort, \"ax?\"\n\t"
-      ".long %c[sig]\n\t"
-      "4:\n\t"
-      "jmp 0b\n\t"
-      ".popsection\n\t"
-      : [t] "=&r"(t), [cpu] "=&r"(cpu), [n] "=&r"(n), [item] "=&r"(item), [w] "=&r"(w)
-      : [rs] "r"(rseq_area()), [base] "r"(base), [stride] "r"(stride), [ncpu] "r"(ncpu),
-        [cap] "r"(cap), [delta] "i"(kPopDelta), [sig] "i"(RSEQ_SIG)
-      : "memory", "cc");
+  asm volatile(MAPHEAP_RSEQ_ARM
+               "xorl %k[item], %k[item]\n\t"  //
+               MAPHEAP_RSEQ_FIND
+               "ja 2f\n\t"
+               "testl %[n], %[n]\n\t"
+               "jz 2f\n\t"
+               "movq (%[t], %q[n], 8), %[item]\n\t"  // items[count - 1], 8 bytes past the word
+               "addq %[delta], %[w]\n\t"
+               "movq %[w], (%[t])\n\t"  // commit
+               MAPHEAP_RSEQ_END
+               : [t] "=&r"(t), [cpu] "=&r"(cpu), [n] "=&r"(n), [item] "=&r"(item), [w] "=&r"(w)
+               : [rs] "r"(rseq_area()), [base] "r"(base), [stride] "r"(stride),
+                 [ncpu] "r"(ncpu), [cap] "r"(cap), [delta] "i"(kPopDelta), [sig] "i"(RSEQ_SIG)
+               : "memory", "cc");
   return item;
 }
 
@@ -124,44 +138,25 @@ inline bool rseq_push(std::byte* base, std::uint64_t stride, std::uint32_t ncpu,
                       std::uint64_t item) noexcept {
   std::uint64_t t, w;
   std::uint32_t cpu, n, ok;
-  asm volatile(
-      ".pushsection __mapheap_rseq_cs, \"aw?\"\n\t"
-      ".balign 32\n\t"
-      "3:\n\t"
-      ".long 0, 0\n\t"
-      ".quad 1f, 2f - 1f, 4f\n\t"
-      ".popsection\n\t"
-      "0:\n\t"
-      "leaq 3b(%%rip), %[t]\n\t"
-      "movq %[t], 8(%[rs])\n\t"
-      "1:\n\t"
-      "xorl %[ok], %[ok]\n\t"
-      "movl 4(%[rs]), %[cpu]\n\t"
-      "cmpl %[ncpu], %[cpu]\n\t"
-      "jae 2f\n\t"
-      "movl %[cpu], %k[t]\n\t"
-      "imulq %[stride], %[t]\n\t"
-      "addq %[base], %[t]\n\t"
-      "movq (%[t]), %[w]\n\t"
-      "movzwl %w[w], %[n]\n\t"  // count
-      "cmpl %[cap], %[n]\n\t"
-      "jae 2f\n\t"
-      "movq %[item], 8(%[t], %q[n], 8)\n\t"  // above the count: invisible until the commit
-      "addq %[delta], %[w]\n\t"
-      "movl $1, %[ok]\n\t"
-      "movq %[w], (%[t])\n\t"  // commit
-      "2:\n\t"
-      ".pushsection __mapheap_rseq_abort, \"ax?\"\n\t"
-      ".long %c[sig]\n\t"
-      "4:\n\t"
-      "jmp 0b\n\t"
-      ".popsection\n\t"
-      : [t] "=&r"(t), [cpu] "=&r"(cpu), [n] "=&r"(n), [ok] "=&r"(ok), [w] "=&r"(w)
-      : [rs] "r"(rseq_area()), [base] "r"(base), [stride] "r"(stride), [ncpu] "r"(ncpu),
-        [cap] "r"(cap), [item] "r"(item), [delta] "i"(kPushDelta), [sig] "i"(RSEQ_SIG)
-      : "memory", "cc");
+  asm volatile(MAPHEAP_RSEQ_ARM
+               "xorl %[ok], %[ok]\n\t"  //
+               MAPHEAP_RSEQ_FIND
+               "jae 2f\n\t"
+               "movq %[item], 8(%[t], %q[n], 8)\n\t"  // above the count: invisible until the commit
+               "addq %[delta], %[w]\n\t"
+               "movl $1, %[ok]\n\t"
+               "movq %[w], (%[t])\n\t"  // commit
+               MAPHEAP_RSEQ_END
+               : [t] "=&r"(t), [cpu] "=&r"(cpu), [n] "=&r"(n), [ok] "=&r"(ok), [w] "=&r"(w)
+               : [rs] "r"(rseq_area()), [base] "r"(base), [stride] "r"(stride),
+                 [ncpu] "r"(ncpu), [cap] "r"(cap), [item] "r"(item), [delta] "i"(kPushDelta),
+                 [sig] "i"(RSEQ_SIG)
+               : "memory", "cc");
   return ok != 0;
 }
+#undef MAPHEAP_RSEQ_ARM
+#undef MAPHEAP_RSEQ_FIND
+#undef MAPHEAP_RSEQ_END
 #else
 inline std::uint64_t rseq_pop(std::byte*, std::uint64_t, std::uint32_t, std::uint32_t) noexcept {
   return 0;

@@ -4,6 +4,7 @@
 // a checker that finds a corrupted cache.
 #include "cache/engine.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -411,6 +412,92 @@ TEST(EngineThreadSlots, DeadThreadsSlotsAreReused) {
   // Every thread got a slot: nearly all its allocations were hits.
   EXPECT_GT(c.alloc_hits, std::int64_t{threads} * 900);
   expect_valid(e);
+}
+
+// Everything the engine stores, the front caches included, is offsets in
+// the region: a second view of the same memfd at another address attaches,
+// finds the objects the first view cached, and allocates them at its own
+// addresses with the contents the first view wrote.
+TEST_P(EngineModes, AttachesThroughASecondMappingAtAnotherAddress) {
+  Mapping a = Mapping::create(MappingOptions::memfd("engine-attach", 32 << 20));
+  std::vector<std::uint64_t> offsets;
+  {
+    TestEngine e;
+    ASSERT_TRUE(e.format(a.data(), a.size(), options_for(a, GetParam())));
+    std::vector<void*> v;
+    for (int i = 0; i < 40; ++i) v.push_back(e.allocate(96));
+    for (void* p : v) {
+      offsets.push_back(static_cast<std::uint64_t>(static_cast<std::byte*>(p) - a.data()));
+      std::memset(static_cast<char*>(p) + 8, 0x5a, 88);
+      e.deallocate(p);
+    }
+    expect_valid(e);
+  }
+  Mapping b = Mapping::create(MappingOptions::from_fd(a.fd()));
+  ASSERT_NE(a.data(), b.data());
+  TestEngine e;
+  ASSERT_TRUE(e.attach(b.data(), b.size(), options_for(b, GetParam())));
+  expect_valid(e);
+  // The same thread (same CPU, mostly, or the same thread slot once it is
+  // claimed again): some allocations come back from the first view's cache.
+  std::vector<void*> got;
+  int reused = 0;
+  for (int i = 0; i < 40; ++i) {
+    auto* p = static_cast<std::byte*>(e.allocate(96));
+    ASSERT_NE(p, nullptr);
+    ASSERT_GE(p, b.data());
+    ASSERT_LT(p, b.data() + b.size());
+    const auto off = static_cast<std::uint64_t>(p - b.data());
+    if (std::find(offsets.begin(), offsets.end(), off) != offsets.end()) {
+      ++reused;
+      EXPECT_EQ(static_cast<unsigned char>(p[50]), 0x5a);
+    }
+    got.push_back(p);
+  }
+  EXPECT_GT(reused, 0);
+  for (void* p : got) e.deallocate(p);
+  expect_valid(e);
+  // A region that holds no engine is refused.
+  Mapping c = Mapping::create(MappingOptions::anonymous(4 << 20));
+  TestEngine none;
+  EXPECT_FALSE(none.attach(c.data(), c.size()));
+}
+
+// Formatting over memory an earlier heap used: with a release method the
+// cache run is zeroed by the OS, without one by writing; either way the new
+// heap's caches start empty, and a cache run costs memory only where used.
+TEST(EngineFormat, ReformatOverAUsedRegionStartsEmpty) {
+  Mapping m = Mapping::create(MappingOptions::anonymous(64 << 20));
+  for (bool with_release : {true, false}) {
+    SCOPED_TRACE(with_release);
+    {
+      TestEngine old;
+      ASSERT_TRUE(old.format(m.data(), m.size(), options_for(m, CacheMode::automatic)));
+      std::vector<void*> v;
+      for (int i = 0; i < 5000; ++i) v.push_back(old.allocate(static_cast<std::size_t>(8 + i % 900)));
+      for (void* p : v) old.deallocate(p);
+    }
+    EngineOptions o = options_for(m, CacheMode::automatic);
+    if (!with_release) o.release = nullptr;
+    TestEngine e;
+    ASSERT_TRUE(e.format(m.data(), m.size(), o));
+    const EngineStats st = e.stats();
+    for (unsigned cls = 0; cls < slab::kClassCount; ++cls) ASSERT_EQ(st.cached_objects[cls], 0u);
+    EXPECT_EQ(e.counters().alloc_hits, 0);
+    expect_valid(e);
+    void* p = e.allocate(100);
+    e.deallocate(p);
+    expect_valid(e);
+  }
+  // Fresh and released: of the whole cache run only the header and the
+  // slots this thread used are resident.
+  Mapping fresh = Mapping::create(MappingOptions::anonymous(64 << 20));
+  TestEngine e;
+  ASSERT_TRUE(e.format(fresh.data(), fresh.size(), options_for(fresh, CacheMode::automatic)));
+  const std::uint64_t cache_pages =
+      (std::uint64_t{kSlot.bytes} * e.front_cache().slots()) / pal::page_size();
+  EXPECT_LT(fresh.residency().resident_pages, 200u + cache_pages / 4)
+      << "cache run pages: " << cache_pages;
 }
 
 // A corrupted cache is named by check().
