@@ -12,7 +12,8 @@ date -u +"%Y-%m-%d %H:%M UTC" | tee "$BUILD/bench/when.txt"
   | tee "$BUILD/bench/mapping.txt"
 taskset -c 1 "$BUILD/bench/slab_bench" --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \
   | tee "$BUILD/bench/slab.txt"
-"$BUILD/bench/engine_bench" --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \
+"$BUILD/bench/engine_bench" --benchmark_repetitions=5 --benchmark_enable_random_interleaving=true \
+  --benchmark_report_aggregates_only=true \
   | tee "$BUILD/bench/engine.txt"
 taskset -c 1 "$BUILD/bench/size_class_bench" --benchmark_repetitions=5 \
   --benchmark_report_aggregates_only=true | tee "$BUILD/bench/size_class.txt"
