@@ -479,7 +479,7 @@ class Engine {
       if (mode_ == CacheMode::per_thread) retry_thread_slot();
       const unsigned cls =
           slab::class_of(align == slab::kQuantum && size < slab::kQuantum ? slab::kQuantum : size);
-      if (void* p = refill(cls)) return p;
+      if (void* p = refill_slow(cls)) return p;
     }
     void* p;
     std::size_t usable = 0;
@@ -503,7 +503,7 @@ class Engine {
   // into the cache (marked with the key), or back to the slabs if the cache
   // does not take them. nullptr when the slab layer has none: the caller
   // then tries the locked path, which reports the failure.
-  void* refill(unsigned cls) noexcept {
+  void* refill_slow(unsigned cls) noexcept {
     const std::uint32_t want = class_capacity(cls) / 2;
     void* batch[kMaxCapacity / 2];
     unsigned n;
@@ -544,14 +544,14 @@ class Engine {
     if (off >= arena_off_ && off < limit_ && mode_ != CacheMode::none) [[likely]]
       cls = small_class(off);
     if (cls >= slab::kClassCount) [[unlikely]]
-      return free_locked(p);
+      return free_slow(p);
 #if MAPHEAP_CHECKED
     constexpr bool kVerifyAll = true;
 #else
     constexpr bool kVerifyAll = false;
 #endif
     if (kVerifyAll || load_key(p) == key_) [[unlikely]] {
-      const slab::FreeStatus s = verify_live(p, cls, off);
+      const slab::FreeStatus s = verify_free_slow(p, cls, off);
       if (s != slab::FreeStatus::ok) return s;
     }
     store_key(p, key_);
@@ -560,12 +560,12 @@ class Engine {
 #endif
     if (cache_put(cls, off)) [[likely]]
       return slab::FreeStatus::ok;
-    return drain_and_free(cls, p);
+    return drain_slow(cls, p);
   }
 
   // The object is live: allocated in its slab (not on the slab's free list)
   // and in no cache. Under the lock; the caches are read as they are.
-  __attribute__((noinline)) slab::FreeStatus verify_live(std::byte* p, unsigned cls,
+  __attribute__((noinline)) slab::FreeStatus verify_free_slow(std::byte* p, unsigned cls,
                                                          std::uint64_t off) noexcept {
     core::LockGuard<Lock> g(lock_);
     const slab::FreeStatus s = slabs_.validate(p);
@@ -581,7 +581,7 @@ class Engine {
 
   // The cache was full (or there is no slot): `p` and half the array go
   // back to their slabs under the lock.
-  __attribute__((noinline)) slab::FreeStatus drain_and_free(unsigned cls, std::byte* p) noexcept {
+  __attribute__((noinline)) slab::FreeStatus drain_slow(unsigned cls, std::byte* p) noexcept {
     if (mode_ == CacheMode::per_thread) retry_thread_slot();
     void* batch[kMaxCapacity / 2 + 1];
     unsigned n = 0;
@@ -613,7 +613,7 @@ class Engine {
     return bad;
   }
 
-  __attribute__((noinline)) slab::FreeStatus free_locked(void* p) noexcept {
+  __attribute__((noinline)) slab::FreeStatus free_slow(void* p) noexcept {
     slab::FreeStatus s;
     const std::uint32_t now = now_ms();
     {
