@@ -631,7 +631,6 @@ class Engine {
   // From slow paths: a decay step when a quarter of the decay time passed
   // since the last one; one thread at a time runs it.
   void tick() noexcept {
-    if (options_.release == nullptr) return;
     const std::uint32_t now = now_ms();
     const std::uint32_t period = std::max<std::uint32_t>(options_.decay_ms / 4, 1);
     if (now - last_decay_.load(std::memory_order_relaxed) < period) return;
@@ -642,12 +641,14 @@ class Engine {
   }
 
   std::uint64_t release_older_than(std::uint32_t age) noexcept {
-    if (options_.release == nullptr) return 0;
-    std::uint64_t pages;
+    std::uint64_t pages = 0;
     {
       core::LockGuard<Lock> g(lock_);
       zone_.set_clock(now_ms());
-      pages = zone_.release_free(release_unlocked, this, age);
+      // Slabs empty that long go back to the zone; their pages go back to
+      // the OS at a later step, once free that long as pages.
+      slabs_.release_empty(age);
+      if (options_.release != nullptr) pages = zone_.release_free(release_unlocked, this, age);
     }
     decays_.add(1);
     released_.add(static_cast<std::int64_t>(pages));

@@ -302,12 +302,11 @@ FreeStatus SlabHeap::free_small(std::uint32_t head, std::uint32_t off, std::size
   d.slab_inuse -= 1;
   root_->cls[cls].inuse_objects -= 1;
   if (d.slab_inuse == 0) {
+    // Kept for reuse a while (a program that frees a slab's last object
+    // often allocates again soon); decay returns it when it stays empty.
     unlink(cls, head);
-    if (root_->cls[cls].count[static_cast<unsigned>(SlabList::empty)] < kEmptyKept) {
-      push(cls, SlabList::empty, head);
-    } else if (zone_->free(PageIndex(head)) != page::FreeResult::ok) {
-      return FreeStatus::corrupt;
-    }
+    push(cls, SlabList::empty, head);
+    d.freed_at = zone_->header().clock;
   } else if (was_full) {
     unlink(cls, head);
     push(cls, SlabList::partial, head);
@@ -333,15 +332,21 @@ std::size_t SlabHeap::usable_size(const void* ptr) const noexcept {
   return off % size == 0 && off / size < h.slab_carved ? size : 0;
 }
 
-std::uint64_t SlabHeap::trim() noexcept {
+std::uint64_t SlabHeap::release_empty(std::uint32_t min_age) noexcept {
   std::uint64_t pages = 0;
-  const auto empty = static_cast<unsigned>(SlabList::empty);
+  const std::uint32_t now = zone_->header().clock;
   for (unsigned cls = 0; cls < kClassCount; ++cls) {
-    while (root_->cls[cls].head[empty] != kNone) {
-      const std::uint32_t head = root_->cls[cls].head[empty];
-      unlink(cls, head);
-      pages += zone_->desc(PageIndex(head)).run;
-      (void)zone_->free(PageIndex(head));
+    for (std::uint32_t head = root_->cls[cls].head[static_cast<unsigned>(SlabList::empty)];
+         head != kNone;) {
+      const PageDesc& d = zone_->desc(PageIndex(head));
+      const std::uint32_t next = d.next;
+      // Unsigned difference: right across a wrap of the 32-bit clock.
+      if (min_age == 0 || static_cast<std::uint32_t>(now - d.freed_at) >= min_age) {
+        unlink(cls, head);
+        pages += d.run;
+        (void)zone_->free(PageIndex(head));
+      }
+      head = next;
     }
   }
   return pages;

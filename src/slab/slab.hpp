@@ -12,8 +12,9 @@
 // Objects are carved lazily (`slab_carved` counts them), so a new slab costs
 // no writes to its memory. Each class keeps three lists of slabs, as SLUB
 // does: partial (some objects free: where allocation looks first), full, and
-// empty (kept for reuse, up to kEmptyKept per class; the rest go back to the
-// buddy allocator at once, and trim() returns all of them).
+// empty (kept for reuse, stamped with the zone clock when they emptied; they
+// go back to the buddy allocator once empty for a while: release_empty(),
+// which the engine's decay calls, and trim() returns all of them).
 //
 // Objects larger than the largest class, or aligned to more than a page, are
 // runs of whole pages straight from the buddy allocator.
@@ -29,8 +30,6 @@
 #include "slab/size_class.hpp"
 
 namespace mapheap::slab {
-
-inline constexpr unsigned kEmptyKept = 1;  // empty slabs kept per class before release
 
 // Which list of its class a slab is on (PageDesc::slab_list).
 enum class SlabList : std::uint16_t { partial = 1, full = 2, empty = 3 };
@@ -111,8 +110,11 @@ class SlabHeap {
   std::uint32_t cache_run() const noexcept { return root_->cache_run; }
   void set_cache_run(std::uint32_t run) noexcept { root_->cache_run = run; }
 
+  // Returns the slabs empty for at least `min_age` ticks of the zone clock
+  // (0: all of them) to the buddy allocator; the pages freed.
+  std::uint64_t release_empty(std::uint32_t min_age) noexcept;
   // Returns every empty slab to the buddy allocator; the pages freed.
-  std::uint64_t trim() noexcept;
+  std::uint64_t trim() noexcept { return release_empty(0); }
 
   SlabStats stats() const noexcept;
   // One line per class with slabs, in /proc/slabinfo's shape:

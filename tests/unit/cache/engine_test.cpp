@@ -354,6 +354,37 @@ TEST(EngineDecay, ReleasesOnlyOldRuns) {
   expect_valid(fast);
 }
 
+// Empty slabs go back to the zone once empty for the decay time, and their
+// pages to the OS at a later step once free that long: two decay steps.
+TEST(EngineDecay, EmptySlabsThenTheirPagesGoBack) {
+  Mapping m = Mapping::create(MappingOptions::anonymous(64 << 20));
+  TestEngine e;
+  // Half a second: longer than the loops below take even under sanitizers,
+  // so no slow path's decay step releases anything before the test's own.
+  constexpr std::uint32_t kDecayMs = 500;
+  ASSERT_TRUE(e.format(m.data(), m.size(), options_for(m, CacheMode::automatic, kDecayMs)));
+  std::vector<void*> v;
+  for (int i = 0; i < 20000; ++i) {
+    v.push_back(e.allocate(1000));
+    std::memset(v.back(), 3, 1000);
+  }
+  for (void* p : v) e.deallocate(p);
+  const std::uint64_t slab_pages = e.buddyinfo().slab_pages;
+  // Nearly all objects went back to their slabs (the caches keep at most a
+  // few hundred), so nearly all slabs are empty, and still slabs.
+  EXPECT_GT(slab_pages, (20000u * 1000u) / pal::page_size() * 9 / 10);
+  EXPECT_EQ(e.decay(), 0u);  // nothing has been free that long yet
+  EXPECT_EQ(e.buddyinfo().slab_pages, slab_pages);
+  std::this_thread::sleep_for(std::chrono::milliseconds(kDecayMs + 50));
+  e.decay();
+  EXPECT_LT(e.buddyinfo().slab_pages, slab_pages / 10);
+  const auto resident = m.residency().resident_pages;
+  std::this_thread::sleep_for(std::chrono::milliseconds(kDecayMs + 50));
+  EXPECT_GT(e.decay(), slab_pages / 2);
+  EXPECT_LT(m.residency().resident_pages, resident - slab_pages / 2);
+  expect_valid(e);
+}
+
 // Releases drop the lock around the system call: threads keep allocating
 // and freeing while others trim and decay, and the heap stays consistent.
 TEST(EngineDecay, ReleaseWhileOthersAllocate) {
@@ -362,10 +393,12 @@ TEST(EngineDecay, ReleaseWhileOthersAllocate) {
   ASSERT_TRUE(e.format(m.data(), m.size(), options_for(m, CacheMode::automatic, 0)));
   std::atomic<bool> stop{false};
   std::atomic<int> bad{0};
+  std::atomic<std::uint64_t> ops{0};
   auto churn = [&](int id) {
     std::mt19937 rng(static_cast<unsigned>(id));
     std::vector<std::pair<unsigned char*, std::size_t>> live;
     while (!stop.load(std::memory_order_relaxed)) {
+      ops.fetch_add(1, std::memory_order_relaxed);
       const std::size_t n = rng() % 4 == 0 ? 4096 * (1 + rng() % 64) : 1 + rng() % 2000;
       auto* p = static_cast<unsigned char*>(e.allocate(n));
       if (p == nullptr) continue;
@@ -382,7 +415,8 @@ TEST(EngineDecay, ReleaseWhileOthersAllocate) {
     for (auto [q, qn] : live) e.deallocate(q);
   };
   std::thread a(churn, 1), b(churn, 2);
-  for (int i = 0; i < 200; ++i) {
+  // Decay and trim over and over until the two threads made 30,000 steps.
+  for (int i = 0; ops.load(std::memory_order_relaxed) < 30000; ++i) {
     e.decay();
     if (i % 20 == 0) e.trim();
   }

@@ -74,10 +74,36 @@ TEST(Slab, ObjectsFillASlabThenTheNext) {
               static_cast<std::ptrdiff_t>(class_size(cls)));
   for (void* p : objs) ASSERT_EQ(h.heap.free(p), FreeStatus::ok);
   expect_valid(h.heap);
-  // Empty slabs beyond kEmptyKept went back at once; trim returns the rest.
-  EXPECT_EQ(h.heap.stats().slabs[cls], kEmptyKept);
-  EXPECT_EQ(h.heap.trim(), kEmptyKept * class_pages(cls));
+  // Both slabs are empty now, kept for reuse; trim returns them.
+  EXPECT_EQ(h.heap.stats().slabs[cls], 2u);
+  EXPECT_EQ(h.heap.trim(), 2u * class_pages(cls));
   EXPECT_EQ(h.heap.stats().slabs[cls], 0u);
+  expect_valid(h.heap);
+}
+
+// Empty slabs go back to the zone once they have stayed empty for the age
+// given (the engine passes its decay time), and are reused before that.
+TEST(Slab, EmptySlabsGoBackAfterADelay) {
+  Heap h(16 << 20);
+  const unsigned cls = class_of(256);
+  h.zone.set_clock(1000);
+  std::vector<void*> a, b;
+  for (std::uint32_t i = 0; i < class_objects(cls); ++i) a.push_back(h.heap.alloc(256));
+  for (std::uint32_t i = 0; i < class_objects(cls); ++i) b.push_back(h.heap.alloc(256));
+  for (void* p : a) ASSERT_EQ(h.heap.free(p), FreeStatus::ok);  // slab A empty at 1000
+  h.zone.set_clock(1500);
+  for (void* p : b) ASSERT_EQ(h.heap.free(p), FreeStatus::ok);  // slab B empty at 1500
+  EXPECT_EQ(h.heap.stats().slabs[cls], 2u);
+  h.zone.set_clock(1900);
+  EXPECT_EQ(h.heap.release_empty(1000), 0u);  // neither is that old
+  EXPECT_EQ(h.heap.release_empty(600), class_pages(cls));  // A is (900), B is not (400)
+  EXPECT_EQ(h.heap.stats().slabs[cls], 1u);
+  expect_valid(h.heap);
+  // The one left is reused: a new allocation takes no page from the zone.
+  const std::uint64_t free_before = h.zone.info().free_pages;
+  void* p = h.heap.alloc(256);
+  EXPECT_EQ(h.zone.info().free_pages, free_before);
+  ASSERT_EQ(h.heap.free(p), FreeStatus::ok);
   expect_valid(h.heap);
 }
 
