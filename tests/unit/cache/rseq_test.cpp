@@ -9,6 +9,12 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "support/process.hpp"
 
 namespace mapheap::cache {
 namespace {
@@ -106,6 +112,80 @@ TEST(Rseq, NothingLostOrDuplicatedUnderContention) {
   std::uint64_t pops = 0;
   for (int t = 0; t < kThreads; ++t) pops += popped[t].size();
   EXPECT_EQ(ops, in.size() + pops);
+}
+
+// The property a shared heap depends on: two processes on one CPU use the
+// same arrays in shared memory, and killing them at random instants never
+// leaves an array torn. Each child logs its pushes and pops after they
+// commit, so at the kill at most one operation per child is unlogged: the
+// arrays then hold the logged balance give or take one per child, every
+// count is within its capacity, every item is one a child pushed and appears
+// once, and the arrays go on working.
+TEST(Rseq, ProcessesKilledMidOperationLeaveArraysConsistent) {
+  if (!rseq_available()) GTEST_SKIP() << "the C library registered no rseq area";
+  struct Shared {
+    std::uint64_t words[kStride / 8 * kCpus];
+    std::atomic<std::uint64_t> pushes[2], pops[2], next[2];
+  };
+  void* mem = ::mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                     -1, 0);
+  ASSERT_NE(mem, MAP_FAILED);
+  auto* sh = new (mem) Shared{};
+  auto* base = reinterpret_cast<std::byte*>(sh->words);
+  cpu_set_t one;
+  ASSERT_EQ(::sched_getaffinity(0, sizeof(one), &one), 0);
+  int cpu = 0;
+  while (!CPU_ISSET(cpu, &one)) ++cpu;
+  std::uint32_t seed = 12345;
+  for (int round = 0; round < 60; ++round) {
+    pid_t kids[2];
+    for (int c = 0; c < 2; ++c) {
+      kids[c] = ::fork();
+      ASSERT_GE(kids[c], 0);
+      if (kids[c] == 0) {
+        cpu_set_t pin;
+        CPU_ZERO(&pin);
+        CPU_SET(cpu, &pin);
+        (void)::sched_setaffinity(0, sizeof(pin), &pin);  // both children on one CPU
+        for (;;) {
+          const std::uint64_t i = sh->next[c].fetch_add(1) + 1;
+          if (rseq_push(base, kStride, kCpus, kCap, (std::uint64_t(c + 1) << 40) | i))
+            sh->pushes[c].fetch_add(1);
+          if (i % 2 == 0 && rseq_pop(base, kStride, kCpus, kCap) != 0) sh->pops[c].fetch_add(1);
+        }
+      }
+    }
+    seed = seed * 1103515245u + 12345u;
+    ::usleep(1000 + (seed >> 8) % 20000);
+    for (pid_t k : kids) ::kill(k, SIGKILL);
+    for (pid_t k : kids) ASSERT_EQ(test::wait_child(k), 128 + SIGKILL);
+
+    std::vector<std::uint64_t> items;
+    for (std::uint32_t c = 0; c < kCpus; ++c) {
+      const std::uint64_t w = sh->words[c * kStride / 8];
+      ASSERT_LE(count_of(w), kCap) << "round " << round << " cpu " << c;
+      ASSERT_EQ((ops_of(w) - count_of(w)) % 2, 0u) << "round " << round;
+      for (std::uint32_t i = 0; i < count_of(w); ++i) items.push_back(sh->words[c * kStride / 8 + 1 + i]);
+    }
+    std::sort(items.begin(), items.end());
+    ASSERT_EQ(std::adjacent_find(items.begin(), items.end()), items.end()) << "round " << round;
+    for (std::uint64_t v : items) {
+      const std::uint64_t who = v >> 40, seq = v & ((std::uint64_t{1} << 40) - 1);
+      ASSERT_TRUE(who == 1 || who == 2) << std::hex << v;
+      ASSERT_LE(seq, sh->next[who - 1].load()) << std::hex << v;
+    }
+    const auto logged = static_cast<std::int64_t>(sh->pushes[0] + sh->pushes[1]) -
+                        static_cast<std::int64_t>(sh->pops[0] + sh->pops[1]);
+    const auto held = static_cast<std::int64_t>(items.size());
+    ASSERT_LE(held - logged, 2) << "round " << round;
+    ASSERT_GE(held - logged, -2) << "round " << round;
+    // The survivors' view: the arrays still work (empty them for the next round).
+    while (rseq_pop(base, kStride, kCpus, kCap) != 0) {
+    }
+    for (std::uint32_t c = 0; c < kCpus; ++c) sh->words[c * kStride / 8] = 0;
+    for (int c = 0; c < 2; ++c) sh->pushes[c] = sh->pops[c] = 0;
+  }
+  ::munmap(mem, sizeof(Shared));
 }
 
 }  // namespace
