@@ -684,26 +684,29 @@ class Engine {
       if (!mine) cache_.release_thread_slot(s);
     }
   }
+  // Every array of this CPU (rseq) or of one thread slot, back to the slabs.
   void drain_current() noexcept {
-    for (unsigned cls = 0; cls < slab::kClassCount; ++cls) {
-      void* batch[kMaxCapacity];
-      unsigned n = 0;
-      std::uint64_t off;
-      while (n < kMaxCapacity &&
-             (off = rseq_pop(cache_.class_base(cls), kSlot.bytes, cache_.cpu_slots(),
-                             class_capacity(cls))) != 0)
-        batch[n++] = base_ + off;
-      give_back(batch, n);
-    }
+    drain_with([&](unsigned cls) {
+      return rseq_pop(cache_.class_base(cls), kSlot.bytes, cache_.cpu_slots(),
+                      class_capacity(cls));
+    });
   }
   void drain_slot(std::uint32_t slot) noexcept {
+    drain_with(
+        [&](unsigned cls) { return array_pop(cache_.array(slot, cls), class_capacity(cls)); });
+  }
+  template <class Pop>
+  void drain_with(Pop pop) noexcept {
     for (unsigned cls = 0; cls < slab::kClassCount; ++cls) {
       void* batch[kMaxCapacity];
       unsigned n = 0;
       std::uint64_t off;
-      while (n < kMaxCapacity &&
-             (off = array_pop(cache_.array(slot, cls), class_capacity(cls))) != 0)
+      while (n < kMaxCapacity && (off = pop(cls)) != 0) {
+#ifdef MAPHEAP_TSAN
+        __tsan_acquire(cache_.class_base(cls));  // the push that cached it happened before
+#endif
         batch[n++] = base_ + off;
+      }
       give_back(batch, n);
     }
   }
