@@ -62,6 +62,15 @@ struct EngineOptions {
   // which picks MADV_DONTNEED or hole punching). Null: pages are never released.
   page::Buddy::ReleaseFn release = nullptr;
   void* release_ctx = nullptr;
+  // Growth: the engine is formatted over the whole reservation (`bytes`),
+  // of which the first `committed` bytes are usable now (0: all). When the
+  // arena runs out, the engine calls `grow(grow_ctx, want)` asking for the
+  // first `want` bytes to become usable (Mapping::grow) and continues with
+  // what it returns (the usable size after the call). Null: no growth.
+  std::size_t committed = 0;
+  using GrowFn = std::size_t (*)(void* ctx, std::size_t want) noexcept;
+  GrowFn grow = nullptr;
+  void* grow_ctx = nullptr;
   // A free page run unused for this long goes back to the OS (decay); 0
   // releases at every decay step. Decay runs from slow paths, at most four
   // times per decay period, and from decay() and trim().
@@ -81,6 +90,7 @@ struct EngineCounters {
   std::int64_t free_hits = 0;
   std::int64_t free_misses = 0;  // the cache was full: a batch went back to the slabs
   std::int64_t decays = 0;       // decay steps run
+  std::int64_t grows = 0;        // times the arena grew into more of the reservation
   std::int64_t released_pages = 0;
 };
 
@@ -91,6 +101,8 @@ struct EngineStats {
   page::BuddyInfo zone;
   std::uint64_t cached_objects[slab::kClassCount] = {};
   std::uint64_t metadata_pages = 0;  // header, page map, slab root and cache run
+  std::uint64_t committed_bytes = 0;  // the part of the region the arena reaches now
+  std::uint64_t region_bytes = 0;     // the whole reservation
   const slab::RunTable* runs = nullptr;  // the slab runs (and page size) of the zone
   CacheMode cache_mode = CacheMode::none;
   std::uint32_t cpu_slots = 0;
@@ -114,7 +126,7 @@ class Engine {
     options_ = options;
     const std::size_t page = options.page_size != 0 ? options.page_size : pal::page_size();
     if (page % pal::page_size() != 0 ||
-        page::Buddy::format(base, bytes, page, options.arena_align, zone_) !=
+        page::Buddy::format(base, bytes, page, options.arena_align, zone_, options.committed) !=
             page::FormatError::none)
       return false;
     if (!slab::SlabHeap::format(zone_, slabs_)) return false;
@@ -186,7 +198,7 @@ class Engine {
   // The bytes usable at p; 0 if p is not an object of this heap.
   std::size_t usable_size(const void* p) const noexcept {
     const std::uint64_t off = offset_of(p);
-    if (off < arena_off_ || off >= limit_) return 0;
+    if (off < arena_off_ || off >= limit()) return 0;
     const page::PageDesc& d =
         zone_.desc(page::PageIndex(static_cast<std::uint32_t>(off >> shift_)));
     if (d.state == page::PageState::large)
@@ -235,6 +247,7 @@ class Engine {
     c.alloc_misses = alloc_misses_.read();
     c.free_misses = free_misses_.read();
     c.decays = decays_.read();
+    c.grows = grows_.read();
     c.released_pages = released_.read();
     std::uint64_t cached[slab::kClassCount];
     cached_objects(cached);
@@ -253,6 +266,8 @@ class Engine {
       s.zone = zone_.info();
     }
     s.metadata_pages = metadata_pages_;
+    s.committed_bytes = limit();
+    s.region_bytes = zone_.region_bytes();
     s.runs = &slabs_.runs();
     s.cache_mode = mode_;
     s.cpu_slots = cache_.cpu_slots();
@@ -316,7 +331,7 @@ class Engine {
     base_ = static_cast<std::byte*>(base);
     shift_ = static_cast<unsigned>(std::countr_zero(zone_.header().page_size));
     arena_off_ = std::uint64_t{zone_.first_page()} << shift_;
-    limit_ = std::uint64_t{zone_.header().total_pages} << shift_;
+    limit_.store(zone_.committed_bytes(), std::memory_order_relaxed);
     key_ = cache_.key();
     metadata_pages_ = zone_.first_page() + zone_.desc(page::PageIndex(zone_.header().root)).run +
                       zone_.desc(page::PageIndex(slabs_.cache_run())).run;
@@ -341,6 +356,7 @@ class Engine {
 
   // ---- object helpers
 
+  std::uint64_t limit() const noexcept { return limit_.load(std::memory_order_relaxed); }
   std::uint64_t offset_of(const void* p) const noexcept {
     return reinterpret_cast<std::uintptr_t>(p) - reinterpret_cast<std::uintptr_t>(base_);
   }
@@ -462,7 +478,7 @@ class Engine {
   void* cache_pop(unsigned cls) noexcept {
     const std::uint64_t off = cache_take(cls);
     if (off == 0) return nullptr;
-    if (off < arena_off_ || off >= limit_) [[unlikely]]
+    if (off < arena_off_ || off >= limit()) [[unlikely]]
       corrupt(base_ + off, "a front cache holds an offset outside the arena");
 #ifdef MAPHEAP_TSAN
     __tsan_acquire(cache_.class_base(cls));  // the push that published it happened before
@@ -475,6 +491,15 @@ class Engine {
   // ---- slow paths
 
   __attribute__((noinline)) void* allocate_slow(std::size_t size, std::size_t align) noexcept {
+    for (;;) {
+      if (void* p = allocate_once_slow(size, align)) return p;
+      if (!grow_slow(size, align)) break;
+    }
+    failed_.add(1);
+    return nullptr;
+  }
+
+  void* allocate_once_slow(std::size_t size, std::size_t align) noexcept {
     if (align <= slab::kQuantum && size <= slab::kMaxSmallSize && mode_ != CacheMode::none) {
       if (mode_ == CacheMode::per_thread) retry_thread_slot();
       const unsigned cls =
@@ -488,10 +513,7 @@ class Engine {
       p = slabs_.alloc(size, align, &usable);
     }
     tick();
-    if (p == nullptr) {
-      failed_.add(1);
-      return nullptr;
-    }
+    if (p == nullptr) return nullptr;
     // A slab object may carry the key from a life in a cache: clear it, or
     // its free would take the slow check.
     if (usable <= slab::kMaxSmallSize) store_key(static_cast<std::byte*>(p), 0);
@@ -541,7 +563,7 @@ class Engine {
     auto* p = static_cast<std::byte*>(ptr);
     const std::uint64_t off = offset_of(p);
     unsigned cls = slab::kClassCount;
-    if (off >= arena_off_ && off < limit_ && mode_ != CacheMode::none) [[likely]]
+    if (off >= arena_off_ && off < limit() && mode_ != CacheMode::none) [[likely]]
       cls = small_class(off);
     if (cls >= slab::kClassCount) [[unlikely]]
       return free_slow(p);
@@ -624,6 +646,32 @@ class Engine {
     if (s == slab::FreeStatus::ok) slow_frees_.add(1);
     tick();
     return s;
+  }
+
+  // ---- growth
+
+  // The arena could not serve `size` bytes aligned to `align`: ask the owner
+  // for more of the reservation, a quarter more than now at least (2 MiB
+  // steps), so that growth is rare. Under the lock: one thread grows, the
+  // others find the arena grown and retry. False if it cannot grow enough.
+  __attribute__((noinline)) bool grow_slow(std::size_t size, std::size_t align) noexcept {
+    if (options_.grow == nullptr) return false;
+    const std::size_t page = std::size_t{1} << shift_;
+    constexpr std::size_t kStep = std::size_t{2} << 20;
+    core::LockGuard<Lock> g(lock_);
+    const std::size_t have = zone_.committed_bytes(), region = zone_.region_bytes();
+    const std::size_t free_bytes = std::size_t{zone_.info().free_pages} * page;
+    if (have >= region || size > region - have + free_bytes) return false;  // could never fit
+    // Enough for the request as a fresh run (with its alignment), or a slab.
+    const std::size_t need = std::max<std::size_t>(size, slab::kMaxSmallSize * 2) +
+                             std::max(align, page) + page;
+    std::size_t want = have + std::max({need, have / 4, kStep});
+    want = std::min((want + kStep - 1) / kStep * kStep, region);
+    const std::size_t got = options_.grow(options_.grow_ctx, want);
+    if (got <= have || got > region || !zone_.grow(got / page * page)) return false;
+    limit_.store(zone_.committed_bytes(), std::memory_order_relaxed);
+    grows_.add(1);
+    return true;
   }
 
   // ---- decay
@@ -768,7 +816,7 @@ class Engine {
         }
         for (std::uint32_t i = 0; i < count; ++i) {
           const std::uint64_t off = a->items[i];
-          if (off < arena_off_ || off >= limit_ || small_class(off) != cls) {
+          if (off < arena_off_ || off >= limit() || small_class(off) != cls) {
             r.fail("cache slot %u class %u item %u: offset %#llx is not an object of the class", s,
                    cls, i, static_cast<unsigned long long>(off));
             break;
@@ -816,7 +864,8 @@ class Engine {
 
   EngineOptions options_;
   std::byte* base_ = nullptr;
-  std::uint64_t arena_off_ = 0, limit_ = 0;  // byte offsets of the arena's start and the region's end
+  std::uint64_t arena_off_ = 0;                  // byte offset of the arena's start
+  std::atomic<std::uint64_t> limit_{0};          // ... and of its committed end (grows)
   unsigned shift_ = 12;                      // log2 of the zone's page size
   std::uint32_t key_ = 0;
   CacheMode mode_ = CacheMode::none;
@@ -826,7 +875,7 @@ class Engine {
   alignas(64) std::atomic<std::uint32_t> last_decay_{0};
   std::atomic<bool> decaying_{false};
   core::PerCpuCounter<> slow_allocs_, slow_frees_, failed_, alloc_misses_, free_misses_, decays_,
-      released_, internal_pushes_, internal_pops_;
+      released_, internal_pushes_, internal_pops_, grows_;
   page::Buddy zone_;
   slab::SlabHeap slabs_;
   FrontCache cache_;

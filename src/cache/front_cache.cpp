@@ -67,7 +67,7 @@ page::PageIndex FrontCache::format(page::Buddy& zone, std::uint32_t cpu_slots, s
 }
 
 bool FrontCache::attach(page::Buddy& zone, page::PageIndex run, FrontCache& out) noexcept {
-  if (!run.valid() || run.i < zone.first_page() || run.i >= zone.header().total_pages)
+  if (!run.valid() || run.i < zone.first_page() || run.i >= zone.end_page())
     return false;
   const page::PageDesc& d = zone.desc(run);
   if (d.state != page::PageState::large) return false;

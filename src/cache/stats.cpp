@@ -17,9 +17,12 @@ std::size_t render_stats_json(const EngineStats& s, char* buf, std::size_t cap) 
   out.printf("\"failed_allocations\":%lld,\"alloc_hits\":%lld,\"alloc_misses\":%lld,",
              static_cast<long long>(c.failed_allocations), static_cast<long long>(c.alloc_hits),
              static_cast<long long>(c.alloc_misses));
-  out.printf("\"free_hits\":%lld,\"free_misses\":%lld,\"decays\":%lld,\"released_pages\":%lld},",
+  out.printf("\"free_hits\":%lld,\"free_misses\":%lld,\"decays\":%lld,\"released_pages\":%lld,",
              static_cast<long long>(c.free_hits), static_cast<long long>(c.free_misses),
              static_cast<long long>(c.decays), static_cast<long long>(c.released_pages));
+  out.printf("\"grows\":%lld},", static_cast<long long>(c.grows));
+  out.printf("\"region\":{\"committed_bytes\":%llu,\"reserved_bytes\":%llu},",
+             static_cast<ull>(s.committed_bytes), static_cast<ull>(s.region_bytes));
   const page::BuddyInfo& z = s.zone;
   out.printf("\"pages\":{\"page_size\":%u,\"arena\":%llu,\"metadata\":%llu,", s.runs->page_size,
              static_cast<ull>(z.arena_pages), static_cast<ull>(s.metadata_pages));

@@ -75,10 +75,12 @@ const char* to_string(AttachError e) noexcept {
 }
 
 FormatError Buddy::format(void* base, std::size_t bytes, std::size_t page_size,
-                          std::uint32_t arena_align, Buddy& out) noexcept {
+                          std::uint32_t arena_align, Buddy& out, std::size_t committed) noexcept {
+  if (committed == 0) committed = bytes;
   if (page_size == 0 || (page_size & (page_size - 1)) != 0 || arena_align == 0 ||
       (arena_align & (arena_align - 1)) != 0 ||
-      reinterpret_cast<std::uintptr_t>(base) % page_size != 0 || bytes % page_size != 0)
+      reinterpret_cast<std::uintptr_t>(base) % page_size != 0 || bytes % page_size != 0 ||
+      committed % page_size != 0 || committed > bytes)
     return FormatError::misaligned;
   const std::uint64_t total = bytes / page_size;
   if (total >= kNone) return FormatError::too_large;
@@ -88,7 +90,8 @@ FormatError Buddy::format(void* base, std::size_t bytes, std::size_t page_size,
   // block's alignment in memory is then min(its length, arena_align pages).
   const std::uint64_t base_page = reinterpret_cast<std::uintptr_t>(base) / page_size;
   const std::uint64_t first = round_up(base_page + meta_pages, arena_align) - base_page;
-  if (first >= total) return FormatError::too_small;
+  const std::uint64_t end = committed / page_size;
+  if (first >= end) return FormatError::too_small;
 
   auto* h = new (base) ZoneHeader{};
   h->magic = kZoneMagic;
@@ -96,7 +99,7 @@ FormatError Buddy::format(void* base, std::size_t bytes, std::size_t page_size,
   h->page_size = static_cast<std::uint32_t>(page_size);
   h->total_pages = static_cast<std::uint32_t>(total);
   h->first_page = static_cast<std::uint32_t>(first);
-  h->arena_pages = static_cast<std::uint32_t>(total - first);
+  h->arena_pages = static_cast<std::uint32_t>(end - first);
   for (auto& f : h->free_head) f = kNone;
   h->root = kNone;
 
@@ -104,7 +107,7 @@ FormatError Buddy::format(void* base, std::size_t bytes, std::size_t page_size,
   b.base_ = static_cast<std::byte*>(base);
   b.header_ = h;
   b.map_ = reinterpret_cast<PageDesc*>(b.base_ + sizeof(ZoneHeader));
-  for (std::uint64_t i = 0; i < total; ++i)
+  for (std::uint64_t i = 0; i < end; ++i)
     new (&b.map_[i]) PageDesc(desc_of(i < first ? PageState::reserved : PageState::tail));
   // The arena need not be a power of two: carve it into maximal aligned blocks.
   // Never touched, so free-released: reclaim has nothing to give back yet.
@@ -124,12 +127,28 @@ AttachError Buddy::attach(void* base, std::size_t bytes, Buddy& out) noexcept {
   const std::uint64_t meta_bytes = sizeof(ZoneHeader) + total * sizeof(PageDesc);
   if (h->total_pages != total || h->first_page >= total ||
       static_cast<std::uint64_t>(h->first_page) * h->page_size < meta_bytes ||
-      h->arena_pages != total - h->first_page)
+      h->arena_pages == 0 || h->arena_pages > total - h->first_page)
     return AttachError::bad_layout;
   out.base_ = static_cast<std::byte*>(base);
   out.header_ = h;
   out.map_ = reinterpret_cast<PageDesc*>(out.base_ + sizeof(ZoneHeader));
   return AttachError::none;
+}
+
+bool Buddy::grow(std::size_t committed) noexcept {
+  const std::size_t page = header_->page_size;
+  if (committed % page != 0 || committed / page > header_->total_pages) return false;
+  const auto new_end = static_cast<std::uint32_t>(committed / page);
+  const std::uint32_t old_end = end_page();
+  if (new_end <= old_end) return true;
+  // The page map past the old end was never part of the arena: whatever it
+  // holds (an earlier life's bytes, or zeros) is overwritten first.
+  for (std::uint32_t i = old_end; i < new_end; ++i) map_[i] = desc_of(PageState::tail);
+  const std::uint32_t old_arena = header_->arena_pages;
+  header_->arena_pages = new_end - header_->first_page;
+  // Never touched, so free-released; they merge with free buddies below.
+  free_range(old_arena, new_end - old_end, kPageReleased, header_->clock);
+  return true;
 }
 
 void Buddy::push_free(std::uint32_t rel, unsigned k, std::uint16_t flags,
@@ -243,7 +262,7 @@ void Buddy::mark_run(std::uint32_t idx, std::uint64_t n, PageState state) noexce
 }
 
 FreeResult Buddy::free(PageIndex head) noexcept {
-  if (!head.valid() || head.i >= header_->total_pages) return FreeResult::out_of_range;
+  if (!head.valid() || head.i >= end_page()) return FreeResult::out_of_range;
   if (head.i < header_->first_page) return FreeResult::not_allocated;
   PageDesc& d = map_[head.i];
   switch (d.state) {
@@ -273,7 +292,7 @@ FreeResult Buddy::free(PageIndex head) noexcept {
 }
 
 bool Buddy::in_free_block(PageIndex p) const noexcept {
-  if (!p.valid() || p.i < header_->first_page || p.i >= header_->total_pages) return false;
+  if (!p.valid() || p.i < header_->first_page || p.i >= end_page()) return false;
   const std::uint32_t rel = p.i - header_->first_page;
   // A free block holding p starts at p rounded down to its order: probe each.
   for (unsigned k = 0; k < kOrders; ++k) {
@@ -313,15 +332,15 @@ PageIndex Buddy::index_of(const void* addr) const noexcept {
   const auto b = reinterpret_cast<std::uintptr_t>(base_);
   if (a < b) return core::kNoPage;
   const std::uint64_t page = (a - b) / header_->page_size;
-  if (page >= header_->total_pages) return core::kNoPage;
+  if (page >= end_page()) return core::kNoPage;
   return PageIndex(static_cast<std::uint32_t>(page));
 }
 
 PageIndex Buddy::head_of(PageIndex p) const noexcept {
-  if (!p.valid() || p.i >= header_->total_pages) return core::kNoPage;
+  if (!p.valid() || p.i >= end_page()) return core::kNoPage;
   const PageDesc& d = map_[p.i];
   if (d.state == PageState::large || d.state == PageState::slab) return p;
-  if (d.state == PageState::slab_tail && d.next < header_->total_pages) return PageIndex(d.next);
+  if (d.state == PageState::slab_tail && d.next < end_page()) return PageIndex(d.next);
   return core::kNoPage;
 }
 
@@ -430,8 +449,10 @@ CheckReport Buddy::check() const noexcept {
   CheckReport r;
   const ZoneHeader& h = *header_;
   const std::uint32_t first = h.first_page, arena = h.arena_pages;
-  if (static_cast<std::uint64_t>(first) + arena != h.total_pages)
-    return r.fail("zone header: first page %u + arena %u != total %u", first, arena, h.total_pages);
+  if (arena == 0 || static_cast<std::uint64_t>(first) + arena > h.total_pages)
+    return r.fail("zone header: first page %u + arena %u outside the region's %u pages", first,
+                  arena, h.total_pages);
+  const std::uint32_t end = first + arena;
 
   // 1. Free lists: every entry a well-formed free block of its order.
   std::uint64_t listed_pages = 0, released = 0;
@@ -439,7 +460,7 @@ CheckReport Buddy::check() const noexcept {
     std::uint64_t count = 0;
     std::uint32_t prev = kNone;
     for (std::uint32_t idx = h.free_head[k]; idx != kNone;) {
-      if (idx < first || idx >= h.total_pages)
+      if (idx < first || idx >= end)
         return r.fail("free list %u: page %u is outside the arena", k, idx);
       const PageDesc& d = map_[idx];
       const std::uint32_t rel = idx - first;

@@ -84,9 +84,9 @@ struct ZoneHeader {
   std::uint64_t magic;
   std::uint32_t version;
   std::uint32_t page_size;
-  std::uint32_t total_pages;  // pages in the region
+  std::uint32_t total_pages;  // pages in the region (the reservation: the page map covers all)
   std::uint32_t first_page;   // first arena page (after the header and page map)
-  std::uint32_t arena_pages;  // pages the buddy system manages
+  std::uint32_t arena_pages;  // pages the buddy system manages now (grows up to total - first)
   std::uint32_t root;         // the owner's root run (e.g. the slab layer's lists), or none
   std::uint32_t free_head[kOrders];
   std::uint64_t free_blocks[kOrders];
@@ -146,11 +146,31 @@ class Buddy {
   // `arena_align` (pages, a power of two) aligns the arena's first page, e.g.
   // 512 so that order-9 blocks are 2 MiB aligned in memory for huge pages.
   // The alignment is of the arena's address in memory, whatever `base` is.
+  //
+  // Growth: `bytes` is the whole reservation (the page map covers all of it)
+  // and `committed` (0: all of it) the prefix usable now; the arena ends
+  // there until grow(). Only the committed part of the page map is written,
+  // so a large reservation costs address space, not memory.
   static FormatError format(void* base, std::size_t bytes, std::size_t page_size,
-                            std::uint32_t arena_align, Buddy& out) noexcept;
+                            std::uint32_t arena_align, Buddy& out,
+                            std::size_t committed = 0) noexcept;
   // Opens a zone formatted earlier (maybe by another process). Only the
   // header is checked here; check() verifies the whole structure.
   static AttachError attach(void* base, std::size_t bytes, Buddy& out) noexcept;
+
+  // Extends the arena to the first `committed` bytes of the region, which
+  // the owner has just made usable (Mapping::grow). The new pages are free
+  // and released (never touched). True if the arena now reaches `committed`
+  // (nothing to do if it already did); false if `committed` is not a page
+  // multiple or lies beyond the region.
+  bool grow(std::size_t committed) noexcept;
+  // Bytes of the region the arena reaches now (header and page map included).
+  std::size_t committed_bytes() const noexcept {
+    return std::size_t{end_page()} * header_->page_size;
+  }
+  std::size_t region_bytes() const noexcept {
+    return std::size_t{header_->total_pages} * header_->page_size;
+  }
 
   // A run of `n` pages (any count from 1 to 2^kMaxOrder), as `state` (large or
   // slab). Returns kNoPage when no block is large enough.
@@ -169,7 +189,8 @@ class Buddy {
   std::byte* address(PageIndex p) const noexcept {
     return base_ + static_cast<std::size_t>(p.i) * header_->page_size;
   }
-  // The page holding `addr`, or kNoPage if it is outside the region.
+  // The page holding `addr`, or kNoPage if it is outside the arena's reach
+  // (the region up to its committed end).
   PageIndex index_of(const void* addr) const noexcept;
   // The first page of the run holding page `p` (p itself for heads; the slab
   // head for slab pages); kNoPage for free/tail/reserved pages.
@@ -226,6 +247,8 @@ class Buddy {
 
   const ZoneHeader& header() const noexcept { return *header_; }
   std::uint32_t first_page() const noexcept { return header_->first_page; }
+  // One past the arena's last page: the page map is valid below it.
+  std::uint32_t end_page() const noexcept { return header_->first_page + header_->arena_pages; }
   std::uint32_t arena_pages() const noexcept { return header_->arena_pages; }
 
  private:

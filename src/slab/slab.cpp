@@ -75,7 +75,7 @@ bool SlabHeap::attach(page::Buddy& zone, SlabHeap& out) noexcept {
   const RunTable* runs = runs_for(zone.header().page_size);
   if (runs == nullptr) return false;
   const std::uint32_t root = zone.header().root;
-  if (root == kNone || root >= zone.header().total_pages ||
+  if (root == kNone || root >= zone.end_page() ||
       zone.desc(PageIndex(root)).state != PageState::large)
     return false;
   const std::size_t page = zone.header().page_size;
@@ -389,7 +389,7 @@ std::size_t SlabHeap::render_slabinfo(char* buf, std::size_t cap,
 page::CheckReport SlabHeap::check() const noexcept {
   page::CheckReport r = zone_->check();
   if (!r.ok) return r;
-  const std::uint32_t total = zone_->header().total_pages;
+  const std::uint32_t total = zone_->end_page();
   std::uint64_t listed_slabs = 0;
   for (unsigned cls = 0; cls < kClassCount; ++cls) {
     const ClassLists& c = root_->cls[cls];

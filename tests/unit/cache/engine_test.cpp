@@ -534,6 +534,89 @@ TEST(EngineFormat, ReformatOverAUsedRegionStartsEmpty) {
       << "cache run pages: " << cache_pages;
 }
 
+// The process heap's shape: a large reservation of which little is usable
+// at first; the engine grows the Mapping as the arena runs out, in place,
+// and never past the reservation (then: null).
+std::size_t grow_mapping(void* ctx, std::size_t want) noexcept {
+  auto* m = static_cast<Mapping*>(ctx);
+  (void)m->try_grow(want);  // on failure the size stays, and the engine sees no growth
+  return m->size();
+}
+
+TEST_P(EngineModes, GrowsItsMappingOnDemand) {
+  Mapping m = Mapping::create(
+      MappingOptions::anonymous(std::size_t{16} << 20).with_reserve(std::size_t{256} << 20));
+  EngineOptions o = options_for(m, GetParam());
+  o.committed = m.size();
+  o.grow = grow_mapping;
+  o.grow_ctx = &m;
+  TestEngine e;
+  ASSERT_TRUE(e.format(m.data(), m.reserved(), o));
+  std::byte* const base = m.data();
+  std::vector<std::pair<unsigned char*, std::size_t>> v;
+  std::size_t total = 0;
+  for (int i = 0; total < (std::size_t{160} << 20); ++i) {
+    const std::size_t n = i % 50 == 0 ? 1 + (i * 7919) % (std::size_t{3} << 20) : 1 + (i * 31) % 3000;
+    auto* p = static_cast<unsigned char*>(e.allocate(n));
+    ASSERT_NE(p, nullptr) << "after " << total << " bytes";
+    p[0] = static_cast<unsigned char>(i);
+    p[n - 1] = static_cast<unsigned char>(i >> 3);
+    v.emplace_back(p, n);
+    total += n;
+  }
+  EXPECT_EQ(m.data(), base);  // in place
+  EXPECT_GT(m.size(), std::size_t{160} << 20);
+  EXPECT_GT(e.counters().grows, 0);
+  EXPECT_EQ(e.stats().committed_bytes, m.size());
+  expect_valid(e);
+  // Past the reservation: null, the heap intact.
+  EXPECT_EQ(e.allocate(std::size_t{200} << 20), nullptr);
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    const auto [p, n] = v[i];
+    ASSERT_EQ(p[0], static_cast<unsigned char>(i));
+    ASSERT_EQ(p[n - 1], static_cast<unsigned char>(i >> 3));
+    e.deallocate(p);
+  }
+  e.trim();
+  expect_valid(e);
+  EXPECT_EQ(e.counters().bytes_in_use, 0);
+}
+
+// Two threads run out of arena together: one grows it, the other finds it
+// grown; both finish, and the heap checks.
+TEST(EngineGrowth, ConcurrentGrowth) {
+  Mapping m = Mapping::create(
+      MappingOptions::anonymous(std::size_t{8} << 20).with_reserve(std::size_t{256} << 20));
+  EngineOptions o = options_for(m, CacheMode::automatic);
+  o.committed = m.size();
+  o.grow = grow_mapping;
+  o.grow_ctx = &m;
+  TestEngine e;
+  ASSERT_TRUE(e.format(m.data(), m.reserved(), o));
+  std::atomic<int> nulls{0};
+  std::vector<std::vector<void*>> got(2);
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 2; ++t)
+    ts.emplace_back([&, t] {
+      for (int i = 0; i < 1200; ++i) {
+        void* p = e.allocate(i % 3 == 0 ? 65536 : 700);
+        if (p == nullptr) {
+          nulls.fetch_add(1);
+          continue;
+        }
+        std::memset(p, t, 64);
+        got[static_cast<std::size_t>(t)].push_back(p);
+      }
+    });
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(nulls.load(), 0);
+  EXPECT_GT(e.counters().grows, 0);
+  expect_valid(e);
+  for (auto& v : got)
+    for (void* p : v) e.deallocate(p);
+  expect_valid(e);
+}
+
 // A corrupted cache is named by check().
 TEST(EngineCheck, FindsAnObjectCachedTwice) {
   Mapping m = Mapping::create(MappingOptions::anonymous(32 << 20));

@@ -328,6 +328,44 @@ TEST(BuddyReclaim, DecayReleasesOnlyOldFreeBlocks) {
   (void)spacer2;
 }
 
+// A zone over a large reservation with a small committed prefix: the arena
+// grows in place, its new pages free and released, merging with the old
+// free blocks; pages past the committed end are not the zone's.
+TEST(BuddyGrowth, ArenaGrowsIntoTheReservation) {
+  Mapping m = Mapping::create(MappingOptions::anonymous(16 << 20));
+  Buddy b;
+  ASSERT_EQ(Buddy::format(m.data(), m.size(), page(), 1, b, 1 << 20), FormatError::none);
+  expect_valid(b);
+  EXPECT_EQ(b.committed_bytes(), std::size_t{1} << 20);
+  EXPECT_EQ(b.region_bytes(), std::size_t{16} << 20);
+  const std::uint32_t arena0 = b.arena_pages();
+  std::vector<PageIndex> runs;
+  for (PageIndex p; (p = b.alloc(Pages(7))).valid();) runs.push_back(p);
+  EXPECT_FALSE(b.alloc(Pages(64)).valid());
+  // Past the committed end: not a page of the zone.
+  EXPECT_FALSE(b.index_of(m.data() + (2 << 20)).valid());
+  EXPECT_FALSE(b.grow((4 << 20) + 100));  // not a page multiple
+  EXPECT_FALSE(b.grow(32 << 20));         // beyond the reservation
+  ASSERT_TRUE(b.grow(4 << 20));
+  ASSERT_TRUE(b.grow(2 << 20));  // smaller: nothing to do
+  expect_valid(b);
+  EXPECT_EQ(b.committed_bytes(), std::size_t{4} << 20);
+  EXPECT_EQ(b.arena_pages(), arena0 + (3u << 20) / page());
+  const BuddyInfo grown = b.info();
+  EXPECT_GE(grown.released_pages, (3u << 20) / page());  // the new pages were never touched
+  const PageIndex big = b.alloc(Pages(256));
+  ASSERT_TRUE(big.valid());
+  runs.push_back(big);
+  for (PageIndex p : runs) ASSERT_EQ(b.free(p), FreeResult::ok);
+  expect_valid(b);
+  EXPECT_EQ(b.info().free_pages, b.arena_pages());
+  // The grown zone attaches as such.
+  Buddy again;
+  ASSERT_EQ(Buddy::attach(m.data(), m.size(), again), AttachError::none);
+  EXPECT_EQ(again.committed_bytes(), std::size_t{4} << 20);
+  expect_valid(again);
+}
+
 // Isolated blocks (being released outside the owner's lock) are off the free
 // lists: never allocated, a free into one is a double free, check() counts
 // them, and putting them back merges them with their buddies again.
