@@ -308,6 +308,16 @@ class Engine {
     return check_caches();
   }
 
+  // fork(): the child has only the forking thread, so no lock may be held
+  // there by another one. Call before_fork() before fork() and
+  // after_fork() in both processes after it (the process heap registers
+  // them with pthread_atfork).
+  void before_fork() noexcept { lock_.lock(); }
+  void after_fork(bool child) noexcept {
+    if (child) decaying_.store(false, std::memory_order_relaxed);  // its runner is gone
+    lock_.unlock();
+  }
+
   CacheMode cache_mode() const noexcept { return mode_; }
   const FrontCache& front_cache() const noexcept { return cache_; }
 

@@ -107,8 +107,11 @@ FormatError Buddy::format(void* base, std::size_t bytes, std::size_t page_size,
   b.base_ = static_cast<std::byte*>(base);
   b.header_ = h;
   b.map_ = reinterpret_cast<PageDesc*>(b.base_ + sizeof(ZoneHeader));
-  for (std::uint64_t i = 0; i < end; ++i)
-    new (&b.map_[i]) PageDesc(desc_of(i < first ? PageState::reserved : PageState::tail));
+  // Descriptors are written for the arena only. Those of the metadata pages
+  // are never read (every lookup refuses indices below first_page first), so
+  // a reservation's page map costs memory only as far as the arena reaches:
+  // 64 GiB of address space has a 512 MiB page map, almost all untouched.
+  for (std::uint64_t i = first; i < end; ++i) new (&b.map_[i]) PageDesc(desc_of(PageState::tail));
   // The arena need not be a power of two: carve it into maximal aligned blocks.
   // Never touched, so free-released: reclaim has nothing to give back yet.
   b.free_range(0, h->arena_pages, kPageReleased, 0);
@@ -493,10 +496,8 @@ CheckReport Buddy::check() const noexcept {
                   static_cast<unsigned long long>(listed_pages),
                   static_cast<unsigned long long>(h.free_pages));
 
-  // 2. The page map: reserved metadata, then blocks and runs tiling the arena.
-  for (std::uint32_t i = 0; i < first; ++i)
-    if (map_[i].state != PageState::reserved)
-      return r.fail("page %u: metadata page is %s", i, to_string(map_[i].state));
+  // 2. The page map: blocks and runs tiling the arena (the metadata pages'
+  // descriptors are not used).
   std::uint64_t large = 0, slab = 0, isolated = 0;
   for (std::uint64_t rel = 0; rel < arena;) {
     const std::uint32_t idx = static_cast<std::uint32_t>(first + rel);

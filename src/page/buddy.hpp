@@ -5,7 +5,7 @@
 //
 //   region base
 //   | ZoneHeader | page map: one PageDesc per page of the region | arena ...   |
-//   |<-------- reserved pages (state reserved) ------------------>|<- buddy ->|
+//   |<-------- metadata pages (their descriptors unused) --------->|<- buddy ->|
 //
 // Everything the zone stores lives inside the region and refers to pages by
 // index from the region base, never by pointer: the same zone works in a
@@ -50,7 +50,7 @@ enum class PageState : std::uint8_t {
   free = 1,       // first page of a free block (order in `order`)
   large = 2,      // first page of a run allocated as one object (`run` pages)
   slab = 3,       // first page of a run holding slab objects (`run` pages)
-  reserved = 4,   // zone metadata (header and page map)
+  reserved = 4,   // zone metadata (no longer written: metadata descriptors are unused)
   slab_tail = 5,  // a later page of a slab run; `next` is the run's first page
   isolated = 6,   // first page of a free block taken off the free lists while its
                   // memory goes back to the OS outside the zone lock (order in `order`)

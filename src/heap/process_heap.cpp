@@ -1,0 +1,135 @@
+// heap/process_heap.cpp — creating the process heap without malloc.
+#include "heap/process_heap.hpp"
+
+#include <atomic>
+#include <cstring>
+#include <new>
+
+#include <pthread.h>
+
+#include "pal/pal.hpp"
+
+namespace mapheap::heap {
+
+namespace {
+
+constexpr std::size_t kHuge = std::size_t{2} << 20;
+// Tried in turn: an address-space limit (ulimit -v, a sanitizer) may refuse
+// the larger ones.
+constexpr std::size_t kReserveSizes[] = {std::size_t{64} << 30, std::size_t{16} << 30,
+                                         std::size_t{4} << 30, std::size_t{1} << 30};
+constexpr std::size_t kInitialArena = std::size_t{32} << 20;
+
+enum State : int { kNone, kCreating, kReady, kFailed };
+std::atomic<int> g_state{kNone};
+std::atomic<int> g_creator{0};
+alignas(64) std::byte g_engine[sizeof(ProcessEngine)];
+std::byte* g_base = nullptr;
+std::size_t g_reserved = 0;
+std::size_t g_usable = 0;  // read-write prefix; changed only under the engine's lock
+
+// Bootstrap: 256 KiB, each block preceded by its size.
+alignas(64) std::byte g_boot[256 << 10];
+std::atomic<std::size_t> g_boot_used{0};
+
+std::size_t grow_reservation(void*, std::size_t want) noexcept {
+  if (want > g_reserved) want = g_reserved;
+  if (want > g_usable &&
+      pal::protect(g_base + g_usable, want - g_usable, pal::Prot::read_write).ok())
+    g_usable = want;
+  return g_usable;
+}
+
+bool release_pages(void*, std::byte* addr, std::size_t bytes) noexcept {
+  return pal::advise(addr, bytes, pal::Advice::dontneed).ok();
+}
+
+ProcessEngine* engine() noexcept {
+  return std::launder(reinterpret_cast<ProcessEngine*>(g_engine));
+}
+void before_fork() noexcept {
+  engine()->before_fork();
+}
+void after_fork_parent() noexcept {
+  engine()->after_fork(false);
+}
+void after_fork_child() noexcept {
+  engine()->after_fork(true);
+}
+
+bool create() noexcept {
+  for (std::size_t size : kReserveSizes) {
+    const auto r = pal::reserve(size, kHuge);
+    if (!r.ok()) continue;
+    auto* base = static_cast<std::byte*>(*r);
+    // Committed at first: the header and page map, then the first arena.
+    const std::size_t map = (size / pal::page_size()) * sizeof(page::PageDesc) + (64 << 10);
+    const std::size_t initial = std::min(size, (map + kInitialArena + kHuge - 1) / kHuge * kHuge);
+    if (!pal::protect(base, initial, pal::Prot::read_write).ok()) {
+      (void)pal::unmap(base, size);
+      continue;
+    }
+    g_base = base;
+    g_reserved = size;
+    g_usable = initial;
+    cache::EngineOptions o;
+    o.committed = initial;
+    o.grow = grow_reservation;
+    o.release = release_pages;
+    auto* e = new (g_engine) ProcessEngine;
+    if (e->format(base, size, o)) {
+      // (pthread_atfork may allocate: the bootstrap serves that.)
+      (void)::pthread_atfork(before_fork, after_fork_parent, after_fork_child);
+      return true;
+    }
+    e->~ProcessEngine();
+    (void)pal::unmap(base, size);
+  }
+  return false;
+}
+
+}  // namespace
+
+ProcessEngine* process_engine() noexcept {
+  int s = g_state.load(std::memory_order_acquire);
+  if (s == kReady) [[likely]]
+    return engine();
+  if (s == kNone && g_state.compare_exchange_strong(s, kCreating, std::memory_order_acq_rel)) {
+    g_creator.store(pal::thread_id(), std::memory_order_relaxed);
+    const bool ok = create();
+    g_state.store(ok ? kReady : kFailed, std::memory_order_release);
+    return ok ? engine() : nullptr;
+  }
+  if (s == kCreating && g_creator.load(std::memory_order_relaxed) == pal::thread_id())
+    return nullptr;  // called from inside create(): the bootstrap serves it
+  while ((s = g_state.load(std::memory_order_acquire)) == kCreating) pal::cpu_relax();
+  return s == kReady ? engine() : nullptr;
+}
+
+void* bootstrap_allocate(std::size_t size, std::size_t align) noexcept {
+  if (align < 16) align = 16;
+  std::size_t at = g_boot_used.load(std::memory_order_relaxed), start;
+  do {
+    start = (at + 16 + align - 1) / align * align;  // room for the size before it
+    if (start + size > sizeof(g_boot) || size > sizeof(g_boot)) return nullptr;
+  } while (!g_boot_used.compare_exchange_weak(at, start + size, std::memory_order_relaxed));
+  std::memcpy(g_boot + start - sizeof(std::size_t), &size, sizeof(size));
+  return g_boot + start;
+}
+
+bool is_bootstrap(const void* p) noexcept {
+  const auto* b = static_cast<const std::byte*>(p);
+  return b >= g_boot && b < g_boot + sizeof(g_boot);
+}
+
+std::size_t bootstrap_usable_size(const void* p) noexcept {
+  std::size_t n;
+  std::memcpy(&n, static_cast<const std::byte*>(p) - sizeof(n), sizeof(n));
+  return n;
+}
+
+std::size_t process_heap_reserved() noexcept {
+  return g_state.load(std::memory_order_acquire) == kReady ? g_reserved : 0;
+}
+
+}  // namespace mapheap::heap

@@ -1,0 +1,37 @@
+// heap/process_heap.hpp — the process's heap: one engine over one large
+// private anonymous reservation, made on first use without calling malloc,
+// grown on demand, giving memory back by decay. src/override/ puts the libc
+// allocation API on top of it.
+//
+//   reservation (64 GiB of address space, PROT_NONE until used)
+//   | zone header | page map (covers the reservation; touched as used) | arena ... | not yet usable ... |
+//   |<------------------ committed: read-write ------------------------------->|
+//
+// Untouched pages cost nothing, so the page map of the whole reservation
+// (0.8% of it) and the slack of the committed part are free until used.
+#pragma once
+
+#include <cstddef>
+
+#include "cache/engine.hpp"
+
+namespace mapheap::heap {
+
+using ProcessEngine = cache::Engine<core::FutexLock>;
+
+// The heap; created by the first call (any thread; the others wait). nullptr
+// while the calling thread is itself creating it (the C library may
+// allocate inside the system calls that set it up), or if the OS refused
+// every reservation size.
+ProcessEngine* process_engine() noexcept;
+
+// Memory for the allocations made while the heap creates itself: a bump
+// allocator over static storage, never freed. nullptr when it is used up.
+void* bootstrap_allocate(std::size_t size, std::size_t align) noexcept;
+bool is_bootstrap(const void* p) noexcept;
+std::size_t bootstrap_usable_size(const void* p) noexcept;
+
+// The reservation the heap lives in (0 before it exists).
+std::size_t process_heap_reserved() noexcept;
+
+}  // namespace mapheap::heap

@@ -1,0 +1,64 @@
+#!/bin/sh
+# Runs one real program under LD_PRELOAD=$1 (libmapheap_preload.so) and
+# checks it by its own exit status and output. $2 names the program; $3 is a
+# scratch directory; $4 the project's source directory.
+set -eu
+LIB=$1
+WHAT=$2
+TMP=$3
+SRC=$4
+mkdir -p "$TMP"
+run() { env LD_PRELOAD="$LIB" "$@"; }
+
+case "$WHAT" in
+  python)
+    # PYTHONMALLOC=malloc: every Python object through malloc, not pymalloc.
+    out=$(run env PYTHONMALLOC=malloc python3 -c '
+import json, re, threading, gc
+d = {i: str(i) * 3 for i in range(200000)}
+s = json.dumps(d)
+assert json.loads(s)["199999"] == "199999" * 3
+assert len(re.findall(r"\d+", s)) == 400000
+def work():
+    l = []
+    for i in range(100000):
+        l.append({"a": i, "b": [i] * 3})
+ts = [threading.Thread(target=work) for _ in range(8)]
+[t.start() for t in ts]; [t.join() for t in ts]
+gc.collect()
+print("python ok")
+')
+    [ "$out" = "python ok" ]
+    ;;
+  sqlite3)
+    out=$(run sqlite3 "$TMP/t.db" "
+      drop table if exists t;
+      create table t(a integer primary key, b text);
+      with recursive c(x) as (select 1 union all select x + 1 from c where x < 100000)
+        insert into t select x, hex(randomblob(20)) from c;
+      create index i on t(b);
+      select count(*) from t where length(b) = 40;
+      pragma integrity_check;")
+    [ "$out" = "100000
+ok" ]
+    ;;
+  gxx)
+    # The project's biggest source file, with and without the preload: the
+    # object files must be identical.
+    big=$(ls -S "$SRC"/tools/mapheap/*.cpp "$SRC"/src/*/*.cpp | head -1)
+    flags="-std=c++20 -O2 -I$SRC/src -I$SRC/include -c"
+    run g++ $flags "$big" -o "$TMP/with.o"
+    g++ $flags "$big" -o "$TMP/without.o"
+    cmp "$TMP/with.o" "$TMP/without.o"
+    ;;
+  git)
+    rm -rf "$TMP/clone"
+    run git clone -q "$SRC" "$TMP/clone"
+    [ "$(run git -C "$TMP/clone" log --oneline | wc -l)" = "$(git -C "$SRC" log --oneline | wc -l)" ]
+    ;;
+  *)
+    echo "unknown program $WHAT" >&2
+    exit 2
+    ;;
+esac
+echo "$WHAT ok under the preload"
