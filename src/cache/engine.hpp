@@ -312,9 +312,24 @@ class Engine {
   // there by another one. Call before_fork() before fork() and
   // after_fork() in both processes after it (the process heap registers
   // them with pthread_atfork).
-  void before_fork() noexcept { lock_.lock(); }
+  void before_fork() noexcept {
+    lock_.lock();
+    // A release in flight holds isolated blocks with the lock dropped; the
+    // child would never put them back. Wait until none is.
+    while (releasing_.load(std::memory_order_acquire) != 0) {
+      lock_.unlock();
+      pal::cpu_relax();
+      lock_.lock();
+    }
+  }
   void after_fork(bool child) noexcept {
-    if (child) decaying_.store(false, std::memory_order_relaxed);  // its runner is gone
+    if (child) {
+      decaying_.store(false, std::memory_order_relaxed);  // its runner is gone
+      // This thread's slot references name its parent's slots (owner words
+      // of a thread that is not in this process): claim afresh.
+      for (ThreadRef& r : t_refs)
+        if (r.id == id_) r = ThreadRef{};
+    }
     lock_.unlock();
   }
 
@@ -396,7 +411,8 @@ class Engine {
     std::uint32_t head = page;
     if (d.state == page::PageState::slab_tail) {
       head = d.next;
-      if (head >= page) return slab::kClassCount;  // a head comes before its tails
+      // A head comes before its tails, and within the arena.
+      if (head >= page || head < zone_.first_page()) return slab::kClassCount;
     } else if (d.state != page::PageState::slab) {
       return slab::kClassCount;
     }
@@ -461,6 +477,17 @@ class Engine {
     if (slot == kNoSlot) return false;
     return array_push(cache_.array(slot, cls), class_capacity(cls), off);
   }
+  bool has_array() noexcept {
+    if (mode_ == CacheMode::per_cpu) {
+#if MAPHEAP_RSEQ
+      return static_cast<volatile struct rseq*>(rseq_area())->cpu_id < cache_.cpu_slots();
+#else
+      return false;
+#endif
+    }
+    return mode_ == CacheMode::per_thread && thread_slot() != kNoSlot;
+  }
+
   // Arrays of per-thread slots (and of any slot being drained or checked) are
   // read and written with relaxed atomics: only the owner writes them, and
   // the checker may read them. The word changes as in cache/rseq.hpp.
@@ -488,7 +515,7 @@ class Engine {
   void* cache_pop(unsigned cls) noexcept {
     const std::uint64_t off = cache_take(cls);
     if (off == 0) return nullptr;
-    if (off < arena_off_ || off >= limit()) [[unlikely]]
+    if (off < arena_off_ || off + slab::class_size(cls) > limit() || (off & 7) != 0) [[unlikely]]
       corrupt(base_ + off, "a front cache holds an offset outside the arena");
 #ifdef MAPHEAP_TSAN
     __tsan_acquire(cache_.class_base(cls));  // the push that published it happened before
@@ -502,8 +529,9 @@ class Engine {
 
   __attribute__((noinline)) void* allocate_slow(std::size_t size, std::size_t align) noexcept {
     for (;;) {
+      const std::uint64_t seen = limit();
       if (void* p = allocate_once_slow(size, align)) return p;
-      if (!grow_slow(size, align)) break;
+      if (!grow_slow(size, align, seen)) break;
     }
     failed_.add(1);
     return nullptr;
@@ -536,6 +564,9 @@ class Engine {
   // does not take them. nullptr when the slab layer has none: the caller
   // then tries the locked path, which reports the failure.
   void* refill_slow(unsigned cls) noexcept {
+    // No array for this thread (its CPU is beyond the slots, or every thread
+    // slot is taken): a batch would only go back; the locked path serves it.
+    if (!has_array()) return nullptr;
     const std::uint32_t want = class_capacity(cls) / 2;
     void* batch[kMaxCapacity / 2];
     unsigned n;
@@ -664,11 +695,19 @@ class Engine {
   // for more of the reservation, a quarter more than now at least (2 MiB
   // steps), so that growth is rare. Under the lock: one thread grows, the
   // others find the arena grown and retry. False if it cannot grow enough.
-  __attribute__((noinline)) bool grow_slow(std::size_t size, std::size_t align) noexcept {
+  __attribute__((noinline)) bool grow_slow(std::size_t size, std::size_t align,
+                                           std::uint64_t seen) noexcept {
     if (options_.grow == nullptr) return false;
     const std::size_t page = std::size_t{1} << shift_;
     constexpr std::size_t kStep = std::size_t{2} << 20;
+    // What the page layer can never serve, however large the arena: no growth.
+    constexpr std::uint64_t kMaxRun = std::uint64_t{1} << page::kMaxOrder;
+    const std::uint64_t pages = size / page + 1, align_pages = align > page ? align / page : 1;
+    if (pages > kMaxRun || align_pages > kMaxRun || pages + align_pages - 1 > kMaxRun)
+      return false;
     core::LockGuard<Lock> g(lock_);
+    // Another thread grew the arena since this one failed: just retry.
+    if (zone_.committed_bytes() > seen) return true;
     const std::size_t have = zone_.committed_bytes(), region = zone_.region_bytes();
     const std::size_t free_bytes = std::size_t{zone_.info().free_pages} * page;
     if (have >= region || size > region - have + free_bytes) return false;  // could never fit
@@ -715,9 +754,11 @@ class Engine {
   // The zone isolated the block: the lock is dropped around the system call.
   static bool release_unlocked(void* ctx, std::byte* addr, std::size_t bytes) noexcept {
     auto* e = static_cast<Engine*>(ctx);
+    e->releasing_.fetch_add(1, std::memory_order_relaxed);
     e->lock_.unlock();
     const bool ok = e->options_.release(e->options_.release_ctx, addr, bytes);
     e->lock_.lock();
+    e->releasing_.fetch_sub(1, std::memory_order_release);
     return ok;
   }
 
@@ -884,6 +925,7 @@ class Engine {
   alignas(64) Lock lock_;
   alignas(64) std::atomic<std::uint32_t> last_decay_{0};
   std::atomic<bool> decaying_{false};
+  std::atomic<int> releasing_{0};  // releases running with the lock dropped
   core::PerCpuCounter<> slow_allocs_, slow_frees_, failed_, alloc_misses_, free_misses_, decays_,
       released_, internal_pushes_, internal_pops_, grows_;
   page::Buddy zone_;

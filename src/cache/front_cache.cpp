@@ -37,12 +37,25 @@ page::PageIndex FrontCache::format(page::Buddy& zone, std::uint32_t cpu_slots, s
                                    page::Buddy::ReleaseFn release, void* release_ctx,
                                    FrontCache& out) noexcept {
   const std::uint64_t page = zone.header().page_size;
-  const std::uint64_t budget = std::uint64_t{zone.arena_pages()} * page / 8;
+  // The budget is an eighth of the region (the reservation, which the arena
+  // grows into), not of the arena now: slots are released at format and cost
+  // memory only once used.
+  const std::uint64_t budget = zone.region_bytes() / 8;
   std::uint32_t threads = kMaxThreadSlots;
   while (threads > 0 && run_bytes(cpu_slots + threads) > budget) --threads;
   if (run_bytes(cpu_slots + threads) > budget) cpu_slots = 0;  // too small a heap for caches
-  const std::uint64_t pages = (run_bytes(cpu_slots + threads) + page - 1) / page;
-  const page::PageIndex run = zone.alloc(page::Pages(pages));
+  // The run must fit in the arena as it is now: fewer thread slots, then none.
+  page::PageIndex run;
+  std::uint64_t pages;
+  for (;;) {
+    pages = (run_bytes(cpu_slots + threads) + page - 1) / page;
+    run = zone.alloc(page::Pages(pages));
+    if (run.valid() || (cpu_slots == 0 && threads == 0)) break;
+    if (threads > 0)
+      threads = 0;
+    else
+      cpu_slots = 0;
+  }
   if (!run.valid()) return run;
   std::byte* base = zone.address(run);
   const bool zeroed = release != nullptr && release(release_ctx, base, pages * page);
@@ -70,7 +83,8 @@ bool FrontCache::attach(page::Buddy& zone, page::PageIndex run, FrontCache& out)
   if (!run.valid() || run.i < zone.first_page() || run.i >= zone.end_page())
     return false;
   const page::PageDesc& d = zone.desc(run);
-  if (d.state != page::PageState::large) return false;
+  if (d.state != page::PageState::large || std::uint64_t{run.i} + d.run > zone.end_page())
+    return false;
   const std::uint64_t have = std::uint64_t{d.run} * zone.header().page_size;
   if (have < sizeof(CacheHeader)) return false;
   auto* h = reinterpret_cast<CacheHeader*>(zone.address(run));

@@ -343,7 +343,8 @@ PageIndex Buddy::head_of(PageIndex p) const noexcept {
   if (!p.valid() || p.i >= end_page()) return core::kNoPage;
   const PageDesc& d = map_[p.i];
   if (d.state == PageState::large || d.state == PageState::slab) return p;
-  if (d.state == PageState::slab_tail && d.next < end_page()) return PageIndex(d.next);
+  if (d.state == PageState::slab_tail && d.next >= header_->first_page && d.next < end_page())
+    return PageIndex(d.next);
   return core::kNoPage;
 }
 

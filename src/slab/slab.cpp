@@ -75,7 +75,7 @@ bool SlabHeap::attach(page::Buddy& zone, SlabHeap& out) noexcept {
   const RunTable* runs = runs_for(zone.header().page_size);
   if (runs == nullptr) return false;
   const std::uint32_t root = zone.header().root;
-  if (root == kNone || root >= zone.end_page() ||
+  if (root == kNone || root < zone.first_page() || root >= zone.end_page() ||
       zone.desc(PageIndex(root)).state != PageState::large)
     return false;
   const std::size_t page = zone.header().page_size;
@@ -399,7 +399,8 @@ page::CheckReport SlabHeap::check() const noexcept {
     for (unsigned l = 1; l <= 3; ++l) {
       std::uint32_t prev = kNone, count = 0;
       for (std::uint32_t h = c.head[l]; h != kNone;) {
-        if (h >= total) return r.fail("class %u list %u: page %u out of range", cls, l, h);
+        if (h >= total || h < zone_->first_page())
+          return r.fail("class %u list %u: page %u out of range", cls, l, h);
         const PageDesc& d = zone_->desc(PageIndex(h));
         if (d.state != PageState::slab || d.slab_class != cls || d.slab_list != l)
           return r.fail("class %u list %u: page %u is %s of class %u on list %u", cls, l, h,

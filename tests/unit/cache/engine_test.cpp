@@ -617,6 +617,34 @@ TEST(EngineGrowth, ConcurrentGrowth) {
   expect_valid(e);
 }
 
+// A request the page layer could never serve (a run longer than the largest
+// block, an alignment beyond it) fails at once: the heap does not grow into
+// its whole reservation first.
+TEST(EngineGrowth, ImpossibleRequestsDoNotGrow) {
+  // 16 GiB of address space: its page map (128 MiB) is committed but never
+  // touched beyond the arena.
+  const std::size_t map_bytes = (std::size_t{16} << 30) / pal::page_size() * sizeof(page::PageDesc);
+  Mapping m = Mapping::create(MappingOptions::anonymous(map_bytes + (std::size_t{8} << 20))
+                                  .with_reserve(std::size_t{16} << 30));
+  EngineOptions o = options_for(m, CacheMode::automatic);
+  o.committed = m.size();
+  o.grow = grow_mapping;
+  o.grow_ctx = &m;
+  TestEngine e;
+  ASSERT_TRUE(e.format(m.data(), m.reserved(), o));
+  const std::size_t before = m.size();
+  EXPECT_EQ(e.allocate(std::size_t{5} << 30), nullptr);       // > 2^20 pages
+  EXPECT_EQ(e.allocate(64, std::size_t{8} << 30), nullptr);   // alignment beyond a block
+  EXPECT_EQ(m.size(), before);
+  EXPECT_EQ(e.counters().grows, 0);
+  EXPECT_EQ(e.counters().failed_allocations, 2);
+  void* p = e.allocate(std::size_t{64} << 20);  // this one grows
+  ASSERT_NE(p, nullptr);
+  EXPECT_GT(m.size(), before);
+  e.deallocate(p);
+  expect_valid(e);
+}
+
 // A corrupted cache is named by check().
 TEST(EngineCheck, FindsAnObjectCachedTwice) {
   Mapping m = Mapping::create(MappingOptions::anonymous(32 << 20));
