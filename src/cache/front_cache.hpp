@@ -89,7 +89,7 @@ struct CacheHeader {
 
 enum class CacheMode : std::uint8_t {
   automatic,   // per-CPU when rseq is available, else per-thread
-  per_cpu,     // rseq; where it is missing, threads use per-thread slots
+  per_cpu,     // rseq; a thread without it, or on a CPU beyond the slots, takes the lock
   per_thread,  // per-thread slots even where rseq is available
   none,        // no front cache: every call takes the zone lock
 };
