@@ -543,13 +543,20 @@ std::size_t grow_mapping(void* ctx, std::size_t want) noexcept {
   return m->size();
 }
 
-TEST_P(EngineModes, GrowsItsMappingOnDemand) {
-  Mapping m = Mapping::create(
-      MappingOptions::anonymous(std::size_t{16} << 20).with_reserve(std::size_t{256} << 20));
-  EngineOptions o = options_for(m, GetParam());
+// Options for an engine over all of m's reservation, usable as far as m is,
+// growing m on demand.
+EngineOptions growing_options(Mapping& m, CacheMode mode) {
+  EngineOptions o = options_for(m, mode);
   o.committed = m.size();
   o.grow = grow_mapping;
   o.grow_ctx = &m;
+  return o;
+}
+
+TEST_P(EngineModes, GrowsItsMappingOnDemand) {
+  Mapping m = Mapping::create(
+      MappingOptions::anonymous(std::size_t{16} << 20).with_reserve(std::size_t{256} << 20));
+  const EngineOptions o = growing_options(m, GetParam());
   TestEngine e;
   ASSERT_TRUE(e.format(m.data(), m.reserved(), o));
   std::byte* const base = m.data();
@@ -587,10 +594,7 @@ TEST_P(EngineModes, GrowsItsMappingOnDemand) {
 TEST(EngineGrowth, ConcurrentGrowth) {
   Mapping m = Mapping::create(
       MappingOptions::anonymous(std::size_t{8} << 20).with_reserve(std::size_t{256} << 20));
-  EngineOptions o = options_for(m, CacheMode::automatic);
-  o.committed = m.size();
-  o.grow = grow_mapping;
-  o.grow_ctx = &m;
+  const EngineOptions o = growing_options(m, CacheMode::automatic);
   TestEngine e;
   ASSERT_TRUE(e.format(m.data(), m.reserved(), o));
   std::atomic<int> nulls{0};
@@ -626,10 +630,7 @@ TEST(EngineGrowth, ImpossibleRequestsDoNotGrow) {
   const std::size_t map_bytes = (std::size_t{16} << 30) / pal::page_size() * sizeof(page::PageDesc);
   Mapping m = Mapping::create(MappingOptions::anonymous(map_bytes + (std::size_t{8} << 20))
                                   .with_reserve(std::size_t{16} << 30));
-  EngineOptions o = options_for(m, CacheMode::automatic);
-  o.committed = m.size();
-  o.grow = grow_mapping;
-  o.grow_ctx = &m;
+  const EngineOptions o = growing_options(m, CacheMode::automatic);
   TestEngine e;
   ASSERT_TRUE(e.format(m.data(), m.reserved(), o));
   const std::size_t before = m.size();
