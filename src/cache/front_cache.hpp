@@ -101,7 +101,8 @@ class FrontCache {
   // Lays out the caches in a run of `zone` and returns its first page (kNoPage
   // if the zone has no room). `cpu_slots` is the number of CPUs; thread slots
   // are added up to kMaxThreadSlots while the run stays within 1/8 of the
-  // arena; with no room even for the CPU slots, the run has none.
+  // region (the reservation) and fits in the arena now (fewer thread slots,
+  // then none); with no room even for the CPU slots, the run has none.
   // `release` (may be null) gives the run's pages back to the OS first, so
   // that they read as zeros without being touched: then only the header is
   // written, and a slot costs memory only once a CPU or thread uses it.
