@@ -22,3 +22,6 @@ install(FILES ${CMAKE_CURRENT_BINARY_DIR}/mapheapConfig.cmake
 file(RELATIVE_PATH MAPHEAP_PC_TO_PREFIX "/p/${CMAKE_INSTALL_LIBDIR}/pkgconfig" "/p")
 configure_file(cmake/mapheap.pc.in ${CMAKE_CURRENT_BINARY_DIR}/mapheap.pc @ONLY)
 install(FILES ${CMAKE_CURRENT_BINARY_DIR}/mapheap.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
+if(TARGET mapheap_preload)
+  install(TARGETS mapheap_preload LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+endif()

@@ -7,6 +7,8 @@
 
 #include <pthread.h>
 
+#include <cstdlib>
+
 #include "pal/pal.hpp"
 
 namespace mapheap::heap {
@@ -24,6 +26,8 @@ enum State : int { kNone, kCreating, kReady, kFailed };
 std::atomic<int> g_state{kNone};
 std::atomic<int> g_creator{0};
 alignas(64) std::byte g_engine[sizeof(ProcessEngine)];
+HeapOptions g_options;
+int g_stats_fd = 2;  // a copy of standard error: programs may close theirs before exit
 std::byte* g_base = nullptr;
 std::size_t g_reserved = 0;
 std::size_t g_usable = 0;  // read-write prefix; changed only under the engine's lock
@@ -57,7 +61,17 @@ void after_fork_child() noexcept {
   engine()->after_fork(true);
 }
 
+void warn(const char* line) noexcept {
+  (void)pal::write_fd(2, line, std::strlen(line));
+  (void)pal::write_fd(2, "\n", 1);
+}
+
 bool create() noexcept {
+  parse_options(std::getenv("MAPHEAP_OPTIONS"), g_options, warn);
+  if (g_options.stats != StatsMode::off && g_options.stats_file[0] == '\0') {
+    const auto fd = pal::dup_fd(2);
+    if (fd.ok()) g_stats_fd = *fd;
+  }
   for (std::size_t size : kReserveSizes) {
     const auto r = pal::reserve(size, kHuge);
     if (!r.ok()) continue;
@@ -76,19 +90,72 @@ bool create() noexcept {
     o.committed = initial;
     o.grow = grow_reservation;
     o.release = release_pages;
+    o.decay_ms = g_options.decay_ms;
+    o.cache = g_options.cache;
     auto* e = new (g_engine) ProcessEngine;
     if (e->format(base, size, o)) {
       // (pthread_atfork may allocate: the bootstrap serves that.)
       (void)::pthread_atfork(before_fork, after_fork_parent, after_fork_child);
+      if (g_options.verbose) {
+        char line[160];
+        pal::TextOut t{line, sizeof(line)};
+        t.printf("mapheap: process heap of %zu GiB reserved, %s caches", size >> 30,
+                 cache::to_string(e->cache_mode()));
+        warn(line);
+      }
       return true;
     }
     e->~ProcessEngine();
     (void)pal::unmap(base, size);
   }
+  if (g_options.verbose) warn("mapheap: no process heap: every reservation size was refused");
   return false;
 }
 
 }  // namespace
+
+const HeapOptions& process_heap_options() noexcept {
+  return g_options;
+}
+
+void report_statistics() noexcept {
+  if (g_options.stats == StatsMode::off || g_state.load(std::memory_order_acquire) != kReady) return;
+  static char text[256 << 10];  // static: the report must not allocate
+  ProcessEngine* e = engine();
+  std::size_t n;
+  if (g_options.stats == StatsMode::json) {
+    n = e->render_json(text, sizeof(text) - 1);
+    if (n < sizeof(text) - 1) text[n++] = '\n';
+  } else {
+    const cache::EngineCounters c = e->counters();
+    pal::TextOut t{text, sizeof(text)};
+    t.printf("mapheap: %lld allocations, %lld frees, %lld failed, %lld bytes in use\n",
+             static_cast<long long>(c.allocations), static_cast<long long>(c.frees),
+             static_cast<long long>(c.failed_allocations), static_cast<long long>(c.bytes_in_use));
+    t.printf("mapheap: cache hits %lld/%lld (allocate/free), misses %lld/%lld; %lld decay steps, "
+             "%lld pages released, %lld grows\n",
+             static_cast<long long>(c.alloc_hits), static_cast<long long>(c.free_hits),
+             static_cast<long long>(c.alloc_misses), static_cast<long long>(c.free_misses),
+             static_cast<long long>(c.decays), static_cast<long long>(c.released_pages),
+             static_cast<long long>(c.grows));
+    n = t.len < sizeof(text) ? t.len : sizeof(text) - 1;
+    n += e->render_buddyinfo(text + n, sizeof(text) - n);
+    if (n < sizeof(text)) n += e->render_slabinfo(text + n, sizeof(text) - n);
+    if (n > sizeof(text) - 1) n = sizeof(text) - 1;
+  }
+  int fd = g_stats_fd;
+  if (g_options.stats_file[0] != '\0') {
+    const auto r = pal::open_file(g_options.stats_file,
+                                  pal::kOpenWriteOnly | pal::kOpenCreate | pal::kOpenTruncate, 0644);
+    if (!r.ok()) {
+      warn("mapheap: cannot open the stats file; statistics go to standard error");
+    } else {
+      fd = *r;
+    }
+  }
+  (void)pal::write_fd(fd, text, n);
+  if (fd != g_stats_fd) (void)pal::close_fd(fd);
+}
 
 ProcessEngine* process_engine() noexcept {
   int s = g_state.load(std::memory_order_acquire);

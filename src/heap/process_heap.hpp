@@ -14,6 +14,7 @@
 #include <cstddef>
 
 #include "cache/engine.hpp"
+#include "heap/options.hpp"
 
 namespace mapheap::heap {
 
@@ -33,5 +34,12 @@ std::size_t bootstrap_usable_size(const void* p) noexcept;
 
 // The reservation the heap lives in (0 before it exists).
 std::size_t process_heap_reserved() noexcept;
+
+// The options the heap was created with (MAPHEAP_OPTIONS).
+const HeapOptions& process_heap_options() noexcept;
+
+// Writes the statistics (MAPHEAP_OPTIONS stats=) to standard error or the
+// stats file; nothing if they were not asked for. Called at exit.
+void report_statistics() noexcept;
 
 }  // namespace mapheap::heap

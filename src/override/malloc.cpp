@@ -176,6 +176,11 @@ MAPHEAP_EXPORT struct mallinfo2 mallinfo2() noexcept {
   return mi;
 }
 
+// Statistics at exit, when MAPHEAP_OPTIONS asks for them.
+__attribute__((destructor)) static void mapheap_report_at_exit() {
+  mapheap::heap::report_statistics();
+}
+
 // ---- C++
 
 namespace {

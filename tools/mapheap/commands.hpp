@@ -18,5 +18,6 @@ enum Exit : int {
 
 void add_info(CLI::App& app, int& exit_code);
 void add_bench_io(CLI::App& bench, int& exit_code);
+void add_run(CLI::App& app, int& exit_code);
 
 }  // namespace mapheap::cli

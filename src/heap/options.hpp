@@ -1,0 +1,36 @@
+// heap/options.hpp — MAPHEAP_OPTIONS: the process heap's settings, read
+// from the environment when the heap is created, without allocating.
+//
+//   MAPHEAP_OPTIONS=stats=1,decay_ms=250,cache=per-thread
+//
+//   stats=0|1|json     print statistics at exit (text or JSON)
+//   stats_file=PATH    ... to PATH instead of standard error
+//   decay_ms=N         free runs go back to the OS after N ms (default 1000)
+//   cache=auto|per-cpu|per-thread|none
+//   verbose=0|1        say on standard error which heap was made, and why not
+//
+// An unknown name or a bad value gives a one-line warning on standard error
+// and is otherwise ignored: a typo never stops a program.
+#pragma once
+
+#include <cstdint>
+
+#include "cache/front_cache.hpp"
+
+namespace mapheap::heap {
+
+enum class StatsMode : std::uint8_t { off, text, json };
+
+struct HeapOptions {
+  StatsMode stats = StatsMode::off;
+  char stats_file[256] = {};  // empty: standard error
+  std::uint32_t decay_ms = 1000;
+  cache::CacheMode cache = cache::CacheMode::automatic;
+  bool verbose = false;
+};
+
+// Parses `text` (may be null) into `out`, warning through `warn` (a line
+// without its newline) about every entry it does not take.
+void parse_options(const char* text, HeapOptions& out, void (*warn)(const char* line)) noexcept;
+
+}  // namespace mapheap::heap
