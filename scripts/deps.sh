@@ -10,7 +10,7 @@ PACKAGES="
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev libfmt-dev nlohmann-json3-dev
   gnuplot-nox
-  python3 sqlite3
+  python3 sqlite3 libpython3.11-testsuite lua5.4
 "
 
 missing=""

@@ -13,7 +13,7 @@ run() { env LD_PRELOAD="$LIB" "$@"; }
 case "$WHAT" in
   python)
     # PYTHONMALLOC=malloc: every Python object through malloc, not pymalloc.
-    out=$(run env PYTHONMALLOC=malloc python3 -c '
+    out=$(run env PYTHONMALLOC=malloc /usr/bin/python3 -c '
 import json, re, threading, gc
 d = {i: str(i) * 3 for i in range(200000)}
 s = json.dumps(d)
@@ -29,6 +29,30 @@ gc.collect()
 print("python ok")
 ')
     [ "$out" = "python ok" ]
+    ;;
+  python_tests)
+    # A slice of Python's own regression tests (Debian's
+    # libpython3.11-testsuite, for Debian's /usr/bin/python3).
+    run env PYTHONMALLOC=malloc /usr/bin/python3 -m test test_list test_dict test_set \
+      test_unicode test_threading test_json test_re test_gc > "$TMP/python_tests.log" 2>&1 ||
+      { tail -30 "$TMP/python_tests.log"; exit 1; }
+    grep -q "Tests result: SUCCESS" "$TMP/python_tests.log"
+    ;;
+  lua)
+    # Tables churned: built, grown, rehashed, dropped, collected.
+    out=$(run lua5.4 -e '
+      local total = 0
+      for round = 1, 20 do
+        local t = {}
+        for i = 1, 20000 do t[i] = {i, tostring(i), {x = i}} end
+        for i = 1, 20000, 2 do t[i] = nil end
+        local m = {}
+        for k, v in pairs(t) do m[v[2]] = v end
+        for _, v in pairs(m) do total = total + v[3].x end
+        collectgarbage()
+      end
+      print(total)')
+    [ "$out" = "2000200000" ]  # 20 rounds of the even numbers to 20000
     ;;
   sqlite3)
     out=$(run sqlite3 "$TMP/t.db" "
