@@ -42,8 +42,8 @@ Engine& engine(CacheMode mode) {
   }
 }
 
-void* glibc_alloc(std::size_t n) { return std::malloc(n); }
-void glibc_free(void* p) { std::free(p); }
+using mapheap::bench::libc_alloc;
+using mapheap::bench::libc_free;
 
 template <CacheMode kMode>
 void BM_PairEngine(benchmark::State& state) {
@@ -53,7 +53,7 @@ void BM_PairEngine(benchmark::State& state) {
   if (state.thread_index() == 0) state.SetLabel(mapheap::cache::to_string(e.cache_mode()));
 }
 void BM_PairGlibc(benchmark::State& state) {
-  mapheap::bench::pair_loop(state, glibc_alloc, glibc_free);
+  mapheap::bench::pair_loop(state, libc_alloc, libc_free);
 }
 
 constexpr int kBatch = 256;
@@ -65,7 +65,7 @@ void BM_BatchEngine(benchmark::State& state) {
       [&](void* p) { e.deallocate(p); });
 }
 void BM_BatchGlibc(benchmark::State& state) {
-  mapheap::bench::batch_loop(state, kBatch, glibc_alloc, glibc_free);
+  mapheap::bench::batch_loop(state, kBatch, libc_alloc, libc_free);
 }
 
 // One size per group of classes, from the 8-byte class to the largest.

@@ -27,8 +27,8 @@ struct Heap {
   }
 };
 
-void* glibc_alloc(std::size_t n) { return std::malloc(n); }
-void glibc_free(void* p) { std::free(p); }
+using mapheap::bench::libc_alloc;
+using mapheap::bench::libc_free;
 
 void BM_PairSlab(benchmark::State& state) {
   Heap h;
@@ -36,7 +36,7 @@ void BM_PairSlab(benchmark::State& state) {
       state, [&](std::size_t n) { return h.heap.alloc(n); }, [&](void* p) { (void)h.heap.free(p); });
 }
 void BM_PairGlibc(benchmark::State& state) {
-  mapheap::bench::pair_loop(state, glibc_alloc, glibc_free);
+  mapheap::bench::pair_loop(state, libc_alloc, libc_free);
 }
 BENCHMARK(BM_PairSlab)->Arg(16)->Arg(64)->Arg(256)->Arg(1024)->Arg(4096)->Arg(32768);
 BENCHMARK(BM_PairGlibc)->Arg(16)->Arg(64)->Arg(256)->Arg(1024)->Arg(4096)->Arg(32768);
@@ -50,7 +50,7 @@ void BM_BatchSlab(benchmark::State& state) {
       [&](void* p) { (void)h.heap.free(p); });
 }
 void BM_BatchGlibc(benchmark::State& state) {
-  mapheap::bench::batch_loop(state, kBatch, glibc_alloc, glibc_free);
+  mapheap::bench::batch_loop(state, kBatch, libc_alloc, libc_free);
 }
 BENCHMARK(BM_BatchSlab)->Arg(16)->Arg(64)->Arg(256)->Arg(1024);
 BENCHMARK(BM_BatchGlibc)->Arg(16)->Arg(64)->Arg(256)->Arg(1024);

@@ -4,11 +4,20 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdlib>
 #include <vector>
 
 #include <benchmark/benchmark.h>
 
 namespace mapheap::bench {
+
+// The C library's allocator, as the baseline callables.
+inline void* libc_alloc(std::size_t n) {
+  return std::malloc(n);
+}
+inline void libc_free(void* p) {
+  std::free(p);
+}
 
 // Allocate one object of state.range(0) bytes, free it, repeat.
 template <class Alloc, class Free>

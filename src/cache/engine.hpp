@@ -157,11 +157,8 @@ class Engine {
   // sizes up to 8, 16 above). nullptr when the region is exhausted or the
   // request cannot be met (never a crash).
   void* allocate(std::size_t size, std::size_t align = 0) noexcept {
-    if (align <= slab::kQuantum && size <= slab::kMaxSmallSize && (align & (align - 1)) == 0)
-        [[likely]] {
-      const unsigned cls =
-          slab::class_of(align == slab::kQuantum && size < slab::kQuantum ? slab::kQuantum : size);
-      if (void* p = cache_pop(cls)) return p;
+    if (cacheable(size, align)) [[likely]] {
+      if (void* p = cache_pop(cache_class(size, align))) return p;
     }
     return allocate_slow(size, align);
   }
@@ -381,6 +378,26 @@ class Engine {
 
   // ---- object helpers
 
+  // Requests the front caches serve: small, aligned to at most 16 bytes (a
+  // power of two), and their class (16-byte alignment below 16 bytes takes
+  // the 16-byte class; the 8-byte class is only 8-aligned).
+  static bool cacheable(std::size_t size, std::size_t align) noexcept {
+    return align <= slab::kQuantum && size <= slab::kMaxSmallSize && (align & (align - 1)) == 0;
+  }
+  static unsigned cache_class(std::size_t size, std::size_t align) noexcept {
+    return slab::class_of(align == slab::kQuantum && size < slab::kQuantum ? slab::kQuantum : size);
+  }
+
+  // The zone lock, with the zone clock set to the time read just before
+  // taking it: every run freed under it is stamped with its real free time,
+  // which is what decay measures ages from.
+  struct StampedLock {
+    core::LockGuard<Lock> guard;
+    StampedLock(Engine& e, std::uint32_t now) noexcept : guard(e.lock_) { e.zone_.set_clock(now); }
+  };
+  StampedLock lock_stamped() noexcept { return StampedLock(*this, now_ms()); }
+  static constexpr const char* kCacheCorrupt = "a front cache held an object its slab refuses";
+
   std::uint64_t limit() const noexcept { return limit_.load(std::memory_order_relaxed); }
   std::uint64_t offset_of(const void* p) const noexcept {
     return reinterpret_cast<std::uintptr_t>(p) - reinterpret_cast<std::uintptr_t>(base_);
@@ -538,11 +555,9 @@ class Engine {
   }
 
   void* allocate_once_slow(std::size_t size, std::size_t align) noexcept {
-    if (align <= slab::kQuantum && size <= slab::kMaxSmallSize && mode_ != CacheMode::none) {
+    if (cacheable(size, align) && mode_ != CacheMode::none) {
       if (mode_ == CacheMode::per_thread) retry_thread_slot();
-      const unsigned cls =
-          slab::class_of(align == slab::kQuantum && size < slab::kQuantum ? slab::kQuantum : size);
-      if (void* p = refill_slow(cls)) return p;
+      if (void* p = refill_slow(cache_class(size, align))) return p;
     }
     void* p;
     std::size_t usable = 0;
@@ -589,7 +604,7 @@ class Engine {
     }
     internal_pushes_.add(n - keep);
     if (keep > 1) {
-      core::LockGuard<Lock> g(lock_);
+      const StampedLock g = lock_stamped();
       for (unsigned i = 1; i < keep; ++i) (void)slabs_.free(batch[i]);
     }
     tick();
@@ -659,17 +674,15 @@ class Engine {
     }
     internal_pops_.add(n - 1);
     slab::FreeStatus bad = slab::FreeStatus::ok;
-    const std::uint32_t now = now_ms();
     {
-      core::LockGuard<Lock> g(lock_);
-      zone_.set_clock(now);
+      const StampedLock g = lock_stamped();
       for (unsigned i = 0; i < n; ++i) {
         const slab::FreeStatus s = slabs_.free(batch[i]);
         if (s != slab::FreeStatus::ok && bad == slab::FreeStatus::ok) bad = s;
       }
     }
     // The first object is the caller's; a cached one refused means the heap is corrupt.
-    if (bad != slab::FreeStatus::ok && n > 1) corrupt(p, "a front cache held an object its slab refuses");
+    if (bad != slab::FreeStatus::ok && n > 1) corrupt(p, kCacheCorrupt);
     tick();
     free_misses_.add(1);
     slow_frees_.add(1);
@@ -678,10 +691,8 @@ class Engine {
 
   __attribute__((noinline)) slab::FreeStatus free_slow(void* p) noexcept {
     slab::FreeStatus s;
-    const std::uint32_t now = now_ms();
     {
-      core::LockGuard<Lock> g(lock_);
-      zone_.set_clock(now);  // runs freed now are stamped now (decay)
+      const StampedLock g = lock_stamped();
       s = slabs_.free(p);
     }
     if (s == slab::FreeStatus::ok) slow_frees_.add(1);
@@ -740,8 +751,7 @@ class Engine {
   std::uint64_t release_older_than(std::uint32_t age) noexcept {
     std::uint64_t pages = 0;
     {
-      core::LockGuard<Lock> g(lock_);
-      zone_.set_clock(now_ms());
+      const StampedLock g = lock_stamped();
       // Slabs empty that long go back to the zone; their pages go back to
       // the OS at a later step, once free that long as pages.
       slabs_.release_empty(age);
@@ -812,12 +822,9 @@ class Engine {
   void give_back(void** batch, unsigned n) noexcept {
     if (n == 0) return;
     internal_pops_.add(n);
-    const std::uint32_t now = now_ms();
-    core::LockGuard<Lock> g(lock_);
-    zone_.set_clock(now);
+    const StampedLock g = lock_stamped();
     for (unsigned i = 0; i < n; ++i)
-      if (slabs_.free(batch[i]) != slab::FreeStatus::ok)
-        corrupt(batch[i], "a front cache held an object its slab refuses");
+      if (slabs_.free(batch[i]) != slab::FreeStatus::ok) corrupt(batch[i], kCacheCorrupt);
   }
 
   // ---- statistics and checking

@@ -65,6 +65,13 @@ TEST_P(EngineModes, AllocatesFreesAndChecks) {
   e.deallocate(nullptr);
   expect_valid(e);
   EXPECT_EQ(e.allocate(std::size_t{1} << 40), nullptr);  // far beyond the region: null
+  // An alignment that is not a power of two is refused on every path (the
+  // slow path once served one from a cache refill).
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(e.allocate(10, 3), nullptr);
+    EXPECT_EQ(e.allocate(10, 12), nullptr);
+    EXPECT_EQ(e.allocate(100000, 3 << 12), nullptr);
+  }
 }
 
 TEST_P(EngineModes, ReallocateKeepsContents) {
