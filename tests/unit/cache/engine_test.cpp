@@ -460,6 +460,18 @@ TEST(EngineThreadSlots, DeadThreadsSlotsAreReused) {
 // finds the objects the first view cached, and allocates them at its own
 // addresses with the contents the first view wrote.
 TEST_P(EngineModes, AttachesThroughASecondMappingAtAnotherAddress) {
+  // One CPU for the whole test: per-CPU caches hand back what was freed on
+  // the CPU that allocates, so a migration in between would find another
+  // CPU's (empty) cache.
+  pal::CpuAffinity aff;
+  ASSERT_TRUE(aff.save().ok());
+  unsigned cpu = 0;
+  while (!aff.allowed(cpu)) ++cpu;
+  ASSERT_TRUE(aff.pin(cpu).ok());
+  struct Restore {
+    pal::CpuAffinity& a;
+    ~Restore() { (void)a.restore(); }
+  } restore{aff};
   Mapping a = Mapping::create(MappingOptions::memfd("engine-attach", 32 << 20));
   std::vector<std::uint64_t> offsets;
   {
@@ -479,8 +491,8 @@ TEST_P(EngineModes, AttachesThroughASecondMappingAtAnotherAddress) {
   TestEngine e;
   ASSERT_TRUE(e.attach(b.data(), b.size(), options_for(b, GetParam())));
   expect_valid(e);
-  // The same thread (same CPU, mostly, or the same thread slot once it is
-  // claimed again): some allocations come back from the first view's cache.
+  // The same thread on the same CPU (or the same thread slot, claimed
+  // again): some allocations come back from the first view's cache.
   std::vector<void*> got;
   int reused = 0;
   for (int i = 0; i < 40; ++i) {
