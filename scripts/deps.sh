@@ -10,6 +10,7 @@ PACKAGES="
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev libfmt-dev nlohmann-json3-dev
   gnuplot-nox
+  libjemalloc2 libtcmalloc-minimal4 libmimalloc2.0 time
   python3 sqlite3 libpython3.11-testsuite lua5.4
 "
 

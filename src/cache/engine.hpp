@@ -75,6 +75,14 @@ struct EngineOptions {
   // releases at every decay step. Decay runs from slow paths, at most four
   // times per decay period, and from decay() and trim().
   std::uint32_t decay_ms = 1000;
+  // A bound on free-dirty memory, so that free pages the arena cannot reuse
+  // (fragmented among live runs) do not stay resident until decay: past
+  // max(dirty_floor, pages in use >> dirty_shift), the largest free blocks
+  // go back at once, whatever their age, down to half the bound. Decay
+  // handles the memory under it. A low bound costs page faults: a program
+  // cycling through large blocks refaults what was released.
+  std::size_t dirty_floor = std::size_t{256} << 20;
+  unsigned dirty_shift = 0;
 };
 
 // Counts since format. Allocations and frees are exact once the threads
@@ -694,6 +702,7 @@ class Engine {
     {
       const StampedLock g = lock_stamped();
       s = slabs_.free(p);
+      if (s == slab::FreeStatus::ok) bound_dirty();
     }
     if (s == slab::FreeStatus::ok) slow_frees_.add(1);
     tick();
@@ -760,6 +769,19 @@ class Engine {
     decays_.add(1);
     released_.add(static_cast<std::int64_t>(pages));
     return pages;
+  }
+  // Under the lock: past the dirty bound (EngineOptions::dirty_floor), the
+  // largest free-dirty blocks go back now, down to half the bound.
+  void bound_dirty() noexcept {
+    if (options_.release == nullptr) return;
+    const std::uint64_t page = std::uint64_t{1} << shift_;
+    const std::uint64_t bound =
+        std::max<std::uint64_t>(options_.dirty_floor / page, zone_.used_pages() >> options_.dirty_shift);
+    const std::uint64_t dirty = zone_.dirty_pages();
+    if (dirty <= bound) return;
+    const std::uint64_t pages =
+        zone_.release_free(release_unlocked, this, 0, dirty - bound / 2);
+    released_.add(static_cast<std::int64_t>(pages));
   }
   // The zone isolated the block: the lock is dropped around the system call.
   static bool release_unlocked(void* ctx, std::byte* addr, std::size_t bytes) noexcept {

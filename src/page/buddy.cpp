@@ -183,16 +183,18 @@ void Buddy::unlink_free(std::uint32_t rel, unsigned k) noexcept {
 }
 
 // Inserts the free block [rel, rel + 2^k) and merges it with its buddy for as
-// long as the buddy is a free block of the same order. The merged block is
-// released only if both halves were, and carries the later free time.
+// long as the buddy is a free block of the same order and the same state
+// (dirty or released), so that a block's state stays exact: were a dirty
+// block to absorb a released buddy, the released half would count as memory
+// held, and be released again for nothing. The merged block carries the later
+// free time. Buddies of mixed states merge only on demand (merge_mixed).
 void Buddy::insert_coalescing(std::uint32_t rel, unsigned k, std::uint16_t flags,
                               std::uint32_t stamp) noexcept {
   while (k < kMaxOrder) {
     const std::uint32_t buddy = rel ^ (std::uint32_t{1} << k);
     if (static_cast<std::uint64_t>(buddy) + (std::uint64_t{1} << k) > header_->arena_pages) break;
     const PageDesc& b = rel_desc(buddy);
-    if (b.state != PageState::free || b.order != k) break;
-    flags &= b.flags;
+    if (b.state != PageState::free || b.order != k || b.flags != flags) break;
     if (static_cast<std::int32_t>(b.freed_at - stamp) > 0) stamp = b.freed_at;  // later, mod 2^32
     unlink_free(buddy, k);  // its head becomes a tail of the merged block
     if (buddy < rel) {
@@ -232,9 +234,22 @@ PageIndex Buddy::alloc(Pages n, PageState state) noexcept {
 // unmarked (tail), or kNone. REQUIRES: 1 <= n <= 2^kMaxOrder.
 std::uint32_t Buddy::take(std::uint64_t n) noexcept {
   const unsigned want = core::order_for(Pages(n)).k;
+  // Memory that is still resident first: the smallest order whose list
+  // starts with a dirty block (freed lately: lists are last in, first out),
+  // so that a program's frees feed its next allocations instead of piling
+  // up until decay while fresh pages get touched. Then any block.
   unsigned k = want;
-  while (k <= kMaxOrder && header_->free_head[k] == kNone) ++k;
-  if (k > kMaxOrder) return kNone;
+  while (k <= kMaxOrder && (header_->free_head[k] == kNone ||
+                            (map_[header_->free_head[k]].flags & kPageReleased) != 0))
+    ++k;
+  if (k > kMaxOrder)
+    for (k = want; k <= kMaxOrder && header_->free_head[k] == kNone;) ++k;
+  if (k > kMaxOrder) {
+    // Nothing large enough among same-state blocks: merge across states.
+    if (!merge_mixed(want)) return kNone;
+    for (k = want; k <= kMaxOrder && header_->free_head[k] == kNone;) ++k;
+    if (k > kMaxOrder) return kNone;
+  }
 
   const std::uint32_t idx = header_->free_head[k];
   const std::uint32_t rel = idx - header_->first_page;
@@ -251,6 +266,36 @@ std::uint32_t Buddy::take(std::uint64_t n) noexcept {
   const std::uint64_t block = std::uint64_t{1} << want;
   if (n < block) free_range(static_cast<std::uint32_t>(rel + n), block - n, flags, stamp);
   return idx;
+}
+
+// Merges free buddies of the same order whose states differ (one dirty, one
+// released) into dirty blocks, from order 0 up, stopping once a block of
+// order `want` exists. True if a block of that order exists now.
+bool Buddy::merge_mixed(unsigned want) noexcept {
+  for (unsigned k = 0; k < want && k < kMaxOrder; ++k) {
+    for (std::uint32_t idx = header_->free_head[k]; idx != kNone;) {
+      std::uint32_t next = map_[idx].next;
+      const std::uint32_t rel = idx - header_->first_page;
+      const std::uint32_t buddy = rel ^ (std::uint32_t{1} << k);
+      if (static_cast<std::uint64_t>(buddy) + (std::uint64_t{1} << k) <= header_->arena_pages) {
+        const PageDesc& b = rel_desc(buddy);
+        if (b.state == PageState::free && b.order == k) {
+          if (next == header_->first_page + buddy) next = b.next;
+          std::uint32_t stamp = map_[idx].freed_at;
+          if (static_cast<std::int32_t>(b.freed_at - stamp) > 0) stamp = b.freed_at;
+          unlink_free(buddy, k);
+          unlink_free(rel, k);
+          // Dirty: part of it may hold memory. It goes on list k + 1, which
+          // the next round of the outer loop walks.
+          insert_coalescing(rel < buddy ? rel : buddy, k + 1, 0, stamp);
+        }
+      }
+      idx = next;
+    }
+  }
+  for (unsigned k = want; k <= kMaxOrder; ++k)
+    if (header_->free_head[k] != kNone) return true;
+  return false;
 }
 
 // Marks [idx, idx + n) as one allocated run of `state` and counts it.
@@ -360,11 +405,13 @@ BuddyInfo Buddy::info() const noexcept {
   return bi;
 }
 
-std::size_t Buddy::isolate_dirty(std::uint32_t min_age, PageIndex* out, std::size_t max) noexcept {
+std::size_t Buddy::isolate_dirty(std::uint32_t min_age, PageIndex* out, std::size_t max,
+                                 std::uint64_t max_pages) noexcept {
   std::size_t n = 0;
+  std::uint64_t pages = 0;
   const std::uint32_t now = header_->clock;
-  for (unsigned k = kOrders; k-- > 0 && n < max;) {
-    for (std::uint32_t idx = header_->free_head[k]; idx != kNone && n < max;) {
+  for (unsigned k = kOrders; k-- > 0 && n < max && pages < max_pages;) {
+    for (std::uint32_t idx = header_->free_head[k]; idx != kNone && n < max && pages < max_pages;) {
       const PageDesc& d = map_[idx];
       const std::uint32_t next = d.next, stamp = d.freed_at;
       // Unsigned difference: right across a wrap of the 32-bit clock.
@@ -374,6 +421,7 @@ std::size_t Buddy::isolate_dirty(std::uint32_t min_age, PageIndex* out, std::siz
         map_[idx] = desc_of(PageState::isolated, kNone, 0, k);
         map_[idx].freed_at = stamp;
         header_->isolated_pages += std::uint32_t{1} << k;
+        pages += std::uint64_t{1} << k;
         out[n++] = PageIndex(idx);
       }
       idx = next;
@@ -391,15 +439,16 @@ void Buddy::put_back(PageIndex head, bool released) noexcept {
   insert_coalescing(head.i - header_->first_page, k, released ? kPageReleased : 0, stamp);
 }
 
-std::uint64_t Buddy::release_free(ReleaseFn release, void* ctx, std::uint32_t min_age) noexcept {
+std::uint64_t Buddy::release_free(ReleaseFn release, void* ctx, std::uint32_t min_age,
+                                  std::uint64_t max_pages) noexcept {
   std::uint64_t pages = 0;
   constexpr std::size_t kBatch = 16;
   PageIndex batch[kBatch];
   // A released block that merges with a dirty buddy comes back dirty and is
   // isolated again in a later round, so rounds go on until one finds fewer
   // than a batch; a failed release ends them (it would fail again).
-  for (bool more = true; more;) {
-    const std::size_t n = isolate_dirty(min_age, batch, kBatch);
+  for (bool more = true; more && pages < max_pages;) {
+    const std::size_t n = isolate_dirty(min_age, batch, kBatch, max_pages - pages);
     more = n == kBatch;
     for (std::size_t i = 0; i < n; ++i) {
       const std::size_t bytes = block_bytes(batch[i]);
@@ -508,11 +557,12 @@ CheckReport Buddy::check() const noexcept {
       case PageState::free: {
         if (d.order > kMaxOrder) return r.fail("page %u: free block of order %u", idx, d.order);
         len = std::uint64_t{1} << d.order;
-        // Coalescing is complete: a free block's buddy is not a free block of the same order.
+        // Coalescing is complete: a free block's buddy is not a free block
+        // of the same order and state.
         const std::uint64_t buddy = rel ^ len;
         if (d.order < kMaxOrder && buddy + len <= arena) {
           const PageDesc& b = map_[first + buddy];
-          if (b.state == PageState::free && b.order == d.order)
+          if (b.state == PageState::free && b.order == d.order && b.flags == d.flags)
             return r.fail("page %u: free block of order %u has a free buddy", idx, d.order);
         }
         break;

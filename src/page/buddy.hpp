@@ -223,12 +223,22 @@ class Buddy {
   // called and put back after, so `release` may drop the owner's zone lock
   // around the system call and retake it: other threads allocate and free
   // meanwhile and never see a block whose memory is going away.
+  // `max_pages` bounds the work: it stops once that many pages went back.
   using ReleaseFn = bool (*)(void* ctx, std::byte* addr, std::size_t bytes);
-  std::uint64_t release_free(ReleaseFn release, void* ctx, std::uint32_t min_age = 0) noexcept;
+  std::uint64_t release_free(ReleaseFn release, void* ctx, std::uint32_t min_age = 0,
+                             std::uint64_t max_pages = ~std::uint64_t{0}) noexcept;
+  // Free pages that may hold memory (free-dirty, not isolated), and pages in
+  // allocated runs (large and slab): the two sides of a dirty-memory bound.
+  std::uint64_t dirty_pages() const noexcept {
+    return header_->free_pages - header_->released_pages;
+  }
+  std::uint64_t used_pages() const noexcept { return header_->large_pages + header_->slab_pages; }
   // The two halves of release_free, for owners that batch differently:
   // isolate up to `max` free-dirty blocks of at least `min_age` (largest
   // first) into `out`, and put an isolated block back, released or still dirty.
-  std::size_t isolate_dirty(std::uint32_t min_age, PageIndex* out, std::size_t max) noexcept;
+  // (isolating stops too once the blocks hold `max_pages`).
+  std::size_t isolate_dirty(std::uint32_t min_age, PageIndex* out, std::size_t max,
+                            std::uint64_t max_pages = ~std::uint64_t{0}) noexcept;
   void put_back(PageIndex isolated, bool released) noexcept;
   std::size_t block_bytes(PageIndex head) const noexcept {  // a free or isolated block
     return (std::size_t{1} << map_[head.i].order) * header_->page_size;
@@ -253,6 +263,7 @@ class Buddy {
 
  private:
   std::uint32_t take(std::uint64_t n) noexcept;
+  bool merge_mixed(unsigned want) noexcept;
   void mark_run(std::uint32_t idx, std::uint64_t n, PageState state) noexcept;
   void push_free(std::uint32_t rel, unsigned k, std::uint16_t flags, std::uint32_t stamp) noexcept;
   void unlink_free(std::uint32_t rel, unsigned k) noexcept;

@@ -5,6 +5,7 @@
 
 #include <sched.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/rseq.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -96,14 +97,26 @@ int process_id() noexcept {
 }
 
 Result<int> spawn_wait(const char* const argv[]) noexcept {
+  ChildUsage ignored;
+  return spawn_wait(argv, nullptr, ignored);
+}
+
+Result<int> spawn_wait(const char* const argv[], const char* const envp[],
+                       ChildUsage& usage) noexcept {
   pid_t pid = 0;
-  const int r =
-      ::posix_spawnp(&pid, argv[0], nullptr, nullptr, const_cast<char* const*>(argv), environ);
+  const std::uint64_t start = monotonic_ns();
+  const int r = ::posix_spawnp(&pid, argv[0], nullptr, nullptr, const_cast<char* const*>(argv),
+                               envp != nullptr ? const_cast<char* const*>(envp) : environ);
   if (r != 0) return Error::make(Op::spawn, r).with_path(argv[0]);
   int status = 0;
-  while (::waitpid(pid, &status, 0) < 0) {
+  struct rusage ru {};
+  while (::wait4(pid, &status, 0, &ru) < 0) {
     if (errno != EINTR) return Error::make(Op::spawn, errno).with_path(argv[0]);
   }
+  usage.wall_ns = monotonic_ns() - start;
+  usage.max_rss_bytes = static_cast<std::uint64_t>(ru.ru_maxrss) * 1024;  // Linux: KiB
+  usage.user_seconds = static_cast<double>(ru.ru_utime.tv_sec) + static_cast<double>(ru.ru_utime.tv_usec) / 1e6;
+  usage.system_seconds = static_cast<double>(ru.ru_stime.tv_sec) + static_cast<double>(ru.ru_stime.tv_usec) / 1e6;
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
   return 255;

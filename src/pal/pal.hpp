@@ -367,4 +367,16 @@ int process_id() noexcept;
 // (128+signal if killed). Tools only: may allocate. ENOENT if not found.
 Result<int> spawn_wait(const char* const argv[]) noexcept;
 
+// What a spawned child used: wall time from spawn to exit, and its rusage.
+struct ChildUsage {
+  std::uint64_t wall_ns = 0;
+  std::uint64_t max_rss_bytes = 0;  // peak resident set size
+  double user_seconds = 0;
+  double system_seconds = 0;
+};
+// As spawn_wait, with the environment `envp` (nullptr: this process's) and
+// the child's usage written to `usage`.
+Result<int> spawn_wait(const char* const argv[], const char* const envp[],
+                       ChildUsage& usage) noexcept;
+
 }  // namespace mapheap::pal

@@ -48,6 +48,7 @@
 #include "commands.hpp"
 #include "mapheap/error.hpp"
 #include "pal/pal.hpp"
+#include "measure.hpp"
 #include "plot.hpp"
 
 namespace mapheap::cli {
@@ -390,17 +391,6 @@ Method method_of(const Column& c, Pattern p) {
   return p == Pattern::seq ? c.seq : c.rand;
 }
 
-double median(std::vector<double> v) {
-  if (v.empty()) return std::nan("");
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2.0;
-}
-std::uint64_t median_u64(std::vector<std::uint64_t> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 struct ReadPass {
   double seconds = 0;

@@ -5,6 +5,8 @@
 // every subcommand:
 #pragma once
 
+#include <string>
+
 #include <CLI/CLI.hpp>
 
 namespace mapheap::cli {
@@ -19,5 +21,10 @@ enum Exit : int {
 void add_info(CLI::App& app, int& exit_code);
 void add_bench_io(CLI::App& bench, int& exit_code);
 void add_run(CLI::App& app, int& exit_code);
+void add_bench_malloc(CLI::App& bench, int& exit_code);
+
+// libmapheap_preload.so: `given`, $MAPHEAP_PRELOAD, next to an installed
+// mapheap (../lib), or the one this build made; empty if none is found.
+std::string find_preload(const std::string& given);
 
 }  // namespace mapheap::cli

@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   CLI::App* bench = app.add_subcommand("bench", "Measure mapheap against its peers");
   bench->require_subcommand(1);
   mapheap::cli::add_bench_io(*bench, exit_code);
+  mapheap::cli::add_bench_malloc(*bench, exit_code);
 
   try {
     app.parse(argc, argv);

@@ -21,8 +21,6 @@
 
 namespace mapheap::cli {
 
-namespace {
-
 // The preload library: --preload, $MAPHEAP_PRELOAD, next to an installed
 // mapheap (../lib), or the one this build made.
 std::string find_preload(const std::string& given) {
@@ -42,6 +40,8 @@ std::string find_preload(const std::string& given) {
 #endif
   return {};
 }
+
+namespace {
 
 int run(const std::vector<std::string>& command, const std::string& preload_opt, bool json) {
   const std::string preload = find_preload(preload_opt);
