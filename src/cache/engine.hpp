@@ -83,6 +83,13 @@ struct EngineOptions {
   // cycling through large blocks refaults what was released.
   std::size_t dirty_floor = std::size_t{256} << 20;
   unsigned dirty_shift = 0;
+  // Decay by a helper (the process heap's decay thread), so that an idle
+  // process still gets its memory back: called, without the engine's lock,
+  // after each free slow path (where memory for decay comes from). It must
+  // be cheap when it has nothing to do.
+  using WakeFn = void (*)(void* ctx) noexcept;
+  WakeFn decay_wake = nullptr;
+  void* decay_wake_ctx = nullptr;
 };
 
 // Counts since format. Allocations and frees are exact once the threads
@@ -218,6 +225,12 @@ class Engine {
   // older than the decay time, with the lock dropped around each release.
   // Returns the pages released.
   std::uint64_t decay() noexcept { return release_older_than(options_.decay_ms); }
+  // Whether later decay steps have anything to release: free pages that
+  // still hold memory, or empty slabs.
+  bool decay_pending() noexcept {
+    core::LockGuard<Lock> g(lock_);
+    return options_.release != nullptr && (zone_.dirty_pages() != 0 || slabs_.has_empty());
+  }
 
   // Returns all it can now: the front caches (every CPU's, by running on
   // each CPU in turn; this thread's slot and those of dead threads), the empty
@@ -692,6 +705,7 @@ class Engine {
     // The first object is the caller's; a cached one refused means the heap is corrupt.
     if (bad != slab::FreeStatus::ok && n > 1) corrupt(p, kCacheCorrupt);
     tick();
+    if (options_.decay_wake != nullptr) options_.decay_wake(options_.decay_wake_ctx);
     free_misses_.add(1);
     slow_frees_.add(1);
     return bad;
@@ -706,6 +720,7 @@ class Engine {
     }
     if (s == slab::FreeStatus::ok) slow_frees_.add(1);
     tick();
+    if (options_.decay_wake != nullptr) options_.decay_wake(options_.decay_wake_ctx);
     return s;
   }
 

@@ -24,6 +24,12 @@ bool parse_u32(const char* s, std::size_t n, std::uint32_t& out) noexcept {
   return true;
 }
 
+bool parse_bool(const char* s, std::size_t n, bool& out) noexcept {
+  if (!equals(s, n, "0") && !equals(s, n, "1")) return false;
+  out = s[0] == '1';
+  return true;
+}
+
 }  // namespace
 
 void parse_options(const char* text, HeapOptions& out, void (*warn)(const char*)) noexcept {
@@ -69,8 +75,9 @@ void parse_options(const char* text, HeapOptions& out, void (*warn)(const char*)
       else
         ok = false;
     } else if (equals(p, klen, "verbose")) {
-      ok = equals(v, vlen, "0") || equals(v, vlen, "1");
-      if (ok) out.verbose = v[0] == '1';
+      ok = parse_bool(v, vlen, out.verbose);
+    } else if (equals(p, klen, "decay_thread")) {
+      ok = parse_bool(v, vlen, out.decay_thread);
     } else {
       pal::TextOut t{line, sizeof(line)};
       t.printf("mapheap: MAPHEAP_OPTIONS: unknown option '%.*s' ignored", static_cast<int>(klen), p);

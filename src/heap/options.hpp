@@ -6,6 +6,8 @@
 //   stats=0|1|json     print statistics at exit (text or JSON)
 //   stats_file=PATH    ... to PATH instead of standard error
 //   decay_ms=N         free runs go back to the OS after N ms (default 1000)
+//   decay_thread=0|1   a thread that runs decay while the program is idle
+//                      (default 1; started at the first memory to decay)
 //   cache=auto|per-cpu|per-thread|none
 //   verbose=0|1        say on standard error which heap was made, and why not
 //
@@ -27,6 +29,7 @@ struct HeapOptions {
   std::uint32_t decay_ms = 1000;
   cache::CacheMode cache = cache::CacheMode::automatic;
   bool verbose = false;
+  bool decay_thread = true;
 };
 
 // Parses `text` (may be null) into `out`, warning through `warn` (a line

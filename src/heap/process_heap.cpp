@@ -1,11 +1,13 @@
 // heap/process_heap.cpp — creating the process heap without malloc.
 #include "heap/process_heap.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <new>
 
 #include <pthread.h>
+#include <signal.h>
 
 #include <cstdlib>
 
@@ -51,6 +53,72 @@ bool release_pages(void*, std::byte* addr, std::size_t bytes) noexcept {
 ProcessEngine* engine() noexcept {
   return std::launder(reinterpret_cast<ProcessEngine*>(g_engine));
 }
+
+// ---- the decay thread
+//
+// Decay runs from the allocator's slow paths, so a program that stops
+// allocating would keep its free memory resident for good. The engine calls
+// decay_wake() after each free slow path, where memory for decay comes
+// from. The first call starts a thread (outside any lock of the heap, with
+// every signal blocked so that it never takes a signal meant for the
+// program) that runs a decay step every half decay period while there is
+// something to release. With nothing to release it parks on a futex until a
+// free slow path wakes it (or eight decay periods pass); once woken it waits
+// half a period before it looks, so wakes cost at most one system call per
+// half period. A forked child starts its own thread.
+enum DecayerState : std::uint32_t { kDecayerNone, kDecayerStarting, kDecayerRunning, kDecayerOff };
+std::atomic<std::uint32_t> g_decayer{kDecayerNone};
+std::atomic<std::uint32_t> g_decay_seq{0};  // bumped to wake the thread
+std::atomic<bool> g_decayer_parked{false};
+
+void* decay_main(void*) {
+  (void)::pthread_setname_np(::pthread_self(), "mapheap-decay");
+  const std::int64_t period_ns =
+      static_cast<std::int64_t>(std::max<std::uint32_t>(g_options.decay_ms / 2, 1)) * 1000000;
+  for (;;) {
+    // Parked before looking: a free that the look misses sees the flag and
+    // wakes the thread (its seq bump makes the wait return at once).
+    g_decayer_parked.store(true, std::memory_order_seq_cst);
+    const std::uint32_t seq = g_decay_seq.load(std::memory_order_seq_cst);
+    if (!engine()->decay_pending())
+      (void)pal::futex_wait(&g_decay_seq, seq, 16 * period_ns, false);
+    g_decayer_parked.store(false, std::memory_order_seq_cst);
+    const std::uint32_t awake = g_decay_seq.load(std::memory_order_relaxed);
+    (void)pal::futex_wait(&g_decay_seq, awake, period_ns, false);  // half a period
+    (void)engine()->decay();
+  }
+  return nullptr;
+}
+
+void decay_wake(void*) noexcept {
+  std::uint32_t s = g_decayer.load(std::memory_order_acquire);
+  if (s == kDecayerRunning) {
+    if (g_decayer_parked.load(std::memory_order_seq_cst) &&
+        g_decayer_parked.exchange(false, std::memory_order_seq_cst)) {
+      g_decay_seq.fetch_add(1, std::memory_order_seq_cst);
+      (void)pal::futex_wake(&g_decay_seq, 1, false);
+    }
+    return;
+  }
+  if (s != kDecayerNone ||
+      !g_decayer.compare_exchange_strong(s, kDecayerStarting, std::memory_order_acq_rel))
+    return;
+  // pthread_create allocates (its bookkeeping): this heap serves it, with
+  // no lock of ours held here.
+  sigset_t all, old;
+  ::sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &old);
+  pthread_attr_t attr;
+  ::pthread_attr_init(&attr);
+  ::pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  ::pthread_attr_setstacksize(&attr, 64 << 10);
+  pthread_t t;
+  const bool ok = ::pthread_create(&t, &attr, decay_main, nullptr) == 0;
+  ::pthread_attr_destroy(&attr);
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  g_decayer.store(ok ? kDecayerRunning : kDecayerOff, std::memory_order_release);
+}
+
 void before_fork() noexcept {
   engine()->before_fork();
 }
@@ -59,6 +127,11 @@ void after_fork_parent() noexcept {
 }
 void after_fork_child() noexcept {
   engine()->after_fork(true);
+  // The thread did not come along; the child starts its own when needed.
+  if (g_decayer.load(std::memory_order_relaxed) != kDecayerOff) {
+    g_decayer.store(kDecayerNone, std::memory_order_relaxed);
+    g_decayer_parked.store(false, std::memory_order_relaxed);
+  }
 }
 
 void warn(const char* line) noexcept {
@@ -91,6 +164,7 @@ bool create() noexcept {
     o.grow = grow_reservation;
     o.release = release_pages;
     o.decay_ms = g_options.decay_ms;
+    if (g_options.decay_thread) o.decay_wake = decay_wake;
     o.cache = g_options.cache;
     auto* e = new (g_engine) ProcessEngine;
     if (e->format(base, size, o)) {

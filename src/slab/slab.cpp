@@ -352,6 +352,12 @@ std::uint64_t SlabHeap::release_empty(std::uint32_t min_age) noexcept {
   return pages;
 }
 
+bool SlabHeap::has_empty() const noexcept {
+  for (unsigned cls = 0; cls < kClassCount; ++cls)
+    if (root_->cls[cls].count[static_cast<unsigned>(SlabList::empty)] != 0) return true;
+  return false;
+}
+
 SlabStats SlabHeap::stats() const noexcept {
   SlabStats s;
   for (unsigned cls = 0; cls < kClassCount; ++cls) {

@@ -115,6 +115,8 @@ class SlabHeap {
   std::uint64_t release_empty(std::uint32_t min_age) noexcept;
   // Returns every empty slab to the buddy allocator; the pages freed.
   std::uint64_t trim() noexcept { return release_empty(0); }
+  // Whether any slab is empty (and so will go back to the zone by decay).
+  bool has_empty() const noexcept;
 
   SlabStats stats() const noexcept;
   // One line per class with slabs, in /proc/slabinfo's shape:

@@ -2,6 +2,7 @@
 // comes from mapheap and behaves as glibc's does (errno, size 0, overflow,
 // alignment), across threads and fork(). Exit 0 when every check passes;
 // each failure is printed.
+#include <dirent.h>
 #include <dlfcn.h>
 #include <malloc.h>
 #include <sys/wait.h>
@@ -157,6 +158,76 @@ int main() {
   }
   __atomic_store_n(&stop, true, __ATOMIC_RELAXED);
   busy.join();
+
+  // Hundreds of threads at once, each with objects that outlive it (freed
+  // by the main thread) and its own churn; then as many again.
+  for (int wave = 0; wave < 2; ++wave) {
+    constexpr int kThreads = 300;
+    std::vector<void*> left(kThreads, nullptr);
+    std::vector<std::thread> many;
+    for (int t = 0; t < kThreads; ++t)
+      many.emplace_back([&left, t] {
+        for (int i = 0; i < 2000; ++i) free(malloc(static_cast<std::size_t>(16 + (i + t) % 900)));
+        auto* q = static_cast<unsigned char*>(malloc(256));
+        std::memset(q, t & 0xff, 256);
+        left[static_cast<std::size_t>(t)] = q;
+      });
+    for (auto& t : many) t.join();
+    for (int t = 0; t < kThreads; ++t) {
+      auto* q = static_cast<unsigned char*>(left[static_cast<std::size_t>(t)]);
+      CHECK(q != nullptr && q[0] == (t & 0xff) && q[255] == (t & 0xff));
+      free(q);
+    }
+  }
+
+  // An idle process gets its free memory back: after 128 MiB of objects are
+  // freed, the decay thread appears and the resident set drops, with no
+  // further allocation (waits up to a minute; decay_ms is 1000 by default).
+  if (const char* opt = getenv("MAPHEAP_OPTIONS"); opt == nullptr || *opt == '\0') {
+    auto rss = [] {
+      long pages = 0, resident = 0;
+      FILE* f = fopen("/proc/self/statm", "r");
+      if (f != nullptr) {
+        if (fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+        fclose(f);
+      }
+      return resident * sysconf(_SC_PAGESIZE);
+    };
+    std::vector<void*> objs;
+    for (std::size_t total = 0; total < (std::size_t{128} << 20); total += 4000) {
+      void* q = malloc(4000);
+      std::memset(q, 7, 4000);
+      objs.push_back(q);
+    }
+    const long before = rss();
+    for (void* q : objs) free(q);
+    std::vector<void*>().swap(objs);
+    auto decay_thread = [] {  // a thread of this process named mapheap-decay
+      bool found = false;
+      DIR* d = opendir("/proc/self/task");
+      while (d != nullptr && !found) {
+        const dirent* e = readdir(d);
+        if (e == nullptr) break;
+        const std::string path = std::string("/proc/self/task/") + e->d_name + "/comm";
+        if (FILE* f = fopen(path.c_str(), "r")) {
+          char comm[32] = {};
+          found = fgets(comm, sizeof(comm), f) != nullptr &&
+                  std::strncmp(comm, "mapheap-decay", 13) == 0;
+          fclose(f);
+        }
+      }
+      if (d != nullptr) closedir(d);
+      return found;
+    };
+    bool dropped = false, seen = false;
+    for (int i = 0; i < 600 && !(dropped && seen); ++i) {
+      usleep(100000);
+      dropped = rss() < before / 2;
+      seen = seen || decay_thread();
+    }
+    CHECK(seen);
+    CHECK(dropped);
+  }
 
   if (failures == 0) std::puts("preload api ok");
   return failures == 0 ? 0 : 1;

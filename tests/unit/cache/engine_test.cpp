@@ -361,6 +361,55 @@ TEST(EngineDecay, ReleasesOnlyOldRuns) {
   expect_valid(fast);
 }
 
+// Past the dirty bound, large frees give memory back at once, whatever the
+// decay time: the free-dirty pages never stay far above the bound.
+TEST(EngineDecay, DirtyMemoryIsBounded) {
+  Mapping m = Mapping::create(MappingOptions::anonymous(128 << 20));
+  EngineOptions o = options_for(m, CacheMode::automatic, 3600000);
+  o.dirty_floor = 4 << 20;
+  o.dirty_shift = 3;  // bound: max(4 MiB, an eighth of the pages in use) = 4 MiB here
+  TestEngine e;
+  ASSERT_TRUE(e.format(m.data(), m.size(), o));
+  std::vector<void*> v;
+  for (int i = 0; i < 16; ++i) {
+    v.push_back(e.allocate(1 << 20));
+    ASSERT_NE(v.back(), nullptr);
+    std::memset(v.back(), 3, 1 << 20);
+  }
+  const std::uint64_t bound = (4u << 20) / pal::page_size();
+  for (void* p : v) {
+    e.deallocate(p);
+    const page::BuddyInfo bi = e.buddyinfo();
+    // One freed run (256 pages) over the bound at most before it acts.
+    EXPECT_LE(bi.free_pages - bi.released_pages, bound + (1u << 20) / pal::page_size());
+  }
+  EXPECT_GT(e.counters().released_pages, 0);
+  EXPECT_EQ(e.counters().decays, 0);  // the bound, not decay, released them
+  expect_valid(e);
+}
+
+// The decay helper hook is called from free slow paths, and decay_pending()
+// says whether a later step has anything to do.
+TEST(EngineDecay, HelperIsCalledAndPendingIsTold) {
+  Mapping m = Mapping::create(MappingOptions::anonymous(64 << 20));
+  EngineOptions o = options_for(m, CacheMode::automatic, 3600000);
+  static std::atomic<int> calls{0};
+  calls = 0;
+  o.decay_wake = [](void* ctx) noexcept { static_cast<std::atomic<int>*>(ctx)->fetch_add(1); };
+  o.decay_wake_ctx = &calls;
+  TestEngine e;
+  ASSERT_TRUE(e.format(m.data(), m.size(), o));
+  EXPECT_FALSE(e.decay_pending());
+  void* p = e.allocate(1 << 20);
+  std::memset(p, 1, 1 << 20);
+  e.deallocate(p);
+  EXPECT_GE(calls.load(), 1);
+  EXPECT_TRUE(e.decay_pending());  // a dirty run, an hour from release
+  e.trim();
+  EXPECT_FALSE(e.decay_pending());
+  expect_valid(e);
+}
+
 // Empty slabs go back to the zone once empty for the decay time, and their
 // pages to the OS at a later step once free that long: two decay steps.
 TEST(EngineDecay, EmptySlabsThenTheirPagesGoBack) {

@@ -24,15 +24,18 @@ TEST(HeapOptions, DefaultsWithoutTheVariable) {
   EXPECT_EQ(o.decay_ms, 1000u);
   EXPECT_EQ(o.cache, cache::CacheMode::automatic);
   EXPECT_FALSE(o.verbose);
+  EXPECT_TRUE(o.decay_thread);
   EXPECT_TRUE(warnings.empty());
 }
 
 TEST(HeapOptions, EveryOptionIsTaken) {
   HeapOptions o;
   warnings.clear();
-  parse_options("stats=json,decay_ms=250,cache=per-thread,verbose=1,stats_file=/tmp/s.txt", o,
-                collect);
+  parse_options(
+      "stats=json,decay_ms=250,cache=per-thread,verbose=1,stats_file=/tmp/s.txt,decay_thread=0", o,
+      collect);
   EXPECT_TRUE(warnings.empty()) << warnings.front();
+  EXPECT_FALSE(o.decay_thread);
   EXPECT_EQ(o.stats, StatsMode::json);
   EXPECT_EQ(o.decay_ms, 250u);
   EXPECT_EQ(o.cache, cache::CacheMode::per_thread);
@@ -50,9 +53,12 @@ TEST(HeapOptions, EveryOptionIsTaken) {
 TEST(HeapOptions, MistakesAreWarnedAboutAndIgnored) {
   HeapOptions o;
   warnings.clear();
-  parse_options("bogus=1,decay_ms=ten,cache=fast,stats=maybe,verbose,decay_ms=9999999999", o,
-                collect);
-  ASSERT_EQ(warnings.size(), 6u);
+  parse_options(
+      "bogus=1,decay_ms=ten,cache=fast,stats=maybe,verbose,decay_ms=9999999999,decay_thread=yes",
+      o, collect);
+  ASSERT_EQ(warnings.size(), 7u);
+  EXPECT_NE(warnings[6].find("'yes' for 'decay_thread'"), std::string::npos);
+  EXPECT_TRUE(o.decay_thread);
   EXPECT_EQ(warnings[0], "mapheap: MAPHEAP_OPTIONS: unknown option 'bogus' ignored");
   EXPECT_EQ(warnings[1], "mapheap: MAPHEAP_OPTIONS: bad value 'ten' for 'decay_ms' ignored");
   EXPECT_NE(warnings[2].find("'fast' for 'cache'"), std::string::npos);
@@ -66,7 +72,7 @@ TEST(HeapOptions, MistakesAreWarnedAboutAndIgnored) {
   // A stats file name too long for the buffer is refused, not truncated.
   const std::string long_name = "stats_file=/" + std::string(300, 'a');
   parse_options(long_name.c_str(), o, collect);
-  EXPECT_EQ(warnings.size(), 7u);
+  EXPECT_EQ(warnings.size(), 8u);
   EXPECT_EQ(o.stats_file[0], '\0');
 }
 

@@ -528,5 +528,54 @@ TEST(Buddy, TheSameZoneFromTwoAddresses) {
   expect_valid(ba);
 }
 
+// Free buddies coalesce only within one state: a dirty block next to a
+// released one stays apart (the dirty count stays exact), allocations take
+// the dirty memory first, and the two merge (as dirty) only when nothing
+// else is large enough.
+TEST(BuddyReclaim, DirtyAndReleasedBuddiesStayApartUntilNeeded) {
+  Zone z(4 << 20, 512);
+  const PageIndex a = z.buddy.alloc(Pages(256));
+  const PageIndex b = z.buddy.alloc(Pages(256));
+  ASSERT_TRUE(a.valid() && b.valid());
+  const std::uint32_t first = z.buddy.header().first_page;
+  ASSERT_EQ((a.i - first) ^ 256u, b.i - first) << "the two runs are buddies";
+  std::vector<PageIndex> filler;  // everything else, so that only a and b come free
+  for (PageIndex p; (p = z.buddy.alloc(Pages(1))).valid();) filler.push_back(p);
+  ASSERT_EQ(z.buddy.free(b), FreeResult::ok);
+  EXPECT_EQ(z.buddy.release_free(release_through_mapping, &z.mapping), 256u);
+  ASSERT_EQ(z.buddy.free(a), FreeResult::ok);
+  EXPECT_EQ(z.buddy.dirty_pages(), 256u);  // not 512: b's pages are not counted
+  EXPECT_EQ(z.buddy.info().free_blocks[8], 2u);
+  expect_valid(z.buddy);
+  // A 256-page run takes the dirty block (a), not the released one.
+  const PageIndex again = z.buddy.alloc(Pages(256));
+  EXPECT_EQ(again.i, a.i);
+  ASSERT_EQ(z.buddy.free(again), FreeResult::ok);
+  // Nothing of 512 pages in one state: the two merge on demand.
+  const PageIndex both = z.buddy.alloc(Pages(512));
+  ASSERT_TRUE(both.valid());
+  EXPECT_EQ(both.i, a.i);
+  EXPECT_EQ(z.buddy.dirty_pages(), 0u);
+  expect_valid(z.buddy);
+  ASSERT_EQ(z.buddy.free(both), FreeResult::ok);
+  EXPECT_EQ(z.buddy.dirty_pages(), 512u);  // freed as a run: dirty as a whole
+  for (PageIndex p : filler) ASSERT_EQ(z.buddy.free(p), FreeResult::ok);
+  expect_valid(z.buddy);
+}
+
+// release_free's page budget stops it early, and isolates no more than it needs.
+TEST(BuddyReclaim, ReleaseStopsAtItsBudget) {
+  Zone z(16 << 20, 512);
+  std::vector<PageIndex> runs;
+  for (int i = 0; i < 8; ++i) runs.push_back(z.buddy.alloc(Pages(64)));
+  for (std::size_t i = 0; i < runs.size(); i += 2) ASSERT_EQ(z.buddy.free(runs[i]), FreeResult::ok);
+  EXPECT_EQ(z.buddy.dirty_pages(), 256u);
+  const std::uint64_t got = z.buddy.release_free(release_through_mapping, &z.mapping, 0, 100);
+  EXPECT_GE(got, 100u);
+  EXPECT_LT(got, 256u);
+  EXPECT_EQ(z.buddy.dirty_pages(), 256u - got);
+  expect_valid(z.buddy);
+}
+
 }  // namespace
 }  // namespace mapheap::page
