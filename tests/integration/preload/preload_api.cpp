@@ -1,7 +1,8 @@
-// Run with LD_PRELOAD=libmapheap_preload.so: the C and C++ allocation API
-// comes from mapheap and behaves as glibc's does (errno, size 0, overflow,
-// alignment), across threads and fork(). Exit 0 when every check passes;
-// each failure is printed.
+// Run with LD_PRELOAD=libmapheap_preload.so, or built with
+// MAPHEAP_STATIC_MALLOC and linked with mapheap::malloc: the C and C++
+// allocation API comes from mapheap and behaves as glibc's does (errno,
+// size 0, overflow, alignment), across threads and fork(). Exit 0 when
+// every check passes; each failure is printed.
 #include <dirent.h>
 #include <dlfcn.h>
 #include <malloc.h>
@@ -42,8 +43,20 @@ struct alignas(256) Wide {
 int main() {
   // The allocator in use is mapheap's.
   Dl_info info{};
+#ifdef MAPHEAP_STATIC_MALLOC
+  // Linked in: malloc is this executable's, and the C library's own
+  // allocations (strdup) come from it too, or freeing them here would fail.
+  char self[4096] = {};
+  CHECK(readlink("/proc/self/exe", self, sizeof(self) - 1) > 0);
+  CHECK(dladdr(reinterpret_cast<void*>(&malloc), &info) != 0 && info.dli_fname != nullptr &&
+        std::strcmp(info.dli_fname, self) == 0);
+#else
   CHECK(dladdr(reinterpret_cast<void*>(&malloc), &info) != 0 && info.dli_fname != nullptr &&
         std::strstr(info.dli_fname, "mapheap_preload") != nullptr);
+#endif
+  char* dup = strdup("allocated inside the C library");
+  CHECK(dup != nullptr && malloc_usable_size(dup) >= 31);
+  free(dup);
 
   void* z1 = malloc(0);
   void* z2 = malloc(0);
@@ -183,7 +196,7 @@ int main() {
   // An idle process gets its free memory back: after 128 MiB of objects are
   // freed, the decay thread appears and the resident set drops, with no
   // further allocation (waits up to a minute; decay_ms is 1000 by default).
-  if (const char* opt = getenv("MAPHEAP_OPTIONS"); opt == nullptr || *opt == '\0') {
+  if (const char* opt = getenv("MAPHEAP_OPTIONS"); opt == nullptr || !std::strstr(opt, "decay")) {
     auto rss = [] {
       long pages = 0, resident = 0;
       FILE* f = fopen("/proc/self/statm", "r");
