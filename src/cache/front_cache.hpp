@@ -28,6 +28,7 @@
 // detection at the cost of one load on the fast path, as glibc's tcache does).
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -37,12 +38,20 @@
 
 namespace mapheap::cache {
 
-// Objects a class's array holds: about kCacheBytes of them, 4 to 64.
+// Objects a class's array holds: about kCacheBytes of them, 4 to 256.
 inline constexpr std::size_t kCacheBytes = 64 * 1024;
 inline constexpr std::uint32_t kMaxCapacity = 256;
+// A table, so that the fast paths never divide.
+inline constexpr auto kClassCapacity = [] {
+  std::array<std::uint16_t, slab::kClassCount> t{};
+  for (unsigned cls = 0; cls < slab::kClassCount; ++cls) {
+    const std::size_t n = kCacheBytes / slab::class_size(cls);
+    t[cls] = static_cast<std::uint16_t>(n < 4 ? 4 : n > kMaxCapacity ? kMaxCapacity : n);
+  }
+  return t;
+}();
 constexpr std::uint32_t class_capacity(unsigned cls) noexcept {
-  const std::size_t n = kCacheBytes / slab::class_size(cls);
-  return n < 4 ? 4u : n > kMaxCapacity ? kMaxCapacity : static_cast<std::uint32_t>(n);
+  return kClassCapacity[cls];
 }
 
 // One class's array in a slot. Its capacity is the compiled

@@ -71,6 +71,10 @@ struct SlabStats {
   std::uint64_t free_pages = 0;
 };
 
+// Empty slabs a class keeps for reuse (at least two); the rest go back to
+// the zone as soon as they empty.
+inline constexpr std::size_t kKeepEmptyBytes = 128 << 10;
+
 class SlabHeap {
  public:
   SlabHeap() = default;

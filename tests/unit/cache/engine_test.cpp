@@ -410,8 +410,9 @@ TEST(EngineDecay, HelperIsCalledAndPendingIsTold) {
   expect_valid(e);
 }
 
-// Empty slabs go back to the zone once empty for the decay time, and their
-// pages to the OS at a later step once free that long: two decay steps.
+// Empty slabs beyond what a class keeps go back to the zone at once; the
+// kept ones once empty for the decay time, and their pages to the OS at a
+// later step once free that long.
 TEST(EngineDecay, EmptySlabsThenTheirPagesGoBack) {
   Mapping m = Mapping::create(MappingOptions::anonymous(64 << 20));
   TestEngine e;
@@ -424,20 +425,31 @@ TEST(EngineDecay, EmptySlabsThenTheirPagesGoBack) {
     v.push_back(e.allocate(1000));
     std::memset(v.back(), 3, 1000);
   }
+  const std::uint64_t total_pages = e.buddyinfo().slab_pages;
+  EXPECT_GE(total_pages, (20000u * 1000u) / pal::page_size());
   for (void* p : v) e.deallocate(p);
-  const std::uint64_t slab_pages = e.buddyinfo().slab_pages;
   // Nearly all objects went back to their slabs (the caches keep at most a
-  // few hundred), so nearly all slabs are empty, and still slabs.
-  EXPECT_GT(slab_pages, (20000u * 1000u) / pal::page_size() * 9 / 10);
+  // few hundred). The class keeps kKeepEmptyBytes of empty slabs; the
+  // others went back to the zone at once, free but still resident.
+  const page::BuddyInfo freed = e.buddyinfo();
+  const std::uint64_t keep_pages = slab::kKeepEmptyBytes / pal::page_size();
+  EXPECT_LT(freed.slab_pages, total_pages / 10);
+  EXPECT_GE(freed.slab_pages, keep_pages);  // the kept empty slabs (and cached objects' slabs)
+  EXPECT_GT(freed.free_pages - freed.released_pages, total_pages * 8 / 10);
   EXPECT_EQ(e.decay(), 0u);  // nothing has been free that long yet
-  EXPECT_EQ(e.buddyinfo().slab_pages, slab_pages);
-  std::this_thread::sleep_for(std::chrono::milliseconds(kDecayMs + 50));
-  e.decay();
-  EXPECT_LT(e.buddyinfo().slab_pages, slab_pages / 10);
+  EXPECT_EQ(e.buddyinfo().slab_pages, freed.slab_pages);
   const auto resident = m.residency().resident_pages;
   std::this_thread::sleep_for(std::chrono::milliseconds(kDecayMs + 50));
-  EXPECT_GT(e.decay(), slab_pages / 2);
-  EXPECT_LT(m.residency().resident_pages, resident - slab_pages / 2);
+  // First step: the zone's free pages go back to the OS, and the kept
+  // empty slabs go back to the zone.
+  EXPECT_GT(e.decay(), total_pages * 8 / 10);
+  EXPECT_LT(m.residency().resident_pages, resident - total_pages * 8 / 10);
+  EXPECT_LT(e.buddyinfo().slab_pages, freed.slab_pages);
+  // Second step, a decay time later: their pages go back too.
+  std::this_thread::sleep_for(std::chrono::milliseconds(kDecayMs + 50));
+  EXPECT_GT(e.decay(), 0u);
+  const page::BuddyInfo after = e.buddyinfo();
+  EXPECT_EQ(after.released_pages, after.free_pages);
   expect_valid(e);
 }
 

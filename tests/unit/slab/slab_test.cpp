@@ -107,6 +107,45 @@ TEST(Slab, EmptySlabsGoBackAfterADelay) {
   expect_valid(h.heap);
 }
 
+// A class keeps kKeepEmptyBytes of empty slabs (two at least); the slabs
+// that empty past that go straight back to the zone.
+TEST(Slab, AClassKeepsFewEmptySlabs) {
+  Heap h(64 << 20);
+  for (std::size_t size : {std::size_t{256}, std::size_t{32768}}) {
+    const unsigned cls = class_of(size);
+    const std::uint64_t slab_bytes = std::uint64_t{class_pages(cls)} * os_page();
+    const std::uint64_t keep = std::max<std::uint64_t>(2, kKeepEmptyBytes / slab_bytes);
+    std::vector<void*> v;
+    for (std::uint32_t i = 0; i < class_objects(cls) * 40; ++i) v.push_back(h.heap.alloc(size));
+    EXPECT_EQ(h.heap.stats().slabs[cls], 40u);
+    const std::uint64_t free_before = h.zone.info().free_pages;
+    for (void* p : v) ASSERT_EQ(h.heap.free(p), FreeStatus::ok);
+    EXPECT_EQ(h.heap.stats().slabs[cls], keep) << size;
+    EXPECT_EQ(h.zone.info().free_pages, free_before + (40 - keep) * class_pages(cls)) << size;
+    EXPECT_TRUE(h.heap.has_empty());
+    EXPECT_EQ(h.heap.trim(), keep * class_pages(cls));
+    EXPECT_FALSE(h.heap.has_empty());
+    expect_valid(h.heap);
+  }
+}
+
+// A large run is its whole buddy block: the usable size is a power of two
+// of pages, and the block comes back whole.
+TEST(Slab, LargeRunsTakeTheirWholeBlock) {
+  Heap h(64 << 20);
+  const std::size_t page = os_page();
+  void* p = h.heap.alloc(kMaxSmallSize + 1);  // 9 pages
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(h.heap.usable_size(p), 16 * page);
+  const page::BuddyInfo in_use = h.zone.info();
+  ASSERT_EQ(h.heap.free(p), FreeStatus::ok);
+  EXPECT_EQ(h.zone.info().free_pages, in_use.free_pages + 16);
+  void* q = h.heap.alloc(12 * page);  // the same order: the same block
+  EXPECT_EQ(q, p);
+  ASSERT_EQ(h.heap.free(q), FreeStatus::ok);
+  expect_valid(h.heap);
+}
+
 TEST(Slab, LargeObjectsAreRunsAndHonourAlignment) {
   Heap h(64 << 20);
   void* big = h.heap.alloc(1 << 20);
