@@ -90,6 +90,17 @@ struct EngineOptions {
   using WakeFn = void (*)(void* ctx) noexcept;
   WakeFn decay_wake = nullptr;
   void* decay_wake_ctx = nullptr;
+  // Every free fully verified, as in a checked build (MAPHEAP_CHECKED): the
+  // object is looked up in its slab's free list and in every cache, so each
+  // double free is caught, at the cost of a locked search per free.
+  bool checked = false;
+  // Huge pages: called, without the lock, with each large run of at least
+  // huge_min bytes just allocated (the process heap advises MADV_HUGEPAGE:
+  // such runs are whole buddy blocks, 2 MiB aligned when the arena is).
+  using HugeFn = void (*)(void* ctx, void* addr, std::size_t bytes) noexcept;
+  HugeFn huge = nullptr;
+  void* huge_ctx = nullptr;
+  std::size_t huge_min = std::size_t{2} << 20;
 };
 
 // Counts since format. Allocations and frees are exact once the threads
@@ -376,6 +387,11 @@ class Engine {
     arena_off_ = std::uint64_t{zone_.first_page()} << shift_;
     limit_.store(zone_.committed_bytes(), std::memory_order_relaxed);
     key_ = cache_.key();
+#if MAPHEAP_CHECKED
+    verify_all_ = true;
+#else
+    verify_all_ = options_.checked;
+#endif
     metadata_pages_ = zone_.first_page() + zone_.desc(page::PageIndex(zone_.header().root)).run +
                       zone_.desc(page::PageIndex(slabs_.cache_run())).run;
     id_ = next_id().fetch_add(1, std::memory_order_relaxed) + 1;
@@ -591,6 +607,8 @@ class Engine {
     // A slab object may carry the key from a life in a cache: clear it, or
     // its free would take the slow check.
     if (usable <= slab::kMaxSmallSize) store_key(static_cast<std::byte*>(p), 0);
+    if (options_.huge != nullptr && usable >= options_.huge_min)
+      options_.huge(options_.huge_ctx, p, usable);
     slow_allocs_.add(1);
     return p;
   }
@@ -644,12 +662,7 @@ class Engine {
       cls = small_class(off);
     if (cls >= slab::kClassCount) [[unlikely]]
       return free_slow(p);
-#if MAPHEAP_CHECKED
-    constexpr bool kVerifyAll = true;
-#else
-    constexpr bool kVerifyAll = false;
-#endif
-    if (kVerifyAll || load_key(p) == key_) [[unlikely]] {
+    if (verify_all_ || load_key(p) == key_) [[unlikely]] {
       const slab::FreeStatus s = verify_free_slow(p, cls, off);
       if (s != slab::FreeStatus::ok) return s;
     }
@@ -963,6 +976,7 @@ class Engine {
   std::atomic<std::uint64_t> limit_{0};          // ... and of its committed end (grows)
   unsigned shift_ = 12;                      // log2 of the zone's page size
   std::uint32_t key_ = 0;
+  bool verify_all_ = false;  // every free fully verified (checked build or EngineOptions::checked)
   CacheMode mode_ = CacheMode::none;
   std::uint64_t id_ = 0;
   std::uint64_t metadata_pages_ = 0;

@@ -78,6 +78,17 @@ void parse_options(const char* text, HeapOptions& out, void (*warn)(const char*)
       ok = parse_bool(v, vlen, out.verbose);
     } else if (equals(p, klen, "decay_thread")) {
       ok = parse_bool(v, vlen, out.decay_thread);
+    } else if (equals(p, klen, "checked")) {
+      ok = parse_bool(v, vlen, out.checked);
+    } else if (equals(p, klen, "thp")) {
+      if (equals(v, vlen, "large"))
+        out.thp = ThpMode::large;
+      else if (equals(v, vlen, "always"))
+        out.thp = ThpMode::always;
+      else if (equals(v, vlen, "never"))
+        out.thp = ThpMode::never;
+      else
+        ok = false;
     } else {
       pal::TextOut t{line, sizeof(line)};
       t.printf("mapheap: MAPHEAP_OPTIONS: unknown option '%.*s' ignored", static_cast<int>(klen), p);

@@ -9,6 +9,10 @@
 //   decay_thread=0|1   a thread that runs decay while the program is idle
 //                      (default 1; started at the first memory to decay)
 //   cache=auto|per-cpu|per-thread|none
+//   thp=large|always|never  transparent huge pages: for large allocations of
+//                      2 MiB and more (default), for the whole heap, or
+//                      refused even where the system would give them
+//   checked=0|1        verify every free fully (each double free caught; slow)
 //   verbose=0|1        say on standard error which heap was made, and why not
 //
 // An unknown name or a bad value gives a one-line warning on standard error
@@ -22,6 +26,7 @@
 namespace mapheap::heap {
 
 enum class StatsMode : std::uint8_t { off, text, json };
+enum class ThpMode : std::uint8_t { large, always, never };
 
 struct HeapOptions {
   StatsMode stats = StatsMode::off;
@@ -30,6 +35,8 @@ struct HeapOptions {
   cache::CacheMode cache = cache::CacheMode::automatic;
   bool verbose = false;
   bool decay_thread = true;
+  ThpMode thp = ThpMode::large;
+  bool checked = false;
 };
 
 // Parses `text` (may be null) into `out`, warning through `warn` (a line

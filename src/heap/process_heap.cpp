@@ -34,8 +34,6 @@ std::byte* g_base = nullptr;
 std::size_t g_reserved = 0;
 std::size_t g_usable = 0;  // read-write prefix; changed only under the engine's lock
 
-// Bootstrap: 256 KiB, each block preceded by its size.
-alignas(64) std::byte g_boot[256 << 10];
 std::atomic<std::size_t> g_boot_used{0};
 
 std::size_t grow_reservation(void*, std::size_t want) noexcept {
@@ -48,6 +46,17 @@ std::size_t grow_reservation(void*, std::size_t want) noexcept {
 
 bool release_pages(void*, std::byte* addr, std::size_t bytes) noexcept {
   return pal::advise(addr, bytes, pal::Advice::dontneed).ok();
+}
+
+// thp=large: a large run of 2 MiB or more is eligible for transparent huge
+// pages (its 2 MiB-aligned part; runs that large are whole buddy blocks and
+// the arena is 2 MiB aligned). The advice stays on the range after the run
+// is freed; decay's MADV_DONTNEED splits a huge page it releases part of.
+void advise_huge(void*, void* addr, std::size_t bytes) noexcept {
+  const auto a = reinterpret_cast<std::uintptr_t>(addr);
+  const std::uintptr_t start = (a + kHuge - 1) & ~(kHuge - 1), end = (a + bytes) & ~(kHuge - 1);
+  if (end > start)
+    (void)pal::advise(reinterpret_cast<void*>(start), end - start, pal::Advice::hugepage);
 }
 
 ProcessEngine* engine() noexcept {
@@ -165,6 +174,14 @@ bool create() noexcept {
     o.release = release_pages;
     o.decay_ms = g_options.decay_ms;
     if (g_options.decay_thread) o.decay_wake = decay_wake;
+    o.checked = g_options.checked;
+    if (g_options.thp == ThpMode::large) o.huge = advise_huge;
+    // always: the whole reservation; never: refused even under a system-wide
+    // "always" setting. (Advice failures only cost speed.)
+    if (g_options.thp != ThpMode::large)
+      (void)pal::advise(base, size,
+                        g_options.thp == ThpMode::always ? pal::Advice::hugepage
+                                                         : pal::Advice::nohugepage);
     o.cache = g_options.cache;
     auto* e = new (g_engine) ProcessEngine;
     if (e->format(base, size, o)) {
@@ -231,14 +248,20 @@ void report_statistics() noexcept {
   if (fd != g_stats_fd) (void)pal::close_fd(fd);
 }
 
-ProcessEngine* process_engine() noexcept {
+namespace detail {
+
+std::atomic<ProcessEngine*> g_ready{nullptr};
+// Bootstrap: 256 KiB, each block preceded by its size.
+alignas(64) std::byte g_boot[kBootBytes];
+
+ProcessEngine* process_engine_slow() noexcept {
   int s = g_state.load(std::memory_order_acquire);
-  if (s == kReady) [[likely]]
-    return engine();
+  if (s == kReady) return engine();
   if (s == kNone && g_state.compare_exchange_strong(s, kCreating, std::memory_order_acq_rel)) {
     g_creator.store(pal::thread_id(), std::memory_order_relaxed);
     const bool ok = create();
     g_state.store(ok ? kReady : kFailed, std::memory_order_release);
+    if (ok) g_ready.store(engine(), std::memory_order_release);
     return ok ? engine() : nullptr;
   }
   if (s == kCreating && g_creator.load(std::memory_order_relaxed) == pal::thread_id())
@@ -247,20 +270,17 @@ ProcessEngine* process_engine() noexcept {
   return s == kReady ? engine() : nullptr;
 }
 
+}  // namespace detail
+
 void* bootstrap_allocate(std::size_t size, std::size_t align) noexcept {
   if (align < 16) align = 16;
   std::size_t at = g_boot_used.load(std::memory_order_relaxed), start;
   do {
     start = (at + 16 + align - 1) / align * align;  // room for the size before it
-    if (start + size > sizeof(g_boot) || size > sizeof(g_boot)) return nullptr;
+    if (start + size > detail::kBootBytes || size > detail::kBootBytes) return nullptr;
   } while (!g_boot_used.compare_exchange_weak(at, start + size, std::memory_order_relaxed));
-  std::memcpy(g_boot + start - sizeof(std::size_t), &size, sizeof(size));
-  return g_boot + start;
-}
-
-bool is_bootstrap(const void* p) noexcept {
-  const auto* b = static_cast<const std::byte*>(p);
-  return b >= g_boot && b < g_boot + sizeof(g_boot);
+  std::memcpy(detail::g_boot + start - sizeof(std::size_t), &size, sizeof(size));
+  return detail::g_boot + start;
 }
 
 std::size_t bootstrap_usable_size(const void* p) noexcept {

@@ -116,6 +116,46 @@ TEST_P(EngineModes, MisuseIsReported) {
   expect_valid(e);
 }
 
+// A program that writes over a freed object (erasing the key that marks it
+// as cached) hides a later double free from a release build's quick check;
+// checked mode (EngineOptions::checked, MAPHEAP_OPTIONS checked=1) verifies
+// every free and still finds it.
+TEST_P(EngineModes, CheckedModeFindsADoubleFreeBehindAUseAfterFree) {
+  Mapping m = Mapping::create(MappingOptions::anonymous(32 << 20));
+  EngineOptions o = options_for(m, GetParam());
+  o.checked = true;
+  TestEngine e;
+  ASSERT_TRUE(e.format(m.data(), m.size(), o));
+  auto* p = static_cast<char*>(e.allocate(64));
+  e.deallocate(p);
+  std::memset(p, 0, 64);  // the use after free
+  EXPECT_EQ(e.try_deallocate(p), slab::FreeStatus::double_free);
+  // The write itself damaged the heap's bookkeeping in the object (the
+  // cache key, or the slab's free-list link): the checker names it.
+  EXPECT_FALSE(e.check().ok);
+}
+
+// With huge pages asked for, the engine hands every large run of at least
+// huge_min bytes to the hook, and no smaller one.
+TEST(EngineHugePages, LargeRunsReachTheHook) {
+  Mapping m = Mapping::create(MappingOptions::anonymous(64 << 20));
+  EngineOptions o = options_for(m, CacheMode::automatic);
+  static std::vector<std::pair<void*, std::size_t>> seen;
+  seen.clear();
+  o.huge = [](void*, void* addr, std::size_t bytes) noexcept { seen.emplace_back(addr, bytes); };
+  TestEngine e;
+  ASSERT_TRUE(e.format(m.data(), m.size(), o));
+  void* small = e.allocate(100);
+  void* mid = e.allocate(1 << 20);
+  void* big = e.allocate((3 << 20) + 5);
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].first, big);
+  EXPECT_EQ(seen[0].second, std::size_t{4} << 20);  // the whole block
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(big) % (2 << 20), 0u);
+  for (void* q : {small, mid, big}) e.deallocate(q);
+  expect_valid(e);
+}
+
 TEST_P(EngineModes, InvalidFreeAbortsNamingTheAddress) {
   // Re-executes the binary for the death test: safe whatever threads exist.
   GTEST_FLAG_SET(death_test_style, "threadsafe");

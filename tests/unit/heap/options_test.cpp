@@ -25,6 +25,8 @@ TEST(HeapOptions, DefaultsWithoutTheVariable) {
   EXPECT_EQ(o.cache, cache::CacheMode::automatic);
   EXPECT_FALSE(o.verbose);
   EXPECT_TRUE(o.decay_thread);
+  EXPECT_EQ(o.thp, ThpMode::large);
+  EXPECT_FALSE(o.checked);
   EXPECT_TRUE(warnings.empty());
 }
 
@@ -32,10 +34,20 @@ TEST(HeapOptions, EveryOptionIsTaken) {
   HeapOptions o;
   warnings.clear();
   parse_options(
-      "stats=json,decay_ms=250,cache=per-thread,verbose=1,stats_file=/tmp/s.txt,decay_thread=0", o,
-      collect);
+      "stats=json,decay_ms=250,cache=per-thread,verbose=1,stats_file=/tmp/s.txt,decay_thread=0,"
+      "thp=never,checked=1",
+      o, collect);
   EXPECT_TRUE(warnings.empty()) << warnings.front();
   EXPECT_FALSE(o.decay_thread);
+  EXPECT_EQ(o.thp, ThpMode::never);
+  EXPECT_TRUE(o.checked);
+  parse_options("thp=always", o, collect);
+  EXPECT_EQ(o.thp, ThpMode::always);
+  parse_options("thp=huge,checked=2", o, collect);  // two warnings, nothing changed
+  EXPECT_EQ(warnings.size(), 2u);
+  EXPECT_EQ(o.thp, ThpMode::always);
+  EXPECT_TRUE(o.checked);
+  warnings.clear();
   EXPECT_EQ(o.stats, StatsMode::json);
   EXPECT_EQ(o.decay_ms, 250u);
   EXPECT_EQ(o.cache, cache::CacheMode::per_thread);
