@@ -626,7 +626,8 @@ class Engine {
     unsigned n;
     {
       core::LockGuard<Lock> g(lock_);
-      n = slabs_.alloc_batch(cls, batch, want);
+      n = transfer_take(cls, batch, want);
+      if (n == 0) n = slabs_.alloc_batch(cls, batch, want);
     }
     if (n == 0) return nullptr;  // the locked path reports the failure
     unsigned keep = 1;           // batch[1..keep) did not fit: back to the slabs
@@ -675,6 +676,27 @@ class Engine {
     return drain_slow(cls, p);
   }
 
+  // ---- the transfer slot (FrontCache::transfer), under the lock
+
+  // Up to `want` objects of class cls, most recently given first.
+  unsigned transfer_take(unsigned cls, void** out, unsigned want) noexcept {
+    if (!cache_.has_transfer()) return 0;
+    ClassArray* t = cache_.transfer(cls);
+    unsigned n = 0;
+    std::uint64_t off;
+    while (n < want && (off = array_pop(t, class_capacity(cls))) != 0) out[n++] = base_ + off;
+    return n;
+  }
+  // All of batch[0..n), or nothing when they do not fit.
+  bool transfer_give(unsigned cls, void* const* batch, unsigned n) noexcept {
+    if (!cache_.has_transfer()) return false;
+    ClassArray* t = cache_.transfer(cls);
+    if (count_of(load_relaxed(t->word)) + n > class_capacity(cls)) return false;
+    for (unsigned i = 0; i < n; ++i)
+      (void)array_push(t, class_capacity(cls), offset_of(static_cast<const std::byte*>(batch[i])));
+    return true;
+  }
+
   // The object is live: allocated in its slab (not on the slab's free list)
   // and in no cache. Under the lock; the caches are read as they are.
   __attribute__((noinline)) slab::FreeStatus verify_free_slow(std::byte* p, unsigned cls,
@@ -682,7 +704,7 @@ class Engine {
     core::LockGuard<Lock> g(lock_);
     const slab::FreeStatus s = slabs_.validate(p);
     if (s != slab::FreeStatus::ok) return s;
-    for (std::uint32_t slot = 0; slot < cache_.slots(); ++slot) {
+    for (std::uint32_t slot = 0; slot < cache_.array_slots(); ++slot) {
       const ClassArray* a = cache_.array(slot, cls);
       const std::uint32_t n = cached_count(a, cls);
       for (std::uint32_t i = 0; i < n; ++i)
@@ -710,9 +732,13 @@ class Engine {
     slab::FreeStatus bad = slab::FreeStatus::ok;
     {
       const StampedLock g = lock_stamped();
-      for (unsigned i = 0; i < n; ++i) {
-        const slab::FreeStatus s = slabs_.free(batch[i]);
-        if (s != slab::FreeStatus::ok && bad == slab::FreeStatus::ok) bad = s;
+      // The batch goes whole to the transfer slot for the next refill (of
+      // any CPU or thread); to the slabs object by object only when full.
+      if (!transfer_give(cls, batch, n)) {
+        for (unsigned i = 0; i < n; ++i) {
+          const slab::FreeStatus s = slabs_.free(batch[i]);
+          if (s != slab::FreeStatus::ok && bad == slab::FreeStatus::ok) bad = s;
+        }
       }
     }
     // The first object is the caller's; a cached one refused means the heap is corrupt.
@@ -842,6 +868,14 @@ class Engine {
       drain_slot(s);
       if (!mine) cache_.release_thread_slot(s);
     }
+    // The transfer slot (its pops are not the front caches' own: not counted).
+    for (unsigned cls = 0; cls < slab::kClassCount; ++cls) {
+      void* batch[kMaxCapacity];
+      const StampedLock g = lock_stamped();
+      const unsigned n = transfer_take(cls, batch, kMaxCapacity);
+      for (unsigned i = 0; i < n; ++i)
+        if (slabs_.free(batch[i]) != slab::FreeStatus::ok) corrupt(batch[i], kCacheCorrupt);
+    }
   }
   // Every array of this CPU (rseq) or of one thread slot, back to the slabs.
   void drain_current() noexcept {
@@ -882,7 +916,7 @@ class Engine {
   void cached_objects(std::uint64_t* out) const noexcept {
     for (unsigned cls = 0; cls < slab::kClassCount; ++cls) {
       out[cls] = 0;
-      for (std::uint32_t s = 0; s < cache_.slots(); ++s)
+      for (std::uint32_t s = 0; s < cache_.array_slots(); ++s)
         out[cls] += cached_count(cache_.array(s, cls), cls);
     }
   }
@@ -899,7 +933,7 @@ class Engine {
     page::CheckReport r;
     // Offsets of one class across all slots, sorted to find one object
     // cached twice. Scratch memory from the OS: the engine may be malloc.
-    const std::size_t cap_items = std::size_t{cache_.slots()} * kMaxCapacity;
+    const std::size_t cap_items = std::size_t{cache_.array_slots()} * kMaxCapacity;
     if (cap_items == 0) return r;
     const std::size_t scratch_bytes = (cap_items * 8 + 4095) / 4096 * 4096;
     const auto mem = pal::map(nullptr, scratch_bytes, pal::Prot::read_write,
@@ -908,7 +942,7 @@ class Engine {
     auto* offs = static_cast<std::uint64_t*>(*mem);
     for (unsigned cls = 0; cls < slab::kClassCount && r.ok; ++cls) {
       std::size_t n = 0;
-      for (std::uint32_t s = 0; s < cache_.slots() && r.ok; ++s) {
+      for (std::uint32_t s = 0; s < cache_.array_slots() && r.ok; ++s) {
         const ClassArray* a = cache_.array(s, cls);
         const std::uint64_t count = count_of(a->word);
         if (count > class_capacity(cls)) {

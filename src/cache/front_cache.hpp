@@ -125,6 +125,13 @@ class FrontCache {
   std::uint32_t cpu_slots() const noexcept { return cpu_slots_; }
   std::uint32_t thread_slots() const noexcept { return thread_slots_; }
   std::uint32_t slots() const noexcept { return cpu_slots_ + thread_slots_; }
+  // The transfer slot: one more set of arrays after the CPU and thread
+  // slots (when there are any), used under the engine's lock to pass whole
+  // batches between front caches without going through the slabs, as
+  // tcmalloc's transfer cache does. array_slots() counts it.
+  bool has_transfer() const noexcept { return slots() > 0; }
+  std::uint32_t array_slots() const noexcept { return slots() + (has_transfer() ? 1 : 0); }
+  ClassArray* transfer(unsigned cls) const noexcept { return array(slots(), cls); }
   std::uint32_t key() const noexcept { return key_; }
 
   // Class `cls`'s array in slot 0: the rseq operations add slot * kSlot.bytes.

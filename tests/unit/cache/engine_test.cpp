@@ -116,6 +116,48 @@ TEST_P(EngineModes, MisuseIsReported) {
   expect_valid(e);
 }
 
+// Frees that overflow a front cache go whole to the transfer slot, and the
+// next refill (here another thread's) takes them from there, not from the
+// slabs; objects there count as cached, a double free of one is found, and
+// trim() gives them back.
+TEST_P(EngineModes, TransferSlotPassesBatchesBetweenCaches) {
+  if (GetParam() == CacheMode::none) GTEST_SKIP() << "no front caches";
+  Mapping m = Mapping::create(MappingOptions::anonymous(64 << 20));
+  TestEngine e;
+  ASSERT_TRUE(e.format(m.data(), m.size(), options_for(m, GetParam())));
+  ASSERT_TRUE(e.front_cache().has_transfer());
+  const unsigned cls = slab::class_of(64);
+  std::vector<void*> v;
+  for (int i = 0; i < 2000; ++i) v.push_back(e.allocate(64));
+  std::thread([&] {
+    for (void* p : v) e.deallocate(p);
+  }).join();
+  EngineStats st = e.stats();
+  // No object is live: every one the slabs handed out is cached somewhere
+  // (a CPU's or thread's array, or the transfer slot, which took the first
+  // overflowing batches until it filled; the rest went to their slabs).
+  EXPECT_EQ(st.cached_objects[cls], st.slabs.inuse_objects[cls]);
+  const ClassArray* t = e.front_cache().transfer(cls);
+  // One overflow batch: the freed object and half the array; a second did
+  // not fit in the class's capacity and went to the slabs.
+  EXPECT_EQ(t->word & 0xffff, cache::class_capacity(cls) / 2 + 1);
+  // A double free of an object in any cache, the transfer slot included.
+  const std::uint64_t base = reinterpret_cast<std::uintptr_t>(m.data());
+  void* in_transfer = reinterpret_cast<void*>(base + t->items[0]);
+  EXPECT_EQ(e.try_deallocate(in_transfer), slab::FreeStatus::double_free);
+  expect_valid(e);
+  // This thread's next refill comes from the transfer slot: no new slab object.
+  const std::uint64_t before = e.stats().slabs.inuse_objects[cls];
+  void* again = e.allocate(64);
+  EXPECT_EQ(e.stats().slabs.inuse_objects[cls], before);
+  e.deallocate(again);
+  e.trim();
+  st = e.stats();
+  EXPECT_EQ(st.cached_objects[cls], 0u);
+  EXPECT_EQ(st.slabs.inuse_objects[cls], 0u);
+  expect_valid(e);
+}
+
 // A program that writes over a freed object (erasing the key that marks it
 // as cached) hides a later double free from a release build's quick check;
 // checked mode (EngineOptions::checked, MAPHEAP_OPTIONS checked=1) verifies
