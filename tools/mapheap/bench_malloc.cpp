@@ -353,8 +353,29 @@ int bench_malloc(const Options& o) {
   auto not_idle = [](const Case& c) { return !c.idle; };
   table("Wall time", "s", [](const Med& m) { return m.seconds; }, not_idle);
   table("Peak RSS", "MiB", [](const Med& m) { return m.peak_mib; }, not_idle);
-  table("RSS after idling", "MiB", [](const Med& m) { return m.idle_mib; },
-        [](const Case& c) { return c.idle; });
+  const bool any_idle =
+      std::any_of(cases.begin(), cases.end(), [](const Case& c) { return c.idle; });
+  if (any_idle)
+    table("RSS after idling", "MiB", [](const Med& m) { return m.idle_mib; },
+          [](const Case& c) { return c.idle; });
+
+  // How far the repetitions of one allocator spread (slowest / fastest): a
+  // difference between allocators smaller than that is noise, not a result.
+  std::vector<std::string> noisy;
+  for (std::size_t ci = 0; ci < cases.size(); ++ci)
+    for (std::size_t ai = 0; ai < allocators.size(); ++ai) {
+      double lo = INFINITY, hi = 0;
+      for (const auto& s : samples[ci][ai]) {
+        lo = std::min(lo, s.seconds);
+        hi = std::max(hi, s.seconds);
+      }
+      if (lo > 0 && hi / lo > 1.2)
+        noisy.push_back(fmt::format("{} under {} ({:.2f}x)", cases[ci].name, allocators[ai].name,
+                                    hi / lo));
+    }
+  if (o.reps > 1)
+    fmt::print("\nWall times whose repetitions spread by more than 20% (slowest / fastest): {}\n",
+               noisy.empty() ? std::string("none") : fmt::format("{}", fmt::join(noisy, ", ")));
 
   if (!o.json_path.empty()) {
     nlohmann::json j;
@@ -405,7 +426,7 @@ int bench_malloc(const Options& o) {
               [](const Med& m) { return m.seconds; }, not_idle),
         panel("Peak RSS relative to mapheap (lower is better)", "peak RSS / mapheap's",
               [](const Med& m) { return m.peak_mib; }, not_idle)};
-    if (std::any_of(cases.begin(), cases.end(), [](const Case& c) { return c.idle; })) {
+    if (any_idle) {
       BarChart idle = panel("RSS after idling", "MiB", [](const Med& m) { return m.idle_mib; },
                             [](const Case& c) { return c.idle; });
       // Absolute values: the point is how low each one gets.
