@@ -743,8 +743,7 @@ class Engine {
     }
     // The first object is the caller's; a cached one refused means the heap is corrupt.
     if (bad != slab::FreeStatus::ok && n > 1) corrupt(p, kCacheCorrupt);
-    tick();
-    if (options_.decay_wake != nullptr) options_.decay_wake(options_.decay_wake_ctx);
+    tick_after_free();
     free_misses_.add(1);
     slow_frees_.add(1);
     return bad;
@@ -758,8 +757,7 @@ class Engine {
       if (s == slab::FreeStatus::ok) bound_dirty();
     }
     if (s == slab::FreeStatus::ok) slow_frees_.add(1);
-    tick();
-    if (options_.decay_wake != nullptr) options_.decay_wake(options_.decay_wake_ctx);
+    tick_after_free();
     return s;
   }
 
@@ -809,6 +807,13 @@ class Engine {
     last_decay_.store(now, std::memory_order_relaxed);
     (void)release_older_than(options_.decay_ms);
     decaying_.store(false, std::memory_order_release);
+  }
+
+  // After a free slow path, where memory for decay comes from: the decay
+  // step, and a word to the owner's decay helper.
+  void tick_after_free() noexcept {
+    tick();
+    if (options_.decay_wake != nullptr) options_.decay_wake(options_.decay_wake_ctx);
   }
 
   std::uint64_t release_older_than(std::uint32_t age) noexcept {
@@ -869,9 +874,9 @@ class Engine {
       if (!mine) cache_.release_thread_slot(s);
     }
     // The transfer slot (its pops are not the front caches' own: not counted).
+    const StampedLock g = lock_stamped();
     for (unsigned cls = 0; cls < slab::kClassCount; ++cls) {
       void* batch[kMaxCapacity];
-      const StampedLock g = lock_stamped();
       const unsigned n = transfer_take(cls, batch, kMaxCapacity);
       for (unsigned i = 0; i < n; ++i)
         if (slabs_.free(batch[i]) != slab::FreeStatus::ok) corrupt(batch[i], kCacheCorrupt);

@@ -17,10 +17,9 @@ constexpr std::size_t slots_offset() noexcept {
   return (sizeof(CacheHeader) + 63) / 64 * 64;
 }
 
-// The run for `slots` CPU and thread slots, and the transfer slot after them
-// when there are any.
+// The run for `slots` CPU and thread slots (and the transfer slot).
 std::uint64_t run_bytes(std::uint32_t slots) noexcept {
-  return slots_offset() + std::uint64_t{slots + (slots > 0 ? 1 : 0)} * kSlot.bytes;
+  return slots_offset() + std::uint64_t{array_slots_for(slots)} * kSlot.bytes;
 }
 
 }  // namespace
@@ -73,8 +72,7 @@ page::PageIndex FrontCache::format(page::Buddy& zone, std::uint32_t cpu_slots, s
   // The run came from the free lists: unless released just now, its pages
   // may hold an old life's bytes. Only the words matter; items above a count
   // are never read.
-  const std::uint32_t arrays = cpu_slots + threads + (cpu_slots + threads > 0 ? 1 : 0);
-  for (std::uint32_t s = 0; s < arrays && !zeroed; ++s) {
+  for (std::uint32_t s = 0; s < array_slots_for(cpu_slots + threads) && !zeroed; ++s) {
     std::byte* slot = base + slots_offset() + std::size_t{s} * kSlot.bytes;
     for (unsigned c = 0; c < slab::kClassCount; ++c)
       reinterpret_cast<ClassArray*>(slot + kSlot.class_off[c])->word = 0;

@@ -83,6 +83,12 @@ inline constexpr SlotLayout kSlot = make_slot_layout();
 
 inline constexpr std::uint32_t kMaxThreadSlots = 32;
 
+// Sets of class arrays in a run with `slots` CPU and thread slots: those,
+// and the transfer slot after them when there are any.
+constexpr std::uint32_t array_slots_for(std::uint32_t slots) noexcept {
+  return slots + (slots > 0 ? 1 : 0);
+}
+
 struct CacheHeader {
   std::uint64_t magic;
   std::uint32_t version;
@@ -130,7 +136,7 @@ class FrontCache {
   // batches between front caches without going through the slabs, as
   // tcmalloc's transfer cache does. array_slots() counts it.
   bool has_transfer() const noexcept { return slots() > 0; }
-  std::uint32_t array_slots() const noexcept { return slots() + (has_transfer() ? 1 : 0); }
+  std::uint32_t array_slots() const noexcept { return array_slots_for(slots()); }
   ClassArray* transfer(unsigned cls) const noexcept { return array(slots(), cls); }
   std::uint32_t key() const noexcept { return key_; }
 

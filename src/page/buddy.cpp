@@ -238,18 +238,11 @@ std::uint32_t Buddy::take(std::uint64_t n) noexcept {
   // starts with a dirty block (freed lately: lists are last in, first out),
   // so that a program's frees feed its next allocations instead of piling
   // up until decay while fresh pages get touched. Then any block.
-  unsigned k = want;
-  while (k <= kMaxOrder && (header_->free_head[k] == kNone ||
-                            (map_[header_->free_head[k]].flags & kPageReleased) != 0))
-    ++k;
-  if (k > kMaxOrder)
-    for (k = want; k <= kMaxOrder && header_->free_head[k] == kNone;) ++k;
-  if (k > kMaxOrder) {
-    // Nothing large enough among same-state blocks: merge across states.
-    if (!merge_mixed(want)) return kNone;
-    for (k = want; k <= kMaxOrder && header_->free_head[k] == kNone;) ++k;
-    if (k > kMaxOrder) return kNone;
-  }
+  unsigned k = first_order(want, true);
+  if (k > kMaxOrder) k = first_order(want, false);
+  // Nothing large enough among same-state blocks: merge across states.
+  if (k > kMaxOrder && merge_mixed(want)) k = first_order(want, false);
+  if (k > kMaxOrder) return kNone;
 
   const std::uint32_t idx = header_->free_head[k];
   const std::uint32_t rel = idx - header_->first_page;
@@ -293,9 +286,18 @@ bool Buddy::merge_mixed(unsigned want) noexcept {
       idx = next;
     }
   }
-  for (unsigned k = want; k <= kMaxOrder; ++k)
-    if (header_->free_head[k] != kNone) return true;
-  return false;
+  return first_order(want, false) <= kMaxOrder;
+}
+
+// The smallest order from `want` up with a free block (heading its list
+// with a dirty one, if `dirty`); above kMaxOrder if none.
+unsigned Buddy::first_order(unsigned want, bool dirty) const noexcept {
+  unsigned k = want;
+  while (k <= kMaxOrder &&
+         (header_->free_head[k] == kNone ||
+          (dirty && (map_[header_->free_head[k]].flags & kPageReleased) != 0)))
+    ++k;
+  return k;
 }
 
 // Marks [idx, idx + n) as one allocated run of `state` and counts it.
@@ -444,9 +446,8 @@ std::uint64_t Buddy::release_free(ReleaseFn release, void* ctx, std::uint32_t mi
   std::uint64_t pages = 0;
   constexpr std::size_t kBatch = 16;
   PageIndex batch[kBatch];
-  // A released block that merges with a dirty buddy comes back dirty and is
-  // isolated again in a later round, so rounds go on until one finds fewer
-  // than a batch; a failed release ends them (it would fail again).
+  // Rounds of a batch go on until one finds fewer than a batch, or the page
+  // budget is spent; a failed release ends them (it would fail again).
   for (bool more = true; more && pages < max_pages;) {
     const std::size_t n = isolate_dirty(min_age, batch, kBatch, max_pages - pages);
     more = n == kBatch;

@@ -264,6 +264,7 @@ class Buddy {
  private:
   std::uint32_t take(std::uint64_t n) noexcept;
   bool merge_mixed(unsigned want) noexcept;
+  unsigned first_order(unsigned want, bool dirty) const noexcept;
   void mark_run(std::uint32_t idx, std::uint64_t n, PageState state) noexcept;
   void push_free(std::uint32_t rel, unsigned k, std::uint16_t flags, std::uint32_t stamp) noexcept;
   void unlink_free(std::uint32_t rel, unsigned k) noexcept;

@@ -20,7 +20,6 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -60,10 +59,6 @@ struct Allocator {
   std::string package;  // the Debian package that provides it
 };
 
-const char* const kWorkloadNames[] = {"threads-small", "producer-consumer", "larson",
-                                      "false-sharing", "size-distribution", "realloc-growth",
-                                      "large",         "idle-decay"};
-
 // A shared library in the usual Debian places.
 std::string find_library(const std::string& file) {
   for (const char* dir : {"/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64",
@@ -75,15 +70,37 @@ std::string find_library(const std::string& file) {
   return {};
 }
 
-// Next to this executable's build (the workloads) or installed beside it.
 std::string find_workloads(const std::string& given) {
-  if (!given.empty()) return given;
-  if (const char* env = std::getenv("MAPHEAP_WORKLOADS")) return env;
 #ifdef MAPHEAP_BUILD_WORKLOADS
-  std::error_code ec;
-  if (fs::exists(MAPHEAP_BUILD_WORKLOADS, ec)) return MAPHEAP_BUILD_WORKLOADS;
+  const char* built = MAPHEAP_BUILD_WORKLOADS;
+#else
+  const char* built = nullptr;
 #endif
-  return {};
+  return find_file(given, "MAPHEAP_WORKLOADS", {}, built);
+}
+
+// The workloads the program knows (`malloc_workloads --list`): a workload
+// added there is run without touching this file.
+std::vector<std::string> list_workloads(const std::string& path) {
+  std::string quoted = "'";
+  for (char ch : path) quoted += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+  quoted += "' --list";
+  std::vector<std::string> names;
+  if (FILE* f = ::popen(quoted.c_str(), "r")) {
+    char line[256];
+    while (std::fgets(line, sizeof(line), f) != nullptr) {
+      std::string name = line;
+      while (!name.empty() && (name.back() == '\n' || name.back() == '\r')) name.pop_back();
+      if (!name.empty()) names.push_back(name);
+    }
+    if (::pclose(f) != 0) names.clear();
+  }
+  if (names.empty())
+    throw mapheap::error(EIO,
+                         fmt::format("mapheap bench malloc: `{} --list` did not list workloads",
+                                     path),
+                         path, 0, "spawn");
+  return names;
 }
 
 std::vector<Allocator> resolve_allocators(const Options& o, const std::string& preload) {
@@ -123,8 +140,7 @@ std::vector<Allocator> resolve_allocators(const Options& o, const std::string& p
 struct Case {
   std::string name;
   std::vector<std::string> argv;  // with "{result}" where the result file goes
-  bool program = false;
-  bool idle = false;  // reports rss_after_idle; its wall time is mostly sleep
+  bool idle = false;  // reported rss_after_idle: its wall time is mostly sleep
 };
 
 struct Sample {
@@ -182,17 +198,9 @@ Sample run_once(const Case& c, const Allocator& a, const std::string& tmp) {
   Sample s;
   s.seconds = static_cast<double>(u.wall_ns) / 1e9;
   s.peak_mib = static_cast<double>(u.max_rss_bytes) / (1 << 20);
-  if (c.idle) {
-    const auto kv = read_result(result);
-    const auto it = kv.find("rss_after_idle");
-    if (it == kv.end())
-      throw mapheap::error(EIO,
-                           fmt::format("mapheap bench malloc: {} under {} wrote no rss_after_idle "
-                                       "to {}",
-                                       c.name, a.name, result),
-                           result, 0, "read");
-    s.idle_mib = it->second / (1 << 20);
-  }
+  // A workload that idles says so by reporting what it kept.
+  const auto kv = read_result(result);
+  if (const auto it = kv.find("rss_after_idle"); it != kv.end()) s.idle_mib = it->second / (1 << 20);
   return s;
 }
 
@@ -201,31 +209,35 @@ std::string ratio_text(double peer, double mine) {
   return fmt::format("{:.2f}x", peer / mine);
 }
 
+bool found(const std::string& path, const char* file, const char* option, const char* env) {
+  if (path.empty())
+    fmt::print(stderr, "mapheap bench malloc: {} not found (give {} PATH or set {})\n", file,
+               option, env);
+  return !path.empty();
+}
+
 int bench_malloc(const Options& o) {
   const std::string workloads = find_workloads(o.workloads);
-  if (workloads.empty()) {
-    fmt::print(stderr,
-               "mapheap bench malloc: malloc_workloads not found (give --workloads PATH or set "
-               "MAPHEAP_WORKLOADS)\n");
-    return kUnavailable;
-  }
   const std::string preload = find_preload(o.preload);
-  if (preload.empty()) {
-    fmt::print(stderr,
-               "mapheap bench malloc: libmapheap_preload.so not found (give --preload PATH or set "
-               "MAPHEAP_PRELOAD)\n");
+  if (!found(workloads, "malloc_workloads", "--workloads", "MAPHEAP_WORKLOADS") ||
+      !found(preload, "libmapheap_preload.so", "--preload", "MAPHEAP_PRELOAD"))
     return kUnavailable;
-  }
+  const std::vector<std::string> names = list_workloads(workloads);
+  for (const auto& n : o.only)
+    if (std::find(names.begin(), names.end(), n) == names.end())
+      throw mapheap::error(EINVAL,
+                           fmt::format("mapheap bench malloc: unknown workload '{}' (known: {})",
+                                       n, fmt::join(names, ", ")),
+                           n, 0, "parse");
   const auto allocators = resolve_allocators(o, preload);
   if (!o.png_path.empty()) check_gnuplot();
   const unsigned threads = o.threads != 0 ? o.threads : std::max(1u, pal::cpu_count());
 
   std::vector<Case> cases;
-  for (const char* w : kWorkloadNames) {
+  for (const auto& w : names) {
     if (!o.only.empty() && std::find(o.only.begin(), o.only.end(), w) == o.only.end()) continue;
     Case c;
     c.name = w;
-    c.idle = std::string_view(w) == "idle-decay";
     c.argv = {workloads, w, "--threads", std::to_string(threads), "--scale",
               fmt::format("{}", o.scale), "--idle-ms", std::to_string(o.idle_ms), "--result",
               "{result}"};
@@ -241,16 +253,9 @@ int bench_malloc(const Options& o) {
                            p, 0, "parse");
     Case c;
     c.name = p.substr(0, eq);
-    c.program = true;
     c.argv = {"/bin/sh", "-c", p.substr(eq + 1)};
     cases.push_back(std::move(c));
   }
-  for (const auto& n : o.only)
-    if (std::find(std::begin(kWorkloadNames), std::end(kWorkloadNames), n) ==
-        std::end(kWorkloadNames))
-      throw mapheap::error(EINVAL, fmt::format("mapheap bench malloc: unknown workload '{}'", n), n,
-                           0, "parse");
-
   char tmpl[] = "/tmp/mapheap-bench-malloc-XXXXXX";
   if (::mkdtemp(tmpl) == nullptr)
     throw mapheap::error(errno, "mapheap bench malloc: cannot create a scratch directory in /tmp",
@@ -280,6 +285,9 @@ int bench_malloc(const Options& o) {
     }
   }
   std::fprintf(stderr, "\n");
+  for (std::size_t ci = 0; ci < cases.size(); ++ci)
+    for (const auto& per_allocator : samples[ci])
+      for (const auto& s : per_allocator) cases[ci].idle = cases[ci].idle || !std::isnan(s.idle_mib);
 
   // Medians and the tables.
   struct Med {

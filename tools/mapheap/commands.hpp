@@ -5,6 +5,7 @@
 // every subcommand:
 #pragma once
 
+#include <initializer_list>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -23,8 +24,12 @@ void add_bench_io(CLI::App& bench, int& exit_code);
 void add_run(CLI::App& app, int& exit_code);
 void add_bench_malloc(CLI::App& bench, int& exit_code);
 
-// libmapheap_preload.so: `given`, $MAPHEAP_PRELOAD, next to an installed
-// mapheap (../lib), or the one this build made; empty if none is found.
+// A file the CLI runs or preloads: `given`, else $env_name, else one of the
+// `installed` paths relative to the prefix this executable is installed in,
+// else `built` (this build's own, may be null); empty if none exists.
+std::string find_file(const std::string& given, const char* env_name,
+                      std::initializer_list<const char*> installed, const char* built);
+// libmapheap_preload.so (--preload, $MAPHEAP_PRELOAD, ../lib, this build's).
 std::string find_preload(const std::string& given);
 
 }  // namespace mapheap::cli

@@ -21,24 +21,33 @@
 
 namespace mapheap::cli {
 
-// The preload library: --preload, $MAPHEAP_PRELOAD, next to an installed
-// mapheap (../lib), or the one this build made.
-std::string find_preload(const std::string& given) {
+std::string find_file(const std::string& given, const char* env_name,
+                      std::initializer_list<const char*> installed, const char* built) {
   namespace fs = std::filesystem;
   if (!given.empty()) return given;
-  if (const char* env = std::getenv("MAPHEAP_PRELOAD")) return env;
+  if (const char* env = std::getenv(env_name)) return env;
   std::error_code ec;
   const fs::path self = fs::read_symlink("/proc/self/exe", ec);
   if (!ec) {
-    for (const char* lib : {"lib", "lib64", "lib/x86_64-linux-gnu"}) {
-      const fs::path p = self.parent_path().parent_path() / lib / "libmapheap_preload.so";
+    for (const char* rel : installed) {
+      const fs::path p = self.parent_path().parent_path() / rel;
       if (fs::exists(p, ec)) return p.string();
     }
   }
-#ifdef MAPHEAP_BUILD_PRELOAD
-  if (fs::exists(MAPHEAP_BUILD_PRELOAD, ec)) return MAPHEAP_BUILD_PRELOAD;
-#endif
+  if (built != nullptr && fs::exists(built, ec)) return built;
   return {};
+}
+
+std::string find_preload(const std::string& given) {
+#ifdef MAPHEAP_BUILD_PRELOAD
+  const char* built = MAPHEAP_BUILD_PRELOAD;
+#else
+  const char* built = nullptr;
+#endif
+  return find_file(given, "MAPHEAP_PRELOAD",
+                   {"lib/libmapheap_preload.so", "lib64/libmapheap_preload.so",
+                    "lib/x86_64-linux-gnu/libmapheap_preload.so"},
+                   built);
 }
 
 namespace {
