@@ -9,7 +9,7 @@ PACKAGES="
   g++ clang-14 libclang-rt-14-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev libfmt-dev nlohmann-json3-dev
-  gnuplot-nox
+  gnuplot-nox libboost1.81-dev
   libjemalloc2 libtcmalloc-minimal4 libmimalloc2.0 time
   python3 sqlite3 libpython3.11-testsuite lua5.4
 "
