@@ -32,6 +32,7 @@
 
 #include "cache/front_cache.hpp"
 #include "cache/rseq.hpp"
+#include "core/journal.hpp"
 #include "core/lock.hpp"
 #include "core/percpu_counter.hpp"
 #include "page/buddy.hpp"
@@ -363,6 +364,21 @@ class Engine {
   }
 
   CacheMode cache_mode() const noexcept { return mode_; }
+  // The lock object, for an owner that keeps the lock's state in the region
+  // (the mapped heap binds its robust mutex and journal to it).
+  Lock& lock_policy() noexcept { return lock_; }
+  // After a crash: the objects in thread slots whose threads are gone go
+  // back to their slabs. Returns how many there were.
+  std::uint64_t reclaim_dead_threads() noexcept { return drain_thread_slots(false); }
+  // After a crash: blocks a dead process had isolated for release go back
+  // to the free lists. REQUIRES: no other user of the region.
+  std::uint64_t reclaim_isolated() noexcept {
+    core::LockGuard<Lock> g(lock_);
+    return zone_.reclaim_isolated();
+  }
+  page::Buddy& zone() noexcept { return zone_; }
+  const page::Buddy& zone() const noexcept { return zone_; }
+  slab::SlabHeap& slabs() noexcept { return slabs_; }
   const FrontCache& front_cache() const noexcept { return cache_; }
 
  private:
@@ -430,7 +446,13 @@ class Engine {
   // which is what decay measures ages from.
   struct StampedLock {
     core::LockGuard<Lock> guard;
-    StampedLock(Engine& e, std::uint32_t now) noexcept : guard(e.lock_) { e.zone_.set_clock(now); }
+    StampedLock(Engine& e, std::uint32_t now) noexcept : guard(e.lock_) {
+      e.zone_.set_clock(now);
+      // Another process sharing the region may have grown it: the fast
+      // path's bound follows the zone.
+      const std::uint64_t committed = e.zone_.committed_bytes();
+      if (committed != e.limit()) e.limit_.store(committed, std::memory_order_relaxed);
+    }
   };
   StampedLock lock_stamped() noexcept { return StampedLock(*this, now_ms()); }
   static constexpr const char* kCacheCorrupt = "a front cache held an object its slab refuses";
@@ -566,11 +588,18 @@ class Engine {
         std::min<std::uint64_t>(count_of(load_relaxed(a->word)), class_capacity(cls)));
   }
 
+  // Another process sharing the region may have grown it (and cached an
+  // object there) since this one last looked: read the bound again.
+  __attribute__((noinline)) bool in_arena_after_refresh(std::uint64_t off, unsigned cls) noexcept {
+    limit_.store(zone_.committed_bytes(), std::memory_order_relaxed);
+    return off >= arena_off_ && off + slab::class_size(cls) <= limit() && (off & 7) == 0;
+  }
   void* cache_pop(unsigned cls) noexcept {
     const std::uint64_t off = cache_take(cls);
     if (off == 0) return nullptr;
     if (off < arena_off_ || off + slab::class_size(cls) > limit() || (off & 7) != 0) [[unlikely]]
-      corrupt(base_ + off, "a front cache holds an offset outside the arena");
+      if (!in_arena_after_refresh(off, cls))
+        corrupt(base_ + off, "a front cache holds an offset outside the arena");
 #ifdef MAPHEAP_TSAN
     __tsan_acquire(cache_.class_base(cls));  // the push that published it happened before
 #endif
@@ -682,6 +711,7 @@ class Engine {
   unsigned transfer_take(unsigned cls, void** out, unsigned want) noexcept {
     if (!cache_.has_transfer()) return 0;
     ClassArray* t = cache_.transfer(cls);
+    core::undo_save(t->word);  // items past the count are not read: the word is enough
     unsigned n = 0;
     std::uint64_t off;
     while (n < want && (off = array_pop(t, class_capacity(cls))) != 0) out[n++] = base_ + off;
@@ -692,6 +722,7 @@ class Engine {
     if (!cache_.has_transfer()) return false;
     ClassArray* t = cache_.transfer(cls);
     if (count_of(load_relaxed(t->word)) + n > class_capacity(cls)) return false;
+    core::undo_save(t->word);
     for (unsigned i = 0; i < n; ++i)
       (void)array_push(t, class_capacity(cls), offset_of(static_cast<const std::byte*>(batch[i])));
     return true;
@@ -865,14 +896,7 @@ class Engine {
         (void)aff.restore();
       }
     }
-    // Thread slots: this thread's, and those whose owner is gone.
-    for (std::uint32_t s = cache_.cpu_slots(); s < cache_.slots(); ++s) {
-      const std::uint64_t owner = cache_.owner(s);
-      const bool mine = owner == FrontCache::self_owner();
-      if (!mine && !cache_.adopt_if_dead(s)) continue;
-      drain_slot(s);
-      if (!mine) cache_.release_thread_slot(s);
-    }
+    (void)drain_thread_slots(true);
     // The transfer slot (its pops are not the front caches' own: not counted).
     const StampedLock g = lock_stamped();
     for (unsigned cls = 0; cls < slab::kClassCount; ++cls) {
@@ -881,6 +905,21 @@ class Engine {
       for (unsigned i = 0; i < n; ++i)
         if (slabs_.free(batch[i]) != slab::FreeStatus::ok) corrupt(batch[i], kCacheCorrupt);
     }
+  }
+  // Thread slots whose owner is gone (and this thread's, if `mine_too`),
+  // back to the slabs; returns the objects they held.
+  std::uint64_t drain_thread_slots(bool mine_too) noexcept {
+    std::uint64_t objects = 0;
+    for (std::uint32_t s = cache_.cpu_slots(); s < cache_.slots(); ++s) {
+      const std::uint64_t owner = cache_.owner(s);
+      const bool mine = owner == FrontCache::self_owner();
+      if (mine ? !mine_too : !cache_.adopt_if_dead(s)) continue;
+      for (unsigned cls = 0; cls < slab::kClassCount; ++cls)
+        objects += cached_count(cache_.array(s, cls), cls);
+      drain_slot(s);
+      if (!mine) cache_.release_thread_slot(s);
+    }
+    return objects;
   }
   // Every array of this CPU (rseq) or of one thread slot, back to the slabs.
   void drain_current() noexcept {

@@ -231,14 +231,20 @@ pal::Status extend_object(int fd, std::size_t want, bool preallocate) {
     if (s.ok() || s.error().code != EOPNOTSUPP) return s;
     // The filesystem cannot preallocate: fall back to a sparse extension.
   }
-  if (auto s = pal::lock_file(fd); !s) return s;
+  // Two processes extending at once must not shrink each other's growth:
+  // the size is read again and set under a lock. One byte far past any
+  // size, so that other range locks on the object (the mapped heap's) do
+  // not conflict with it.
+  constexpr std::uint64_t kExtendLockByte = std::uint64_t{1} << 62;
+  if (auto l = pal::lock_range(fd, kExtendLockByte, 1, pal::RangeLock::exclusive, true); !l)
+    return l.error();
   pal::Status result;
   auto again = pal::stat_fd(fd);
   if (!again)
     result = again.error();
   else if (again->size < want)
     result = pal::truncate_fd(fd, want);
-  (void)pal::unlock_file(fd);
+  (void)pal::lock_range(fd, kExtendLockByte, 1, pal::RangeLock::unlock, true);
   return result;
 }
 

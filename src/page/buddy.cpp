@@ -6,6 +6,7 @@
 #include <cstring>
 #include <new>
 
+#include "core/journal.hpp"
 #include "pal/error.hpp"
 
 namespace mapheap::page {
@@ -148,10 +149,19 @@ bool Buddy::grow(std::size_t committed) noexcept {
   // holds (an earlier life's bytes, or zeros) is overwritten first.
   for (std::uint32_t i = old_end; i < new_end; ++i) map_[i] = desc_of(PageState::tail);
   const std::uint32_t old_arena = header_->arena_pages;
+  core::undo_save(header_->arena_pages);
   header_->arena_pages = new_end - header_->first_page;
   // Never touched, so free-released; they merge with free buddies below.
   free_range(old_arena, new_end - old_end, kPageReleased, header_->clock);
   return true;
+}
+
+void Buddy::save_counters(unsigned k) const noexcept {
+  if (core::t_journal == nullptr) return;
+  core::undo_save(header_->free_head[k]);
+  core::undo_save(header_->free_blocks[k]);
+  core::undo_save(header_->free_pages);
+  core::undo_save(header_->released_pages);
 }
 
 void Buddy::push_free(std::uint32_t rel, unsigned k, std::uint16_t flags,
@@ -159,9 +169,14 @@ void Buddy::push_free(std::uint32_t rel, unsigned k, std::uint16_t flags,
   const std::uint32_t idx = header_->first_page + rel;
   PageDesc& d = map_[idx];
   const std::uint32_t old = header_->free_head[k];
+  save_counters(k);
+  core::undo_save(d);
   d = desc_of(PageState::free, old, 0, k, flags);
   d.freed_at = stamp;
-  if (old != kNone) map_[old].prev = idx;
+  if (old != kNone) {
+    core::undo_save(map_[old].prev);
+    map_[old].prev = idx;
+  }
   header_->free_head[k] = idx;
   header_->free_blocks[k] += 1;
   header_->free_pages += std::uint64_t{1} << k;
@@ -171,11 +186,18 @@ void Buddy::push_free(std::uint32_t rel, unsigned k, std::uint16_t flags,
 void Buddy::unlink_free(std::uint32_t rel, unsigned k) noexcept {
   const std::uint32_t idx = header_->first_page + rel;
   PageDesc& d = map_[idx];
-  if (d.prev != kNone)
+  save_counters(k);
+  core::undo_save(d);
+  if (d.prev != kNone) {
+    core::undo_save(map_[d.prev].next);
     map_[d.prev].next = d.next;
-  else
+  } else {
     header_->free_head[k] = d.next;
-  if (d.next != kNone) map_[d.next].prev = d.prev;
+  }
+  if (d.next != kNone) {
+    core::undo_save(map_[d.next].prev);
+    map_[d.next].prev = d.prev;
+  }
   if (d.flags & kPageReleased) header_->released_pages -= std::uint64_t{1} << k;
   d = desc_of(PageState::tail);
   header_->free_blocks[k] -= 1;
@@ -198,6 +220,7 @@ void Buddy::insert_coalescing(std::uint32_t rel, unsigned k, std::uint16_t flags
     if (static_cast<std::int32_t>(b.freed_at - stamp) > 0) stamp = b.freed_at;  // later, mod 2^32
     unlink_free(buddy, k);  // its head becomes a tail of the merged block
     if (buddy < rel) {
+      core::undo_save(rel_desc(rel));
       rel_desc(rel) = desc_of(PageState::tail);
       rel = buddy;
     }
@@ -302,11 +325,17 @@ unsigned Buddy::first_order(unsigned want, bool dirty) const noexcept {
 
 // Marks [idx, idx + n) as one allocated run of `state` and counts it.
 void Buddy::mark_run(std::uint32_t idx, std::uint64_t n, PageState state) noexcept {
+  core::undo_save(map_[idx]);
   map_[idx] = desc_of(state, kNone, static_cast<std::uint32_t>(n));
   if (state == PageState::slab) {
-    for (std::uint64_t i = 1; i < n; ++i) map_[idx + i] = desc_of(PageState::slab_tail, idx);
+    for (std::uint64_t i = 1; i < n; ++i) {
+      core::undo_save(map_[idx + i]);
+      map_[idx + i] = desc_of(PageState::slab_tail, idx);
+    }
+    core::undo_save(header_->slab_pages);
     header_->slab_pages += n;
   } else {
+    core::undo_save(header_->large_pages);
     header_->large_pages += n;
   }
 }
@@ -331,11 +360,17 @@ FreeResult Buddy::free(PageIndex head) noexcept {
                       static_cast<std::uint64_t>(header_->first_page) + header_->arena_pages)
     return FreeResult::interior;  // a corrupt descriptor: refuse rather than trust it
   if (d.state == PageState::slab) {
-    for (std::uint32_t i = 1; i < run; ++i) map_[head.i + i] = desc_of(PageState::tail);
+    for (std::uint32_t i = 1; i < run; ++i) {
+      core::undo_save(map_[head.i + i]);
+      map_[head.i + i] = desc_of(PageState::tail);
+    }
+    core::undo_save(header_->slab_pages);
     header_->slab_pages -= run;
   } else {
+    core::undo_save(header_->large_pages);
     header_->large_pages -= run;
   }
+  core::undo_save(d);
   d = desc_of(PageState::tail);
   free_range(head.i - header_->first_page, run, 0, header_->clock);  // dirty: it was in use
   return FreeResult::ok;
@@ -420,8 +455,10 @@ std::size_t Buddy::isolate_dirty(std::uint32_t min_age, PageIndex* out, std::siz
       if (!(d.flags & kPageReleased) &&
           (min_age == 0 || static_cast<std::uint32_t>(now - stamp) >= min_age)) {
         unlink_free(idx - header_->first_page, k);
+        core::undo_save(map_[idx]);
         map_[idx] = desc_of(PageState::isolated, kNone, 0, k);
         map_[idx].freed_at = stamp;
+        core::undo_save(header_->isolated_pages);
         header_->isolated_pages += std::uint32_t{1} << k;
         pages += std::uint64_t{1} << k;
         out[n++] = PageIndex(idx);
@@ -436,9 +473,26 @@ void Buddy::put_back(PageIndex head, bool released) noexcept {
   PageDesc& d = map_[head.i];
   const unsigned k = d.order;
   const std::uint32_t stamp = d.freed_at;
+  core::undo_save(header_->isolated_pages);
   header_->isolated_pages -= std::uint32_t{1} << k;
+  core::undo_save(d);
   d = desc_of(PageState::tail);
   insert_coalescing(head.i - header_->first_page, k, released ? kPageReleased : 0, stamp);
+}
+
+std::uint64_t Buddy::reclaim_isolated() noexcept {
+  std::uint64_t pages = 0;
+  for (std::uint32_t i = header_->first_page; i < end_page(); ++i) {
+    const PageDesc& d = map_[i];
+    if (d.state != PageState::isolated || d.order > kMaxOrder) continue;
+    const std::uint32_t rel = i - header_->first_page;
+    if ((rel & ((std::uint32_t{1} << d.order) - 1)) != 0 ||
+        static_cast<std::uint64_t>(rel) + (std::uint64_t{1} << d.order) > header_->arena_pages)
+      continue;  // not a block head: check() reports it
+    pages += std::uint64_t{1} << d.order;
+    put_back(PageIndex(i), false);
+  }
+  return pages;
 }
 
 std::uint64_t Buddy::release_free(ReleaseFn release, void* ctx, std::uint32_t min_age,

@@ -213,6 +213,10 @@ class Buddy {
   // The owner's clock (any monotonic tick, e.g. milliseconds), stamped on
   // blocks as they are freed; decay compares against it.
   void set_clock(std::uint32_t now) noexcept { header_->clock = now; }
+  // After a crash: blocks left isolated by a release that never finished
+  // (its process died) go back to the free lists, dirty. O(pages). Returns
+  // the pages. REQUIRES: no release in progress (no other user).
+  std::uint64_t reclaim_isolated() noexcept;
   // Gives back free-dirty blocks that were last freed at least `min_age`
   // ticks before the clock (0: all of them), largest first, by calling
   // `release(ctx, address, bytes)` — the owner picks the method (MADV_DONTNEED,
@@ -268,6 +272,9 @@ class Buddy {
   void mark_run(std::uint32_t idx, std::uint64_t n, PageState state) noexcept;
   void push_free(std::uint32_t rel, unsigned k, std::uint16_t flags, std::uint32_t stamp) noexcept;
   void unlink_free(std::uint32_t rel, unsigned k) noexcept;
+  // Pre-images of the header fields a free-list change of order k writes
+  // (core/journal.hpp; a no-op outside a journaled critical section).
+  void save_counters(unsigned k) const noexcept;
   void free_range(std::uint32_t rel, std::uint64_t n, std::uint16_t flags,
                   std::uint32_t stamp) noexcept;
   void insert_coalescing(std::uint32_t rel, unsigned k, std::uint16_t flags,

@@ -4,6 +4,8 @@
 #include <cstring>
 
 #include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <linux/magic.h>
 #include <linux/memfd.h>  // MFD_HUGE_2MB, MFD_HUGE_1GB
 #include <sys/mman.h>
@@ -178,27 +180,81 @@ Status sync_parent_directory(const char* path) noexcept {
   return {};
 }
 
-namespace {
-Status ofd_lock(int fd, short type) noexcept {
+Result<bool> lock_range(int fd, std::uint64_t start, std::uint64_t len, RangeLock kind,
+                        bool wait) noexcept {
   struct flock fl {};
-  fl.l_type = type;
+  fl.l_type = static_cast<short>(kind == RangeLock::shared      ? F_RDLCK
+                                 : kind == RangeLock::exclusive ? F_WRLCK
+                                                                : F_UNLCK);
   fl.l_whence = SEEK_SET;
-  fl.l_start = 0;
-  fl.l_len = 0;  // the whole file
+  fl.l_start = static_cast<off_t>(start);
+  fl.l_len = static_cast<off_t>(len);
   int r;
   do {
-    r = ::fcntl(fd, F_OFD_SETLKW, &fl);
+    r = ::fcntl(fd, wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl);
   } while (r != 0 && errno == EINTR);
-  if (r != 0) return Error::make(Op::lock_file, errno);
-  return {};
+  if (r == 0) return true;
+  if (!wait && (errno == EAGAIN || errno == EACCES)) return false;
+  return Error::make(Op::lock_file, errno);
 }
-}  // namespace
+
+Result<bool> range_locked_by_others(int fd, std::uint64_t start, std::uint64_t len) noexcept {
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = static_cast<off_t>(start);
+  fl.l_len = static_cast<off_t>(len);
+  if (::fcntl(fd, F_OFD_GETLK, &fl) != 0) return Error::make(Op::lock_file, errno);
+  return fl.l_type != F_UNLCK;
+}
 
 Status lock_file(int fd) noexcept {
-  return ofd_lock(fd, F_WRLCK);
+  const Result<bool> r = lock_range(fd, 0, 0, RangeLock::exclusive, true);
+  if (!r.ok()) return r.error();
+  return {};
 }
 Status unlock_file(int fd) noexcept {
-  return ofd_lock(fd, F_UNLCK);
+  const Result<bool> r = lock_range(fd, 0, 0, RangeLock::unlock, true);
+  if (!r.ok()) return r.error();
+  return {};
+}
+
+Result<bool> clone_file(int src, int dst) noexcept {
+  if (::ioctl(dst, FICLONE, src) == 0) return true;
+  const int err = errno;
+  // Not a reflink filesystem, or two filesystems: the caller copies.
+  if (err == EOPNOTSUPP || err == EXDEV || err == EINVAL || err == ENOTTY || err == EPERM)
+    return false;
+  return Error::make(Op::write, err).with_detail("ioctl(FICLONE)");
+}
+
+Status copy_sparse(int src, int dst, std::uint64_t len) noexcept {
+  if (::ftruncate(dst, static_cast<off_t>(len)) != 0) return Error::make(Op::ftruncate, errno);
+  off_t at = 0;
+  const auto end = static_cast<off_t>(len);
+  while (at < end) {
+    off_t data = ::lseek(src, at, SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) break;  // only a hole remains
+      return Error::make(Op::read, errno).with_detail("lseek(SEEK_DATA)");
+    }
+    if (data >= end) break;
+    off_t hole = ::lseek(src, data, SEEK_HOLE);
+    if (hole < 0) return Error::make(Op::read, errno).with_detail("lseek(SEEK_HOLE)");
+    if (hole > end) hole = end;
+    off_t in = data, out = data;
+    while (in < hole) {
+      const ssize_t n =
+          ::copy_file_range(src, &in, dst, &out, static_cast<std::size_t>(hole - in), 0);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return Error::make(Op::write, errno).with_detail("copy_file_range");
+      }
+      if (n == 0) return Error::make(Op::read, EIO).with_detail("copy_file_range: source ended early");
+    }
+    at = hole;
+  }
+  return {};
 }
 
 Status drop_file_cache(int fd) noexcept {

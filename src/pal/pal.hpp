@@ -137,6 +137,21 @@ Status sync_parent_directory(const char* path) noexcept;
 // threads that each opened the file. Released by unlock_file or by closing.
 Status lock_file(int fd) noexcept;
 Status unlock_file(int fd) noexcept;
+// Open-file-description locks on a byte range (len 0: to the end), as
+// lock_file: held per open of the file, released by closing it or by the
+// death of the process. wait = false returns false when another holds a
+// conflicting lock.
+enum class RangeLock : std::uint8_t { shared, exclusive, unlock };
+Result<bool> lock_range(int fd, std::uint64_t start, std::uint64_t len, RangeLock kind,
+                        bool wait) noexcept;
+// A reflink of src's data into dst (FICLONE): true if done, false if the
+// filesystem cannot (the caller copies instead).
+Result<bool> clone_file(int src, int dst) noexcept;
+// Copies [0, len) of src to dst, holes kept as holes (SEEK_DATA/SEEK_HOLE,
+// copy_file_range); dst is sized to len.
+Status copy_sparse(int src, int dst, std::uint64_t len) noexcept;
+// Whether another open of the file holds a lock on part of the range.
+Result<bool> range_locked_by_others(int fd, std::uint64_t start, std::uint64_t len) noexcept;
 // posix_fadvise(POSIX_FADV_DONTNEED) after writeback: evicts the file's clean
 // pages from the page cache (what a "cold" read needs; no privilege needed).
 Status drop_file_cache(int fd) noexcept;

@@ -1,6 +1,8 @@
 // slab/slab.cpp — carving, freeing and moving slabs between their lists.
 #include "slab/slab.hpp"
 
+#include "core/journal.hpp"
+
 #include <bit>
 #include <cstdio>
 #include <cstring>
@@ -99,10 +101,15 @@ void SlabHeap::push(unsigned cls, SlabList list, std::uint32_t head) noexcept {
   ClassLists& c = root_->cls[cls];
   auto& d = slab_desc(head);
   const auto l = static_cast<unsigned>(list);
+  core::undo_save(c);
+  core::undo_save(d);
   d.slab_list = static_cast<std::uint16_t>(list);
   d.prev = kNone;
   d.next = c.head[l];
-  if (d.next != kNone) slab_desc(d.next).prev = head;
+  if (d.next != kNone) {
+    core::undo_save(slab_desc(d.next).prev);
+    slab_desc(d.next).prev = head;
+  }
   c.head[l] = head;
   c.count[l] += 1;
 }
@@ -111,11 +118,18 @@ void SlabHeap::unlink(unsigned cls, std::uint32_t head) noexcept {
   ClassLists& c = root_->cls[cls];
   auto& d = slab_desc(head);
   const unsigned l = d.slab_list;
-  if (d.prev != kNone)
+  core::undo_save(c);
+  core::undo_save(d);
+  if (d.prev != kNone) {
+    core::undo_save(slab_desc(d.prev).next);
     slab_desc(d.prev).next = d.next;
-  else
+  } else {
     c.head[l] = d.next;
-  if (d.next != kNone) slab_desc(d.next).prev = d.prev;
+  }
+  if (d.next != kNone) {
+    core::undo_save(slab_desc(d.next).prev);
+    slab_desc(d.next).prev = d.prev;
+  }
   d.next = d.prev = kNone;
   d.slab_list = 0;
   c.count[l] -= 1;
@@ -155,6 +169,7 @@ void* SlabHeap::alloc_small(unsigned cls) noexcept {
       if (!run.valid()) return nullptr;
       head = run.i;
       auto& d = slab_desc(run.i);
+      core::undo_save(d);
       d.slab_class = static_cast<std::uint16_t>(cls);
       d.slab_inuse = 0;
       d.slab_carved = 0;
@@ -165,6 +180,8 @@ void* SlabHeap::alloc_small(unsigned cls) noexcept {
   auto& d = slab_desc(head);
   std::byte* base = run_base(head);
   std::byte* obj;
+  core::undo_save(d);
+  core::undo_save(c.inuse_objects);
   if (d.slab_free != kNone) {
     obj = base + d.slab_free;
     // The link was stored in freed memory: a use-after-free store or a peer
@@ -218,6 +235,8 @@ void* SlabHeap::alloc_large(std::size_t size, std::size_t align, std::size_t& us
   if (align_pages <= 1) pages = std::bit_ceil(pages);
   const PageIndex run = zone_->alloc_aligned(Pages(pages), align_pages, PageState::large);
   if (!run.valid()) return nullptr;
+  core::undo_save(root_->large_runs);
+  core::undo_save(root_->large_bytes);
   root_->large_runs += 1;
   root_->large_bytes += size;
   usable = pages * page;
@@ -235,6 +254,7 @@ FreeStatus SlabHeap::free(void* ptr, std::size_t* freed) noexcept {
       if (zone_->free(head) != page::FreeResult::ok) {
         s = FreeStatus::corrupt;
       } else {
+        core::undo_save(root_->large_runs);
         root_->large_runs -= 1;
       }
     } else {
@@ -309,6 +329,9 @@ FreeStatus SlabHeap::free_small(std::uint32_t head, std::uint32_t off, std::size
 #endif
   const bool was_full = d.slab_list == static_cast<std::uint16_t>(SlabList::full);
   freed = class_size(cls);
+  core::undo_save(run_base(head) + off, sizeof(std::uint32_t));
+  core::undo_save(d);
+  core::undo_save(root_->cls[cls].inuse_objects);
   store_link(run_base(head) + off, d.slab_free);
   d.slab_free = off;
   d.slab_inuse -= 1;
@@ -328,7 +351,7 @@ FreeStatus SlabHeap::free_small(std::uint32_t head, std::uint32_t off, std::size
       (void)zone_->free(PageIndex(head));
     } else {
       push(cls, SlabList::empty, head);
-      d.freed_at = zone_->header().clock;
+      d.freed_at = zone_->header().clock;  // its pre-image was saved by push
     }
   } else if (was_full) {
     unlink(cls, head);

@@ -1,0 +1,1003 @@
+// heap/mapped_heap.cpp — MappedHeap: the engine in a shared, persistent
+// mapping (docs/design/mapped_heap.md, docs/design/crash.md).
+#include "mapheap/heap.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "cache/engine.hpp"
+#include "heap/mapped_heap_format.hpp"
+#include "heap/region_lock.hpp"
+#include "pal/error.hpp"
+#include "pal/pal.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+namespace mapheap {
+
+using heap::DirEntry;
+using heap::DirState;
+using heap::DirTable;
+using heap::HeapHeader;
+using heap::HeapLocks;
+using Engine = cache::Engine<heap::RegionLock>;
+
+namespace heap {
+
+std::string validate_header(const HeapHeader& h, std::uint64_t file_bytes, bool writable) {
+  if (h.magic != kHeapMagic) {
+    if (h.magic == 0) return "not a mapheap heap: it starts with zeros (empty, or never finished being created)";
+    return "not a mapheap heap (bad magic)";
+  }
+  if (h.version > kHeapVersion)
+    return "made by a newer mapheap (format version " + std::to_string(h.version) +
+           "; this build reads version " + std::to_string(kHeapVersion) + ")";
+  if (h.version == 0) return "corrupt header: format version 0";
+  if (header_checksum(h) != h.checksum) return "corrupt header: checksum mismatch";
+  if ((h.incompat & ~kIncompatKnown) != 0)
+    return "uses features this build does not have (incompatible feature bits " +
+           std::to_string(h.incompat & ~kIncompatKnown) + ")";
+  if (writable && (h.ro_compat & ~kRoCompatKnown) != 0)
+    return "uses features this build can only read (open it read-only)";
+  if (h.header_bytes != sizeof(HeapHeader)) return "corrupt header: header size " + std::to_string(h.header_bytes);
+  const std::uint64_t page = h.page_size;
+  if (page == 0 || (page & (page - 1)) != 0 || page % pal::page_size() != 0)
+    return "made with page size " + std::to_string(page) + ", this system's is " +
+           std::to_string(pal::page_size());
+  if (h.zone_journal_entries != kZoneJournalEntries || h.dir_journal_entries != kDirJournalEntries)
+    return "corrupt header: journal sizes";
+  const std::uint64_t zj = core::JournalArea::bytes_for(h.zone_journal_entries);
+  const std::uint64_t dj = core::JournalArea::bytes_for(h.dir_journal_entries);
+  if (h.locks_offset < 4096 || h.locks_offset % 64 != 0 ||
+      h.zone_journal_offset < h.locks_offset + sizeof(HeapLocks) ||
+      h.dir_journal_offset < h.zone_journal_offset + zj ||
+      h.engine_offset < h.dir_journal_offset + dj || h.engine_offset % page != 0 ||
+      h.region_bytes <= h.engine_offset || h.region_bytes % page != 0 ||
+      h.region_bytes > (std::uint64_t{1} << 50))
+    return "corrupt header: layout offsets out of order or out of range";
+  if (file_bytes < h.engine_offset + page)
+    return "truncated: " + std::to_string(file_bytes) + " bytes, its header needs at least " +
+           std::to_string(h.engine_offset + page);
+  if (file_bytes > h.region_bytes)
+    return "corrupt header: the file (" + std::to_string(file_bytes) +
+           " bytes) is larger than the heap's maximum size (" + std::to_string(h.region_bytes) + ")";
+  return {};
+}
+
+}  // namespace heap
+
+namespace {
+
+constexpr std::uint64_t kGateByte = (std::uint64_t{1} << 62) + 16;  // opens and closes, one at a time
+constexpr std::uint64_t kPresenceByte = kGateByte + 1;  // shared by every process that has it open
+constexpr std::uint32_t kFlagCachesUntrusted = 1;       // HeapHeader::reserved1: a snapshot's caches
+constexpr std::size_t kMinEngineBytes = std::size_t{4} << 20;
+constexpr std::size_t kMaxName = 1024;
+
+std::uint64_t realtime_ns() {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count());
+}
+std::size_t round_up(std::size_t v, std::size_t a) { return (v + a - 1) / a * a; }
+
+std::string describe(const pal::Error& e) {
+  char buf[640];
+  e.format(buf, sizeof(buf));
+  return buf;
+}
+
+bool pid_alive(int pid) { return pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM); }
+
+// The process-local table of open heaps, for MappedHeap::of(p) (allocators
+// stored inside a heap find their heap by address).
+struct Registered {
+  std::atomic<std::uintptr_t> lo{0};
+  std::atomic<std::uintptr_t> hi{0};
+  std::atomic<MappedHeap::Impl*> impl{nullptr};
+};
+constexpr unsigned kRegistrySize = 64;
+Registered g_registry[kRegistrySize];
+std::mutex g_registry_mu;
+
+}  // namespace
+
+struct MappedHeap::Impl {
+  MappedHeap* owner = nullptr;
+  HeapOptions opt;
+  Mapping map;
+  int lock_fd = -1;     // a description of our own, for the presence locks
+  int opener = 0;       // the pid that opened it (a fork()ed child does not close it)
+  bool writable = true;  // allocation and named objects allowed
+  bool shared = true;    // changes reach other processes and the file
+  HeapHeader* hdr = nullptr;
+  HeapLocks* locks = nullptr;
+  core::Journal zone_journal;
+  core::Journal dir_journal;
+  heap::RegionLock dir_lock;
+  Engine engine;
+  OpenReport report;
+  int proc_slot = -1;
+
+  std::byte* base() const { return map.data(); }
+  std::byte* engine_base() const { return map.data() + hdr->engine_offset; }
+  std::uint64_t engine_bytes() const { return hdr->region_bytes - hdr->engine_offset; }
+  const std::string& name() const { return opt.path; }
+
+  [[noreturn]] void fail(int code, const std::string& why, const char* op = "check") const {
+    std::string what = "mapheap: heap";
+    if (!opt.path.empty()) what += " '" + opt.path + "'";
+    throw error(code, what + ": " + why, opt.path, 0, op);
+  }
+
+  // ---- engine hooks
+  static std::size_t grow_fn(void* ctx, std::size_t want) noexcept {
+    auto* m = static_cast<Impl*>(ctx);
+    try {
+      auto r = m->map.try_grow(m->hdr->engine_offset + want);
+      if (!r.ok()) return 0;
+      return m->map.size() - m->hdr->engine_offset;
+    } catch (...) {
+      return 0;
+    }
+  }
+  static bool release_fn(void* ctx, std::byte* addr, std::size_t bytes) noexcept {
+    auto* m = static_cast<Impl*>(ctx);
+    try {
+      const auto off = static_cast<std::size_t>(addr - m->base());
+      // Another process may have grown the heap past this one's view.
+      if (off + bytes > m->map.size() && !m->map.try_grow(off + bytes).ok()) return false;
+      m->map.release(off, bytes);
+      return true;
+    } catch (...) {
+      return false;
+    }
+  }
+  cache::EngineOptions engine_options(std::size_t committed) {
+    cache::EngineOptions eo;
+    eo.committed = committed;
+    eo.grow = grow_fn;
+    eo.grow_ctx = this;
+    // A file keeps its blocks (a hole would be a SIGBUS on a full disk, and
+    // the kernel reclaims a file's clean pages anyway); RAM-backed heaps give
+    // free pages back.
+    if (opt.backing != Backing::file && shared) {
+      eo.release = release_fn;
+      eo.release_ctx = this;
+    }
+    eo.checked = opt.checked;
+    return eo;
+  }
+
+  MappingOptions mapping_options(OpenMode om, std::size_t size, std::size_t reserve) const {
+    MappingOptions mo;
+    switch (opt.backing) {
+      case Backing::file: mo = MappingOptions::file(opt.path, size, om); break;
+      case Backing::shm: mo = MappingOptions::shm(opt.path, size, om); break;
+      case Backing::memfd:
+        mo = opt.fd >= 0 ? MappingOptions::from_fd(opt.fd, size)
+                         : MappingOptions::memfd(opt.path.empty() ? "mapheap" : opt.path, size);
+        break;
+      case Backing::anonymous: mo = MappingOptions::anonymous(size, Sharing::shared); break;
+    }
+    mo.reserve = reserve;
+    mo.mode = opt.permissions;
+    mo.follow_symlinks = opt.follow_symlinks;
+    mo.sharing = shared ? Sharing::shared : Sharing::private_;
+    mo.access = Access::read_write;  // a read-only heap is a private view: locks need writing
+    return mo;
+  }
+
+  void bind_parts() {
+    locks = reinterpret_cast<HeapLocks*>(base() + hdr->locks_offset);
+    zone_journal.bind(base(), map.reserved(),
+                      reinterpret_cast<core::JournalArea*>(base() + hdr->zone_journal_offset));
+    dir_journal.bind(base(), map.reserved(),
+                     reinterpret_cast<core::JournalArea*>(base() + hdr->dir_journal_offset));
+    engine.lock_policy().bind(&locks->zone, &zone_journal);
+    dir_lock.bind(&locks->directory, &dir_journal);
+  }
+
+  void init_mutexes() {
+    for (pal::RobustMutex* m : {&locks->zone, &locks->directory})
+      if (auto s = m->init(); !s) fail(s.error().code, "cannot initialise its locks: " + describe(s.error()));
+  }
+
+  // ---- create
+
+  void create() {
+    const std::size_t page = pal::page_size();
+    const std::size_t engine_off = round_up(
+        heap::kDirJournalEntries == 0 ? 0
+                                      : 8192 + core::JournalArea::bytes_for(heap::kZoneJournalEntries) +
+                                            core::JournalArea::bytes_for(heap::kDirJournalEntries),
+        page);
+    std::size_t reserve = round_up(std::max(opt.max_size, opt.initial_size), std::size_t{2} << 20);
+    // The page map covers the whole reservation (32 bytes a page) and must
+    // lie in the usable part: a heap starts at least that big, plus room
+    // for the slab root, the caches and a first arena.
+    const std::size_t page_map = round_up(sizeof(page::ZoneHeader) + reserve / page * sizeof(page::PageDesc), page);
+    const std::size_t min_size = engine_off + page_map + kMinEngineBytes;
+    const std::size_t size = std::min(round_up(std::max(opt.initial_size, min_size), page), std::max(reserve, min_size));
+    reserve = std::max(reserve, round_up(size, std::size_t{2} << 20));
+    map = Mapping::create(mapping_options(OpenMode::create_exclusive, size, reserve));
+    hdr = reinterpret_cast<HeapHeader*>(base());
+
+    HeapHeader h{};
+    h.version = heap::kHeapVersion;
+    h.header_bytes = sizeof(HeapHeader);
+    h.incompat = heap::kIncompatEngineV1;
+    h.page_size = static_cast<std::uint32_t>(page);
+    h.zone_journal_entries = heap::kZoneJournalEntries;
+    h.dir_journal_entries = heap::kDirJournalEntries;
+    std::random_device rd;
+    for (unsigned i = 0; i < 16; i += 4) {
+      const std::uint32_t r = rd();
+      std::memcpy(h.uuid + i, &r, 4);
+    }
+    h.uuid[6] = static_cast<std::uint8_t>((h.uuid[6] & 0x0f) | 0x40);  // version 4
+    h.uuid[8] = static_cast<std::uint8_t>((h.uuid[8] & 0x3f) | 0x80);  // variant 1
+    h.region_bytes = map.reserved();
+    h.locks_offset = 4096;
+    h.zone_journal_offset = 8192;
+    h.dir_journal_offset = h.zone_journal_offset + core::JournalArea::bytes_for(heap::kZoneJournalEntries);
+    h.engine_offset = engine_off;
+    h.created_ns = realtime_ns();
+    h.magic = heap::kHeapMagic;
+    h.checksum = heap::header_checksum(h);
+    // Everything but the magic first: a heap half-created is not a heap.
+    std::memcpy(reinterpret_cast<std::byte*>(hdr) + sizeof(h.magic),
+                reinterpret_cast<const std::byte*>(&h) + sizeof(h.magic), sizeof(h) - sizeof(h.magic));
+    bind_parts();
+    init_mutexes();
+    zone_journal.format(heap::kZoneJournalEntries);
+    dir_journal.format(heap::kDirJournalEntries);
+    if (!engine.format(engine_base(), engine_bytes(), engine_options(size - engine_off)))
+      fail(EINVAL, "cannot format the allocator in " + std::to_string(size - engine_off) + " bytes");
+    std::atomic_ref<std::uint64_t>(hdr->magic).store(heap::kHeapMagic, std::memory_order_release);
+    if (opt.backing == Backing::file) map.sync();
+    report.created = true;
+  }
+
+  // ---- open
+
+  void open_existing() {
+    // First a view of what is there, to read the header; then the view with
+    // the reservation the header asks for.
+    Mapping probe = Mapping::create(mapping_options(OpenMode::open_existing, 0, 0));
+    const std::size_t have = probe.size();
+    if (have < sizeof(HeapHeader))
+      fail(EINVAL, "truncated: " + std::to_string(have) + " bytes, a heap starts with a " +
+                       std::to_string(sizeof(HeapHeader)) + "-byte header");
+    HeapHeader h;
+    std::memcpy(static_cast<void*>(&h), probe.data(), sizeof(h));
+    if (std::string why = heap::validate_header(h, have, writable && shared); !why.empty())
+      fail(EINVAL, why);
+    if (h.region_bytes > probe.reserved()) {
+      probe.close();
+      map = Mapping::create(mapping_options(OpenMode::open_existing, 0, h.region_bytes));
+    } else {
+      map = std::move(probe);
+    }
+    hdr = reinterpret_cast<HeapHeader*>(base());
+    if (std::memcmp(hdr, &h, offsetof(HeapHeader, checksum) + 8) != 0)
+      fail(EAGAIN, "its header changed while it was being opened");
+    // The zone header says how much of the heap is in use: the file must
+    // hold it all before anything reads the page map.
+    page::Buddy zone;
+    if (const page::AttachError e = page::Buddy::attach(engine_base(), engine_bytes(), zone);
+        e != page::AttachError::none)
+      fail(EINVAL, std::string("corrupt allocator metadata: ") + page::to_string(e));
+    if (hdr->engine_offset + zone.committed_bytes() > map.size())
+      fail(EINVAL, "truncated: the allocator uses " + std::to_string(hdr->engine_offset + zone.committed_bytes()) +
+                       " bytes, the file has " + std::to_string(map.size()));
+    bind_parts();
+    if (zone_journal.area()->capacity != hdr->zone_journal_entries ||
+        dir_journal.area()->capacity != hdr->dir_journal_entries)
+      fail(EINVAL, "corrupt journal header");
+  }
+
+  // ---- presence (named, shared heaps): who else has it open
+
+  void open_lock_fd() {
+    const std::string self = "/proc/self/fd/" + std::to_string(map.fd());
+    lock_fd = ::open(self.c_str(), O_RDWR | O_CLOEXEC);
+    if (lock_fd < 0) fail(errno, std::string("cannot reopen it for locking: ") + std::strerror(errno), "open");
+  }
+  bool lock(std::uint64_t byte, pal::RangeLock kind, bool wait) {
+    auto r = pal::lock_range(lock_fd, byte, 1, kind, wait);
+    if (!r.ok()) fail(r.error().code, "cannot lock it: " + describe(r.error()), "fcntl");
+    return r.value();
+  }
+
+  // ---- recovery
+
+  // With nobody else attached: takes back whatever a dead process left
+  // half-done. O(metadata): journals, the page map once, the thread slots.
+  void recover(bool untrusted_caches) {
+    std::uint32_t bad = 0;
+    report.rolled_back += zone_journal.rollback(&bad);
+    report.rolled_back += dir_journal.rollback(&bad);
+    init_mutexes();  // a dead holder (from before a reboot, even) holds nothing now
+    attach_engine();
+    if (untrusted_caches) scrub_caches();
+    report.isolated_pages = engine.reclaim_isolated();
+    report.reclaimed_cached = engine.reclaim_dead_threads();
+    report.recovered = true;
+    if (shared) std::atomic_ref<std::uint64_t>(hdr->recoveries).fetch_add(1, std::memory_order_relaxed);
+  }
+  void attach_engine() {
+    page::Buddy zone;
+    (void)page::Buddy::attach(engine_base(), engine_bytes(), zone);
+    if (!engine.attach(engine_base(), engine_bytes(), engine_options(zone.committed_bytes())))
+      fail(EINVAL, "corrupt allocator metadata (slab root or cache run)");
+  }
+  // A snapshot's cache arrays were copied while others pushed and popped:
+  // an entry may name an object that was handed out meanwhile. They are
+  // emptied; what they held is unreachable and `gc` takes it back.
+  void scrub_caches() {
+    const cache::FrontCache& fc = engine.front_cache();
+    for (std::uint32_t s = 0; s < fc.array_slots(); ++s)
+      for (unsigned cls = 0; cls < slab::kClassCount; ++cls)
+        std::atomic_ref<std::uint64_t>(fc.array(s, cls)->word).store(0, std::memory_order_relaxed);
+  }
+
+  void register_process() {
+    for (unsigned i = 0; i < heap::kMaxProcesses; ++i) {
+      auto& slot = hdr->processes[i];
+      std::atomic_ref<std::int32_t> pid(slot.pid);
+      std::int32_t cur = pid.load(std::memory_order_acquire);
+      if (cur != 0 && pid_alive(cur)) continue;
+      if (pid.compare_exchange_strong(cur, ::getpid(), std::memory_order_acq_rel)) {
+        slot.opened_ns = realtime_ns();
+        proc_slot = static_cast<int>(i);
+        return;
+      }
+    }
+  }
+
+  void open() {
+    const bool named = opt.backing == Backing::file || opt.backing == Backing::shm ||
+                       (opt.backing == Backing::memfd && opt.fd >= 0);
+    writable = opt.mode != HeapMode::read_only;
+    shared = opt.mode != HeapMode::read_only && opt.mode != HeapMode::copy_on_write;
+    if (opt.backing == Backing::anonymous || (opt.backing == Backing::memfd && opt.fd < 0)) {
+      if (opt.mode != HeapMode::create && opt.mode != HeapMode::open_or_create)
+        fail(EINVAL, std::string("a new ") + to_string(opt.backing) + " heap can only be created (mode " +
+                         to_string(opt.mode) + ")");
+      create();
+    } else if (opt.mode == HeapMode::create) {
+      create();
+    } else if (opt.mode == HeapMode::open_or_create) {
+      for (int attempt = 0;; ++attempt) {
+        try {
+          open_existing();
+          break;
+        } catch (const error& e) {
+          if (e.code().value() == ENOENT) {
+            try {
+              create();
+              break;
+            } catch (const error& c) {
+              if (c.code().value() != EEXIST || attempt > 3) throw;
+              continue;  // another process created it first: open that
+            }
+          }
+          // Another process is creating it: its magic comes last.
+          if (e.code().value() == EINVAL && attempt < 200 && still_being_created()) {
+            map.close();
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+            continue;
+          }
+          throw;
+        }
+      }
+    } else {
+      open_existing();
+    }
+
+    const bool alone_possible = named && shared;
+    bool alone = !named || !shared;
+    if (alone_possible) {
+      open_lock_fd();
+      (void)lock(kGateByte, pal::RangeLock::exclusive, true);
+      alone = lock(kPresenceByte, pal::RangeLock::exclusive, false);
+      (void)lock(kPresenceByte, pal::RangeLock::shared, true);
+    }
+    try {
+      const bool untrusted = (hdr->reserved1 & kFlagCachesUntrusted) != 0;
+      if (report.created) {
+        // formatted and attached by create()
+      } else if (!shared) {
+        // A private view: whatever state others left, this copy is ours alone.
+        if (zone_journal.pending() != 0 || dir_journal.pending() != 0 ||
+            std::atomic_ref<std::uint32_t>(hdr->clean).load(std::memory_order_acquire) == 0 || untrusted)
+          recover(untrusted);
+        else {
+          init_mutexes();
+          attach_engine();
+        }
+      } else if (alone && (std::atomic_ref<std::uint32_t>(hdr->clean).load(std::memory_order_acquire) == 0 ||
+                           zone_journal.pending() != 0 || dir_journal.pending() != 0 || untrusted)) {
+        recover(untrusted);
+        hdr->reserved1 &= ~static_cast<std::uint32_t>(kFlagCachesUntrusted);
+      } else {
+        if (alone) init_mutexes();
+        attach_engine();
+      }
+      if (shared) {
+        if (alone)
+          for (auto& s : hdr->processes) std::atomic_ref<std::int32_t>(s.pid).store(0, std::memory_order_relaxed);
+        register_process();
+        std::atomic_ref<std::uint32_t>(hdr->clean).store(0, std::memory_order_release);
+        std::atomic_ref<std::uint64_t>(hdr->opens).fetch_add(1, std::memory_order_relaxed);
+      }
+    } catch (...) {
+      if (alone_possible) (void)pal::lock_range(lock_fd, kGateByte, 1, pal::RangeLock::unlock, true);
+      throw;
+    }
+    if (alone_possible) (void)lock(kGateByte, pal::RangeLock::unlock, true);
+    opener = ::getpid();
+  }
+
+  bool still_being_created() const {
+    if (map.empty()) return true;
+    if (map.size() < sizeof(HeapHeader)) return true;
+    return std::atomic_ref<std::uint64_t>(reinterpret_cast<HeapHeader*>(map.data())->magic)
+               .load(std::memory_order_acquire) == 0;
+  }
+
+  void close() {
+    if (map.empty()) return;
+    const bool ours = opener == ::getpid();
+    if (ours && shared) {
+      const bool named = lock_fd >= 0;
+      bool last = true;
+      if (named) {
+        (void)lock(kGateByte, pal::RangeLock::exclusive, true);
+        (void)lock(kPresenceByte, pal::RangeLock::unlock, true);
+        last = lock(kPresenceByte, pal::RangeLock::exclusive, false);
+      }
+      if (proc_slot >= 0) std::atomic_ref<std::int32_t>(hdr->processes[proc_slot].pid).store(0, std::memory_order_release);
+      if (last && opt.backing != Backing::anonymous) {
+        if (opt.backing == Backing::file) map.sync();
+        std::atomic_ref<std::uint32_t>(hdr->clean).store(1, std::memory_order_release);
+        if (opt.backing == Backing::file) map.sync(0, pal::page_size());
+      }
+    }
+    if (lock_fd >= 0) {
+      ::close(lock_fd);  // drops our locks
+      lock_fd = -1;
+    }
+    map.close();
+  }
+
+  // ---- the directory of named objects (under dir_lock)
+
+  DirTable* table() const {
+    const std::uint64_t off = hdr->directory;
+    if (off == 0) return nullptr;
+    const std::uint64_t limit = hdr->engine_offset + engine.zone().committed_bytes();
+    if (off < hdr->engine_offset || off % 8 != 0 || off + sizeof(DirTable) > limit)
+      fail(EINVAL, "corrupt named-object directory: offset " + std::to_string(off) + " outside the heap");
+    auto* t = reinterpret_cast<DirTable*>(base() + off);
+    if (t->magic != heap::kDirMagic || t->capacity == 0 || (t->capacity & (t->capacity - 1)) != 0 ||
+        off + DirTable::bytes_for(t->capacity) > limit || t->live > t->capacity)
+      fail(EINVAL, "corrupt named-object directory at offset " + std::to_string(off));
+    return t;
+  }
+  // The name and type strings of a live entry, bounds-checked.
+  std::pair<std::string_view, std::string_view> strings(const DirEntry& e) const {
+    const std::uint64_t limit = hdr->engine_offset + engine.zone().committed_bytes();
+    const std::uint64_t len = std::uint64_t{e.name_len} + 1 + e.type_len + 1;
+    if (e.strings < hdr->engine_offset || e.strings > limit || limit - e.strings < len ||
+        e.name_len == 0 || e.name_len > kMaxName)
+      fail(EINVAL, "corrupt named-object directory: an entry's name lies outside the heap");
+    const char* s = reinterpret_cast<const char*>(base() + e.strings);
+    return {std::string_view(s, e.name_len), std::string_view(s + e.name_len + 1, e.type_len)};
+  }
+  void check_object(const DirEntry& e, std::string_view name) const {
+    const std::uint64_t limit = hdr->engine_offset + engine.zone().committed_bytes();
+    if (e.object < hdr->engine_offset || e.object > limit || limit - e.object < e.size)
+      fail(EINVAL, "corrupt named-object directory: object '" + std::string(name) + "' lies outside the heap");
+  }
+  // The live entry named `name`, or null.
+  DirEntry* lookup(std::string_view name, std::uint64_t hash) const {
+    DirTable* t = table();
+    if (t == nullptr) return nullptr;
+    const std::uint32_t mask = t->capacity - 1;
+    for (std::uint32_t i = static_cast<std::uint32_t>(hash) & mask, n = 0; n < t->capacity;
+         i = (i + 1) & mask, ++n) {
+      DirEntry& e = t->entries[i];
+      if (e.state == DirState::empty) return nullptr;
+      if (e.state == DirState::live && e.hash == hash && e.name_len == name.size() &&
+          strings(e).first == name)
+        return &e;
+    }
+    return nullptr;
+  }
+  void check_type(const DirEntry& e, std::string_view name, const detail::TypeTag& type) const {
+    const auto [n, t] = strings(e);
+    (void)n;
+    if (t != type.name || e.size != type.size)
+      fail(EINVAL, "named object '" + std::string(name) + "' is a " + std::string(t) + " (" +
+                       std::to_string(e.size) + " bytes), not a " + type.name + " (" +
+                       std::to_string(type.size) + " bytes)");
+  }
+  // Room for one more entry: a larger table, published by one journaled store.
+  DirTable* reserve_entry() {
+    DirTable* t = table();
+    if (t != nullptr && (std::uint64_t{t->live} + t->deleted + 1) * 4 <= std::uint64_t{t->capacity} * 3)
+      return t;
+    const std::uint32_t cap = t == nullptr ? 64 : (t->live + 1) * 4 > t->capacity * 2 ? t->capacity * 2 : t->capacity;
+    auto* n = static_cast<DirTable*>(engine.allocate(DirTable::bytes_for(cap), 64));
+    if (n == nullptr) fail(ENOMEM, "full: no room for the named-object directory");
+    std::memset(static_cast<void*>(n), 0, DirTable::bytes_for(cap));
+    n->magic = heap::kDirMagic;
+    n->capacity = cap;
+    if (t != nullptr)
+      for (std::uint32_t i = 0; i < t->capacity; ++i) {
+        const DirEntry& e = t->entries[i];
+        if (e.state != DirState::live) continue;
+        std::uint32_t j = static_cast<std::uint32_t>(e.hash) & (cap - 1);
+        while (n->entries[j].state != DirState::empty) j = (j + 1) & (cap - 1);
+        n->entries[j] = e;
+        n->live += 1;
+      }
+    core::undo_save(hdr->directory);
+    hdr->directory = static_cast<std::uint64_t>(reinterpret_cast<std::byte*>(n) - base());
+    // The new table is published: commit before the old one is freed, so
+    // that no rollback can bring back a table whose memory is gone.
+    dir_journal.commit();
+    if (t != nullptr) engine.deallocate(t);
+    return n;
+  }
+};
+
+// ---- HeapMode, options
+
+const char* to_string(HeapMode m) noexcept {
+  switch (m) {
+    case HeapMode::create: return "create";
+    case HeapMode::open: return "open";
+    case HeapMode::open_or_create: return "open_or_create";
+    case HeapMode::read_only: return "read_only";
+    case HeapMode::copy_on_write: return "copy_on_write";
+  }
+  return "?";
+}
+
+HeapOptions HeapOptions::file(std::string path, HeapMode m) {
+  HeapOptions o;
+  o.backing = Backing::file;
+  o.path = std::move(path);
+  o.mode = m;
+  return o;
+}
+HeapOptions HeapOptions::shm(std::string name, HeapMode m) {
+  HeapOptions o = file(std::move(name), m);
+  o.backing = Backing::shm;
+  return o;
+}
+HeapOptions HeapOptions::memfd(std::string name) {
+  HeapOptions o = file(std::move(name), HeapMode::create);
+  o.backing = Backing::memfd;
+  return o;
+}
+HeapOptions HeapOptions::from_fd(int fd) {
+  HeapOptions o;
+  o.backing = Backing::memfd;
+  o.fd = fd;
+  o.mode = HeapMode::open;
+  return o;
+}
+HeapOptions HeapOptions::anonymous() {
+  HeapOptions o;
+  o.backing = Backing::anonymous;
+  o.mode = HeapMode::create;
+  return o;
+}
+
+// ---- MappedHeap
+
+MappedHeap::MappedHeap() noexcept = default;
+MappedHeap::~MappedHeap() {
+  try {
+    close();
+  } catch (...) {
+  }
+}
+MappedHeap::MappedHeap(MappedHeap&& o) noexcept : impl_(std::move(o.impl_)) {
+  if (impl_) impl_->owner = this;
+}
+MappedHeap& MappedHeap::operator=(MappedHeap&& o) noexcept {
+  if (this != &o) {
+    try {
+      close();
+    } catch (...) {
+    }
+    impl_ = std::move(o.impl_);
+    if (impl_) impl_->owner = this;
+  }
+  return *this;
+}
+
+MappedHeap MappedHeap::open(const HeapOptions& options) {
+  const auto t0 = std::chrono::steady_clock::now();
+  MappedHeap h;
+  h.impl_ = std::make_unique<Impl>();
+  Impl& m = *h.impl_;
+  m.owner = &h;
+  m.opt = options;
+  if (options.max_size != 0 && options.initial_size > options.max_size)
+    m.fail(EINVAL, "initial size " + std::to_string(options.initial_size) + " is above the maximum size " +
+                       std::to_string(options.max_size));
+  if ((options.backing == Backing::file || options.backing == Backing::shm) && options.path.empty())
+    m.fail(EINVAL, std::string("a ") + to_string(options.backing) + " heap needs a path");
+  m.open();
+  {
+    std::lock_guard<std::mutex> g(g_registry_mu);
+    for (auto& r : g_registry)
+      if (r.impl.load(std::memory_order_relaxed) == nullptr) {
+        r.lo.store(reinterpret_cast<std::uintptr_t>(m.base()), std::memory_order_relaxed);
+        r.hi.store(reinterpret_cast<std::uintptr_t>(m.base()) + m.map.reserved(), std::memory_order_relaxed);
+        r.impl.store(&m, std::memory_order_release);
+        break;
+      }
+  }
+  m.report.open_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return h;
+}
+
+result<MappedHeap> MappedHeap::try_open(const HeapOptions& options) {
+  try {
+    return open(options);
+  } catch (const error& e) {
+    return e;
+  }
+}
+
+void MappedHeap::close() {
+  if (!impl_) return;
+  {
+    std::lock_guard<std::mutex> g(g_registry_mu);
+    for (auto& r : g_registry)
+      if (r.impl.load(std::memory_order_relaxed) == impl_.get()) {
+        r.impl.store(nullptr, std::memory_order_release);
+        r.lo.store(0, std::memory_order_relaxed);
+        r.hi.store(0, std::memory_order_relaxed);
+      }
+  }
+  std::unique_ptr<Impl> m = std::move(impl_);
+  m->close();
+}
+
+bool MappedHeap::is_open() const noexcept { return impl_ != nullptr; }
+
+MappedHeap* MappedHeap::of(const void* p) noexcept {
+  const auto a = reinterpret_cast<std::uintptr_t>(p);
+  for (auto& r : g_registry) {
+    Impl* m = r.impl.load(std::memory_order_acquire);
+    if (m != nullptr && a >= r.lo.load(std::memory_order_relaxed) && a < r.hi.load(std::memory_order_relaxed))
+      return m->owner;
+  }
+  return nullptr;
+}
+
+void* MappedHeap::allocate(std::size_t size, std::size_t align) noexcept {
+  if (!impl_->writable) return nullptr;
+  return impl_->engine.allocate(size, align);
+}
+void MappedHeap::deallocate(void* p) noexcept {
+  if (p != nullptr && impl_->writable) impl_->engine.deallocate(p);
+}
+std::size_t MappedHeap::usable_size(const void* p) const noexcept { return impl_->engine.usable_size(p); }
+bool MappedHeap::contains(const void* p) const noexcept {
+  const auto* b = static_cast<const std::byte*>(p);
+  return impl_ && b >= impl_->base() && b < impl_->base() + impl_->map.reserved();
+}
+std::byte* MappedHeap::base() const noexcept { return impl_ ? impl_->base() : nullptr; }
+const OpenReport& MappedHeap::open_report() const noexcept { return impl_->report; }
+const HeapOptions& MappedHeap::options() const noexcept { return impl_->opt; }
+std::size_t MappedHeap::page_size() const noexcept { return impl_->hdr->page_size; }
+
+namespace {
+// Holds the directory lock for a scope (directory, then zone: never the other order).
+struct DirGuard {
+  explicit DirGuard(heap::RegionLock& l) : l_(l) { l_.lock(); }
+  ~DirGuard() { l_.unlock(); }
+  heap::RegionLock& l_;
+};
+}  // namespace
+
+void* MappedHeap::named_construct(std::string_view name, const detail::TypeTag& type,
+                                  void (*ctor)(void*, void*), void* ctx, int if_exists) {
+  Impl& m = *impl_;
+  if (name.empty() || name.size() > kMaxName)
+    m.fail(EINVAL, "a name must have 1 to " + std::to_string(kMaxName) + " bytes");
+  if (!m.writable) m.fail(EROFS, "opened read-only: cannot construct '" + std::string(name) + "'");
+  const std::uint64_t hash = heap::fnv1a(name.data(), name.size());
+  DirGuard g(m.dir_lock);
+  if (DirEntry* e = m.lookup(name, hash)) {
+    m.check_type(*e, name, type);
+    if (if_exists == 1) return m.base() + e->object;
+    m.fail(EEXIST, "named object '" + std::string(name) + "' exists");
+  }
+  DirTable* t = m.reserve_entry();
+  const std::size_t type_len = std::strlen(type.name);
+  void* obj = m.engine.allocate(type.size == 0 ? 1 : type.size, type.align);
+  void* str = obj != nullptr ? m.engine.allocate(name.size() + 1 + type_len + 1) : nullptr;
+  if (str == nullptr) {
+    if (obj != nullptr) m.engine.deallocate(obj);
+    m.fail(ENOMEM, "full: no room to construct '" + std::string(name) + "' (" + std::to_string(type.size) + " bytes)");
+  }
+  auto* s = static_cast<char*>(str);
+  std::memcpy(s, name.data(), name.size());
+  s[name.size()] = '\0';
+  std::memcpy(s + name.size() + 1, type.name, type_len + 1);
+  try {
+    ctor(obj, ctx);
+  } catch (...) {
+    m.engine.deallocate(obj);
+    m.engine.deallocate(str);
+    throw;
+  }
+  const std::uint32_t mask = t->capacity - 1;
+  std::uint32_t i = static_cast<std::uint32_t>(hash) & mask;
+  while (t->entries[i].state == DirState::live) i = (i + 1) & mask;
+  DirEntry& e = t->entries[i];
+  core::undo_save(e);
+  core::undo_save(&t->live, sizeof(std::uint32_t) * 2);  // live, deleted
+  const bool reuse = e.state == DirState::deleted;
+  e.name_len = static_cast<std::uint32_t>(name.size());
+  e.hash = hash;
+  e.strings = static_cast<std::uint64_t>(static_cast<std::byte*>(str) - m.base());
+  e.object = static_cast<std::uint64_t>(static_cast<std::byte*>(obj) - m.base());
+  e.size = type.size;
+  e.count = 1;
+  e.type_len = static_cast<std::uint32_t>(type_len);
+  e.align = static_cast<std::uint32_t>(type.align);
+  e.state = DirState::live;
+  t->live += 1;
+  if (reuse) t->deleted -= 1;
+  return obj;
+}
+
+void* MappedHeap::named_find(std::string_view name, const detail::TypeTag& type) {
+  Impl& m = *impl_;
+  const std::uint64_t hash = heap::fnv1a(name.data(), name.size());
+  DirGuard g(m.dir_lock);
+  DirEntry* e = m.lookup(name, hash);
+  if (e == nullptr) return nullptr;
+  m.check_type(*e, name, type);
+  m.check_object(*e, name);
+  return m.base() + e->object;
+}
+
+bool MappedHeap::named_destroy(std::string_view name, const detail::TypeTag& type, void (*dtor)(void*)) {
+  Impl& m = *impl_;
+  if (!m.writable) m.fail(EROFS, "opened read-only: cannot destroy '" + std::string(name) + "'");
+  const std::uint64_t hash = heap::fnv1a(name.data(), name.size());
+  DirGuard g(m.dir_lock);
+  DirEntry* e = m.lookup(name, hash);
+  if (e == nullptr) return false;
+  m.check_type(*e, name, type);
+  m.check_object(*e, name);
+  void* obj = m.base() + e->object;
+  void* str = m.base() + e->strings;
+  dtor(obj);
+  DirTable* t = m.table();
+  core::undo_save(e->state);
+  core::undo_save(&t->live, sizeof(std::uint32_t) * 2);
+  e->state = DirState::deleted;
+  t->live -= 1;
+  t->deleted += 1;
+  // The entry is gone for good before its memory is: no rollback may bring
+  // back an entry naming freed memory.
+  m.dir_journal.commit();
+  m.engine.deallocate(obj);
+  m.engine.deallocate(str);
+  return true;
+}
+
+std::vector<NamedInfo> MappedHeap::names() const {
+  Impl& m = *impl_;
+  std::vector<NamedInfo> out;
+  DirGuard g(m.dir_lock);
+  const DirTable* t = m.table();
+  if (t == nullptr) return out;
+  for (std::uint32_t i = 0; i < t->capacity; ++i) {
+    const DirEntry& e = t->entries[i];
+    if (e.state != DirState::live) continue;
+    const auto [n, ty] = m.strings(e);
+    out.push_back({std::string(n), std::string(ty), e.size * (e.count == 0 ? 1 : e.count), e.count, e.object});
+  }
+  std::sort(out.begin(), out.end(), [](const NamedInfo& a, const NamedInfo& b) { return a.name < b.name; });
+  return out;
+}
+
+// ---- persistence
+
+void MappedHeap::flush() {
+  Impl& m = *impl_;
+  if (m.shared && m.opt.backing == Backing::file) m.map.sync();
+}
+
+void MappedHeap::snapshot(const std::string& dest) {
+  Impl& m = *impl_;
+  const int flags = O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | (m.opt.follow_symlinks ? 0 : O_NOFOLLOW);
+  const int out = ::open(dest.c_str(), flags, m.opt.permissions);
+  if (out < 0)
+    throw error(errno, "mapheap: cannot create snapshot '" + dest + "': " + std::strerror(errno), dest, 0, "open");
+  auto fail_out = [&](const pal::Error& e) {
+    ::close(out);
+    (void)::unlink(dest.c_str());
+    throw error(e.code, "mapheap: cannot write snapshot '" + dest + "': " + describe(e), dest, 0, "write");
+  };
+  {
+    // No slow path runs meanwhile: the metadata under both locks is still.
+    DirGuard d(m.dir_lock);
+    core::LockGuard<heap::RegionLock> z(m.engine.lock_policy());
+    const pal::Result<pal::FileInfo> st = pal::stat_fd(m.map.fd());
+    if (!st.ok()) fail_out(st.error());
+    const std::uint64_t len = st.value().size;
+    const pal::Result<bool> cloned = pal::clone_file(m.map.fd(), out);
+    if (!cloned.ok()) fail_out(cloned.error());
+    if (!cloned.value())
+      if (pal::Status s = pal::copy_sparse(m.map.fd(), out, len); !s) fail_out(s.error());
+  }
+  // The copy is a heap closed uncleanly, whose caches are not to be trusted:
+  // its first open recovers (fresh locks, empty caches).
+  HeapHeader h;
+  if (::pread(out, &h, sizeof(h), 0) != static_cast<ssize_t>(sizeof(h)))
+    fail_out(pal::Error::make(pal::Op::read, errno ? errno : EIO));
+  h.clean = 0;
+  h.reserved1 |= kFlagCachesUntrusted;
+  for (auto& s : h.processes) s.pid = 0;
+  if (pal::Status s = pal::pwrite_all(out, &h, sizeof(h), 0); !s) fail_out(s.error());
+  if (::fdatasync(out) != 0) fail_out(pal::Error::make(pal::Op::fdatasync, errno));
+  ::close(out);
+}
+
+HeapCheck MappedHeap::check() const {
+  Impl& m = *impl_;
+  HeapCheck r;
+  auto bad = [&](std::string why) {
+    r.ok = false;
+    r.message = std::move(why);
+    return r;
+  };
+  if (std::string why = heap::validate_header(*m.hdr, m.map.size(), false); !why.empty()) return bad(why);
+  if (m.zone_journal.pending() != 0) return bad("the allocator's journal holds an unfinished critical section");
+  if (m.dir_journal.pending() != 0) return bad("the directory's journal holds an unfinished critical section");
+  const page::CheckReport er = m.engine.check();
+  if (!er.ok) return bad(std::string("allocator: ") + er.message);
+  try {
+    DirGuard g(m.dir_lock);
+    const DirTable* t = m.table();
+    if (t != nullptr) {
+      std::uint32_t live = 0, deleted = 0;
+      for (std::uint32_t i = 0; i < t->capacity; ++i) {
+        const DirEntry& e = t->entries[i];
+        if (e.state == DirState::deleted) ++deleted;
+        if (e.state != DirState::live) {
+          if (e.state != DirState::empty && e.state != DirState::deleted)
+            return bad("directory: entry " + std::to_string(i) + " has an unknown state");
+          continue;
+        }
+        ++live;
+        const auto [n, ty] = m.strings(e);
+        m.check_object(e, n);
+        if (heap::fnv1a(n.data(), n.size()) != e.hash)
+          return bad("directory: the hash of '" + std::string(n) + "' does not match its name");
+        if (m.engine.slabs().validate(m.base() + e.object) != slab::FreeStatus::ok)
+          return bad("directory: object '" + std::string(n) + "' is not an allocated block");
+        if (m.engine.slabs().validate(m.base() + e.strings) != slab::FreeStatus::ok)
+          return bad("directory: the name block of '" + std::string(n) + "' is not an allocated block");
+      }
+      if (live != t->live || deleted != t->deleted)
+        return bad("directory: counts " + std::to_string(t->live) + " live / " + std::to_string(t->deleted) +
+                   " deleted, entries say " + std::to_string(live) + " / " + std::to_string(deleted));
+    }
+  } catch (const error& e) {
+    return bad(e.what());
+  }
+  return r;
+}
+
+void MappedHeap::trim() noexcept {
+  if (impl_->writable) (void)impl_->engine.trim();
+}
+
+HeapStats MappedHeap::stats() const {
+  Impl& m = *impl_;
+  HeapStats s;
+  const cache::EngineStats es = m.engine.stats();
+  const std::uint64_t page = m.hdr->page_size;
+  s.region_bytes = m.hdr->region_bytes;
+  s.committed_bytes = m.hdr->engine_offset + es.committed_bytes;
+  s.used_bytes = static_cast<std::uint64_t>(std::max<std::int64_t>(es.counters.bytes_in_use, 0));
+  s.free_bytes = es.zone.free_pages * page;
+  s.metadata_bytes = m.hdr->engine_offset + es.metadata_pages * page;
+  {
+    DirGuard g(m.dir_lock);
+    const DirTable* t = m.table();
+    s.named_objects = t != nullptr ? t->live : 0;
+  }
+  std::string buf(1 << 16, '\0');
+  buf.resize(std::min(buf.size() - 1, m.engine.render_buddyinfo(buf.data(), buf.size())));
+  s.buddyinfo = buf;
+  buf.assign(1 << 16, '\0');
+  buf.resize(std::min(buf.size() - 1, m.engine.render_slabinfo(buf.data(), buf.size())));
+  s.slabinfo = buf;
+  buf.assign(1 << 17, '\0');
+  buf.resize(std::min(buf.size() - 1, cache::render_stats_json(es, buf.data(), buf.size())));
+  s.json = buf;
+  for (const auto& p : m.hdr->processes) {
+    const int pid = std::atomic_ref<std::int32_t>(const_cast<std::int32_t&>(p.pid)).load(std::memory_order_acquire);
+    if (pid != 0) s.processes.push_back({pid, pid_alive(pid)});
+  }
+  return s;
+}
+
+std::vector<PageRun> MappedHeap::page_runs() const {
+  Impl& m = *impl_;
+  std::vector<PageRun> runs;
+  const std::uint64_t page = m.hdr->page_size;
+  const std::uint64_t eng = m.hdr->engine_offset / page;
+  page::Buddy& z = m.engine.zone();
+  core::LockGuard<heap::RegionLock> g(m.engine.lock_policy());
+  auto add = [&](std::uint64_t first, std::uint64_t n, PageKind k, unsigned cls = 0, std::uint32_t used = 0,
+                 std::uint32_t cap = 0) {
+    if (!runs.empty() && runs.back().kind == k && k != PageKind::slab && k != PageKind::large &&
+        runs.back().first_page + runs.back().pages == first) {
+      runs.back().pages += n;
+      return;
+    }
+    runs.push_back({first, n, k, cls, used, cap});
+  };
+  add(0, eng + z.first_page(), PageKind::metadata);
+  const std::uint32_t root = z.header().root, cache_run = m.engine.slabs().cache_run();
+  for (std::uint32_t i = z.first_page(); i < z.end_page();) {
+    const page::PageDesc& d = z.desc(page::PageIndex(i));
+    std::uint64_t n = 1;
+    switch (d.state) {
+      case page::PageState::free:
+        n = std::uint64_t{1} << d.order;
+        add(eng + i, n, (d.flags & page::kPageReleased) ? PageKind::free_released : PageKind::free_dirty);
+        break;
+      case page::PageState::isolated:
+        n = std::uint64_t{1} << d.order;
+        add(eng + i, n, PageKind::isolated);
+        break;
+      case page::PageState::large:
+        n = d.run == 0 ? 1 : d.run;
+        add(eng + i, n, i == root || i == cache_run ? PageKind::metadata : PageKind::large);
+        break;
+      case page::PageState::slab:
+        n = d.run == 0 ? 1 : d.run;
+        add(eng + i, n, PageKind::slab, d.slab_class, d.slab_inuse,
+            d.slab_class < slab::kClassCount ? m.engine.slabs().objects_of(d.slab_class) : 0);
+        break;
+      default: add(eng + i, 1, PageKind::metadata); break;
+    }
+    i = static_cast<std::uint32_t>(std::min<std::uint64_t>(i + n, z.end_page()));
+  }
+  return runs;
+}
+
+GcReport MappedHeap::gc() {
+  Impl& m = *impl_;
+  if (!m.writable) m.fail(EROFS, "opened read-only: gc needs a writable heap");
+  return {};  // replaced below
+}
+
+}  // namespace mapheap

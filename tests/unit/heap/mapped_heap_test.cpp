@@ -1,0 +1,661 @@
+// MappedHeap: one conformance suite run against every backing, then the
+// multi-process, crash, persistence, snapshot and untrusted-file contracts.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "core/journal.hpp"
+#include "heap/mapped_heap_format.hpp"
+#include "mapheap/heap.hpp"
+#include "support/process.hpp"
+
+namespace mapheap {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr std::size_t kMiB = std::size_t{1} << 20;
+
+struct TempDir {
+  TempDir() {
+    char tmpl[] = "/tmp/mapheap-heap-XXXXXX";
+    path = ::mkdtemp(tmpl);
+  }
+  ~TempDir() { fs::remove_all(path); }
+  std::string file(const std::string& name) const { return path + "/" + name; }
+  std::string path;
+};
+
+std::string unique_shm() {
+  static std::atomic<int> n{0};
+  return "/mapheap-test-" + std::to_string(::getpid()) + "-" + std::to_string(n++);
+}
+
+struct Point {
+  int x, y;
+  Point(int a, int b) : x(a), y(b) {}
+};
+
+// ---------------------------------------------------------------- conformance
+
+enum class Kind { file, shm, memfd, anonymous };
+const char* kind_name(Kind k) {
+  switch (k) {
+    case Kind::file: return "file";
+    case Kind::shm: return "shm";
+    case Kind::memfd: return "memfd";
+    case Kind::anonymous: return "anonymous";
+  }
+  return "?";
+}
+
+class Backings : public ::testing::TestWithParam<Kind> {
+ protected:
+  void TearDown() override {
+    if (!shm_.empty()) ::shm_unlink(shm_.c_str());
+  }
+  HeapOptions create_options() {
+    HeapOptions o;
+    switch (GetParam()) {
+      case Kind::file: o = HeapOptions::file(dir_.file("h.heap"), HeapMode::create); break;
+      case Kind::shm:
+        shm_ = unique_shm();
+        o = HeapOptions::shm(shm_, HeapMode::create);
+        break;
+      case Kind::memfd: o = HeapOptions::memfd("conformance"); break;
+      case Kind::anonymous: o = HeapOptions::anonymous(); break;
+    }
+    return o.with_size(16 * kMiB, 512 * kMiB);
+  }
+  // Options that open the heap `h` again, if the backing can be reopened.
+  bool reopen_options(const MappedHeap& h, HeapOptions& o) {
+    switch (GetParam()) {
+      case Kind::file: o = HeapOptions::file(dir_.file("h.heap"), HeapMode::open); return true;
+      case Kind::shm: o = HeapOptions::shm(shm_, HeapMode::open); return true;
+      case Kind::memfd: {
+        (void)h;
+        return false;
+      }
+      case Kind::anonymous: return false;
+    }
+    return false;
+  }
+  TempDir dir_;
+  std::string shm_;
+};
+
+TEST_P(Backings, AllocatesAndFreesEverySizeAndAlignment) {
+  MappedHeap h = MappedHeap::open(create_options());
+  EXPECT_TRUE(h.open_report().created);
+  std::mt19937_64 rng(1);
+  std::vector<std::pair<unsigned char*, std::size_t>> live;
+  for (int i = 0; i < 20000; ++i) {
+    if (live.size() < 500 || rng() % 2 == 0) {
+      const std::size_t size = std::size_t{1} << (rng() % 17);
+      const std::size_t n = 1 + rng() % size;
+      const std::size_t align = std::size_t{1} << (rng() % 8);
+      auto* p = static_cast<unsigned char*>(h.allocate(n, align));
+      ASSERT_NE(p, nullptr) << n;
+      ASSERT_EQ(reinterpret_cast<std::uintptr_t>(p) % align, 0u);
+      ASSERT_TRUE(h.contains(p));
+      ASSERT_GE(h.usable_size(p), n);
+      std::memset(p, static_cast<int>(n & 0xff), n);
+      live.emplace_back(p, n);
+    } else {
+      const std::size_t k = rng() % live.size();
+      auto [p, n] = live[k];
+      for (std::size_t j = 0; j < n; j += 97) ASSERT_EQ(p[j], static_cast<unsigned char>(n & 0xff));
+      h.deallocate(p);
+      live[k] = live.back();
+      live.pop_back();
+    }
+  }
+  const HeapCheck c = h.check();
+  EXPECT_TRUE(c.ok) << c.message;
+  for (auto [p, n] : live) h.deallocate(p);
+  EXPECT_TRUE(h.check().ok);
+}
+
+TEST_P(Backings, GrowsPastItsInitialSizeWithoutMoving) {
+  MappedHeap h = MappedHeap::open(create_options());
+  std::byte* base = h.base();
+  std::vector<void*> blocks;
+  for (int i = 0; i < 12; ++i) {  // 12 x 8 MiB in a heap created with 16 MiB
+    void* p = h.allocate(8 * kMiB);
+    ASSERT_NE(p, nullptr) << i;
+    std::memset(p, i, 8 * kMiB);
+    blocks.push_back(p);
+  }
+  EXPECT_EQ(h.base(), base);
+  EXPECT_GT(h.stats().committed_bytes, 96 * kMiB);
+  EXPECT_TRUE(h.check().ok);
+  // Past the maximum: null, not a crash.
+  EXPECT_EQ(h.allocate(600 * kMiB), nullptr);
+  for (void* p : blocks) h.deallocate(p);
+}
+
+TEST_P(Backings, NamedObjects) {
+  MappedHeap h = MappedHeap::open(create_options());
+  Point* p = h.construct<Point>("origin")(3, 4);
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(p->x, 3);
+  EXPECT_EQ(h.find<Point>("origin"), p);
+  EXPECT_EQ(h.find_or_construct<Point>("origin")(9, 9), p);  // the existing one
+  EXPECT_EQ(h.find<Point>("nowhere"), nullptr);
+  EXPECT_THROW(h.construct<Point>("origin")(1, 1), error);  // exists
+  try {
+    (void)h.find<double>("origin");
+    ADD_FAILURE() << "a type mismatch must throw";
+  } catch (const error& e) {
+    EXPECT_NE(std::string(e.what()).find("origin"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("Point"), std::string::npos) << e.what();
+  }
+  // Many names: the directory grows.
+  for (int i = 0; i < 1000; ++i) *h.construct<long>("n" + std::to_string(i))() = i;
+  for (int i = 0; i < 1000; i += 7) ASSERT_EQ(*h.find<long>("n" + std::to_string(i)), i);
+  auto names = h.names();
+  ASSERT_EQ(names.size(), 1001u);
+  EXPECT_EQ(names[0].name, "n0");
+  EXPECT_EQ(names[0].size, sizeof(long));
+  EXPECT_EQ(names[0].type, "long int");
+  for (int i = 0; i < 1000; i += 2) ASSERT_TRUE(h.destroy<long>("n" + std::to_string(i)));
+  EXPECT_FALSE(h.destroy<long>("n0"));
+  EXPECT_EQ(h.names().size(), 501u);
+  EXPECT_TRUE(h.destroy<Point>("origin"));
+  const HeapCheck c = h.check();
+  EXPECT_TRUE(c.ok) << c.message;
+}
+
+TEST_P(Backings, ReopenRestoresNamedObjects) {
+  HeapOptions again;
+  std::uint64_t off = 0;
+  {
+    MappedHeap h = MappedHeap::open(create_options());
+    if (!reopen_options(h, again)) GTEST_SKIP() << kind_name(GetParam()) << " heaps cannot be reopened by name";
+    Point* p = h.construct<Point>("p")(7, 8);
+    off = h.offset_of(p);
+    auto* big = static_cast<char*>(h.allocate(3 * kMiB));
+    std::strcpy(big, "still here");
+    *h.construct<std::uint64_t>("big")() = h.offset_of(big);
+    h.close();
+  }
+  MappedHeap h = MappedHeap::open(again);
+  EXPECT_FALSE(h.open_report().created);
+  EXPECT_FALSE(h.open_report().recovered) << "a clean close needs no recovery";
+  Point* p = h.find<Point>("p");
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(h.offset_of(p), off);
+  EXPECT_EQ(p->y, 8);
+  EXPECT_STREQ(static_cast<char*>(h.at(*h.find<std::uint64_t>("big"))), "still here");
+  EXPECT_TRUE(h.check().ok);
+}
+
+TEST_P(Backings, SharedWithAForkedChild) {
+  MappedHeap h = MappedHeap::open(create_options());
+  auto* counter = h.construct<std::atomic<long>>("counter")(0);
+  const int rc = test::in_child([&] {
+    // The child uses the parent's open heap (inherited), allocating at once with it.
+    for (int i = 0; i < 2000; ++i) {
+      void* p = h.allocate(static_cast<std::size_t>(16 + i % 500));
+      if (p == nullptr) return 1;
+      if (i % 3 != 0) h.deallocate(p);
+      counter->fetch_add(1);
+    }
+    h.construct<int>("from-child")(42);
+    return 0;
+  });
+  ASSERT_EQ(rc, 0);
+  EXPECT_EQ(counter->load(), 2000);
+  ASSERT_NE(h.find<int>("from-child"), nullptr);
+  EXPECT_EQ(*h.find<int>("from-child"), 42);
+  EXPECT_TRUE(h.check().ok) << h.check().message;
+}
+
+INSTANTIATE_TEST_SUITE_P(MappedHeap, Backings,
+                         ::testing::Values(Kind::file, Kind::shm, Kind::memfd, Kind::anonymous),
+                         [](const ::testing::TestParamInfo<Kind>& i) { return kind_name(i.param); });
+
+// ---------------------------------------------------------------- memfd by descriptor
+
+TEST(MappedHeapMemfd, AnotherOpenOfTheDescriptorSeesTheHeap) {
+  MappedHeap a = MappedHeap::open(HeapOptions::memfd("by-fd").with_size(16 * kMiB, 64 * kMiB));
+  a.construct<int>("x")(5);
+  // What a process receiving the descriptor does (here: the same process, a second view).
+  int memfd = -1;
+  for (int i = 3; i < 1024 && memfd < 0; ++i) {
+    char link[64];
+    const std::string p = "/proc/self/fd/" + std::to_string(i);
+    const ssize_t n = ::readlink(p.c_str(), link, sizeof(link) - 1);
+    if (n > 0 && std::string(link, static_cast<std::size_t>(n)).find("memfd:by-fd") != std::string::npos) memfd = i;
+  }
+  ASSERT_GE(memfd, 0);
+  const int passed = ::dup(memfd);  // as if received over a UNIX socket
+  a.close();  // the last close marks it clean; the passed descriptor keeps it alive
+  MappedHeap b = MappedHeap::open(HeapOptions::from_fd(passed));
+  ASSERT_NE(b.find<int>("x"), nullptr);
+  EXPECT_EQ(*b.find<int>("x"), 5);
+  EXPECT_FALSE(b.open_report().recovered);
+  b.close();
+  ::close(passed);
+}
+
+// ---------------------------------------------------------------- many processes
+
+TEST(MappedHeapProcesses, ProcessesAllocateAndConstructAtOnce) {
+  TempDir dir;
+  const std::string path = dir.file("shared.heap");
+  {
+    MappedHeap h = MappedHeap::open(HeapOptions::file(path, HeapMode::create).with_size(32 * kMiB, kMiB * 1024));
+    h.construct<std::atomic<int>>("started")(0);
+  }
+  constexpr int kProcs = 6;
+  std::vector<pid_t> kids;
+  for (int c = 0; c < kProcs; ++c) {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      int rc = 0;
+      try {
+        MappedHeap h = MappedHeap::open(HeapOptions::file(path, HeapMode::open));
+        auto* started = h.find<std::atomic<int>>("started");
+        started->fetch_add(1);
+        while (started->load() < kProcs) std::this_thread::yield();  // all at once
+        std::mt19937 rng(static_cast<unsigned>(c));
+        std::vector<void*> mine;
+        for (int i = 0; i < 20000; ++i) {
+          if (mine.size() < 200 || rng() % 2) {
+            const std::size_t n = rng() % 8 == 0 ? 40000 + rng() % 200000 : 1 + rng() % 2000;
+            void* p = h.allocate(n);
+            if (p == nullptr) { rc = 2; break; }
+            std::memset(p, c, std::min<std::size_t>(n, 64));
+            mine.push_back(p);
+          } else {
+            const std::size_t k = rng() % mine.size();
+            if (static_cast<unsigned char*>(mine[k])[0] != c) { rc = 3; break; }
+            h.deallocate(mine[k]);
+            mine[k] = mine.back();
+            mine.pop_back();
+          }
+          if (i % 500 == 0) h.construct<int>("c" + std::to_string(c) + "-" + std::to_string(i))(i);
+          if (i % 1000 == 500) h.destroy<int>("c" + std::to_string(c) + "-" + std::to_string(i - 500));
+        }
+        for (void* p : mine) h.deallocate(p);
+        // Every name of this child's is findable from here too.
+        if (h.find<int>("c" + std::to_string(c) + "-19500") == nullptr) rc = 4;
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "child %d: %s\n", c, e.what());
+        rc = 5;
+      }
+      ::_exit(rc);
+    }
+    kids.push_back(pid);
+  }
+  for (pid_t k : kids) EXPECT_EQ(test::wait_child(k), 0);
+  MappedHeap h = MappedHeap::open(HeapOptions::file(path, HeapMode::open));
+  EXPECT_FALSE(h.open_report().recovered);
+  const HeapCheck c = h.check();
+  EXPECT_TRUE(c.ok) << c.message;
+  // 40 constructed per child, 20 destroyed: 20 left each, plus "started".
+  EXPECT_EQ(h.names().size(), 1u + kProcs * 20u);
+}
+
+TEST(MappedHeapProcesses, ExecedProcessOpensTheHeap) {
+  TempDir dir;
+  const std::string path = dir.file("exec.heap");
+  {
+    MappedHeap h = MappedHeap::open(HeapOptions::file(path, HeapMode::create).with_size(16 * kMiB));
+    h.construct<int>("answer")(41);
+  }
+  // A fresh program image (no inherited state): this test binary, told by
+  // the environment to bump "answer" and exit.
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::setenv("MAPHEAP_TEST_EXEC_HEAP", path.c_str(), 1);
+    char self[4096];
+    const ssize_t n = ::readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n <= 0) ::_exit(90);
+    self[n] = '\0';
+    ::execl(self, self, "--gtest_filter=MappedHeapProcesses.ExecChild", static_cast<char*>(nullptr));
+    ::_exit(91);
+  }
+  ASSERT_EQ(test::wait_child(pid), 0);
+  MappedHeap h = MappedHeap::open(HeapOptions::file(path, HeapMode::open));
+  EXPECT_EQ(*h.find<int>("answer"), 42);
+  EXPECT_TRUE(h.check().ok);
+}
+
+TEST(MappedHeapProcesses, ExecChild) {
+  const char* path = std::getenv("MAPHEAP_TEST_EXEC_HEAP");
+  if (path == nullptr) GTEST_SKIP() << "run by ExecedProcessOpensTheHeap";
+  MappedHeap h = MappedHeap::open(HeapOptions::file(path, HeapMode::open));
+  int* a = h.find<int>("answer");
+  ASSERT_NE(a, nullptr);
+  *a += 1;
+}
+
+// ---------------------------------------------------------------- crashes
+
+// A child that allocates, frees and constructs until it is killed.
+[[noreturn]] void churn(MappedHeap& h, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::vector<void*> mine;
+  for (long i = 0;; ++i) {
+    const unsigned op = rng() % 16;
+    if (op < 8 || mine.empty()) {
+      const std::size_t n = rng() % 10 == 0 ? 33000 + rng() % 3000000 : 1 + rng() % 3000;
+      if (void* p = h.allocate(n)) mine.push_back(p);
+    } else if (op < 14) {
+      const std::size_t k = rng() % mine.size();
+      h.deallocate(mine[k]);
+      mine[k] = mine.back();
+      mine.pop_back();
+    } else if (op == 14) {
+      h.find_or_construct<long>("k" + std::to_string(rng() % 64))(i);
+    } else {
+      (void)h.destroy<long>("k" + std::to_string(rng() % 64));
+    }
+    if (mine.size() > 400) {
+      for (void* p : mine) h.deallocate(p);
+      mine.clear();
+    }
+  }
+}
+
+int kill_rounds() {
+  const char* s = std::getenv("MAPHEAP_KILL_ROUNDS");
+  return s != nullptr ? std::atoi(s) : 200;
+}
+
+// The child opens the heap itself, so every reopen after its death is by a
+// process alone: recovery runs at open.
+TEST(MappedHeapCrash, KillLoopRecoversAtReopen) {
+  TempDir dir;
+  const std::string path = dir.file("kill.heap");
+  MappedHeap::open(HeapOptions::file(path, HeapMode::create).with_size(32 * kMiB, kMiB * 1024)).close();
+  std::mt19937 rng(7);
+  int recovered = 0, rolled = 0;
+  for (int round = 0; round < kill_rounds(); ++round) {
+    int ready[2];
+    ASSERT_EQ(::pipe(ready), 0);
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      ::close(ready[0]);
+      MappedHeap h = MappedHeap::open(HeapOptions::file(path, HeapMode::open));
+      (void)!::write(ready[1], "x", 1);
+      churn(h, static_cast<unsigned>(round));
+    }
+    ::close(ready[1]);
+    char c;
+    ASSERT_EQ(::read(ready[0], &c, 1), 1) << "round " << round << ": the child did not open the heap";
+    ::close(ready[0]);
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 3000));
+    ::kill(pid, SIGKILL);
+    ASSERT_EQ(test::wait_child(pid), 128 + SIGKILL);
+    MappedHeap h = MappedHeap::open(HeapOptions::file(path, HeapMode::open));
+    ASSERT_TRUE(h.open_report().recovered) << "round " << round;
+    recovered += 1;
+    rolled += h.open_report().rolled_back > 0;
+    const HeapCheck chk = h.check();
+    ASSERT_TRUE(chk.ok) << "round " << round << ": " << chk.message;
+    // Still a working heap.
+    void* p = h.allocate(100);
+    ASSERT_NE(p, nullptr);
+    h.deallocate(p);
+  }
+  EXPECT_EQ(recovered, kill_rounds());
+  std::printf("kill loop: %d rounds, %d with a critical section taken back\n", recovered, rolled);
+}
+
+// The parent keeps the heap open and allocating while children die: the
+// survivors take the dead holder's lock (EOWNERDEAD) and carry on.
+TEST(MappedHeapCrash, SurvivorsKeepAllocatingWhileOthersDie) {
+  TempDir dir;
+  const std::string path = dir.file("survive.heap");
+  MappedHeap h = MappedHeap::open(HeapOptions::file(path, HeapMode::create).with_size(32 * kMiB, kMiB * 1024));
+  std::mt19937 rng(11);
+  for (int round = 0; round < kill_rounds() / 4; ++round) {
+    const pid_t pid = ::fork();
+    if (pid == 0) churn(h, static_cast<unsigned>(round) + 1000);
+    // Meanwhile this process allocates too.
+    std::vector<void*> mine;
+    const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(rng() % 4000);
+    while (std::chrono::steady_clock::now() < until) {
+      void* p = h.allocate(rng() % 4 == 0 ? 40000 : 64);
+      ASSERT_NE(p, nullptr);
+      mine.push_back(p);
+    }
+    ::kill(pid, SIGKILL);
+    ASSERT_EQ(test::wait_child(pid), 128 + SIGKILL);
+    for (void* p : mine) h.deallocate(p);
+    h.find_or_construct<int>("survivor")(1);  // the directory lock too
+    const HeapCheck chk = h.check();
+    ASSERT_TRUE(chk.ok) << "round " << round << ": " << chk.message;
+  }
+}
+
+// Death at every journaled store of a run of operations: the next open
+// rolls the section back and every invariant holds.
+TEST(MappedHeapCrash, DeathAtEveryStoreOfASectionIsTakenBack) {
+  TempDir dir;
+  const std::string path = dir.file("points.heap");
+  MappedHeap::open(HeapOptions::file(path, HeapMode::create).with_size(16 * kMiB, 256 * kMiB)).close();
+  int died = 0;
+  for (long n = 0; n < 600; n += 1 + n / 40) {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      MappedHeap h = MappedHeap::open(HeapOptions::file(path, HeapMode::open));
+      core::Journal::die_at_store(n);
+      std::vector<void*> v;
+      for (int i = 0; i < 300; ++i) v.push_back(h.allocate(i % 5 == 0 ? 70000 : 24 + 8 * i));
+      h.construct<int>("point-" + std::to_string(n))(1);
+      for (void* p : v) h.deallocate(p);
+      (void)h.destroy<int>("point-" + std::to_string(n));
+      core::Journal::die_at_store(-1);
+      ::_exit(0);
+    }
+    const int rc = test::wait_child(pid);
+    ASSERT_TRUE(rc == 86 || rc == 0) << rc;
+    died += rc == 86;
+    MappedHeap h = MappedHeap::open(HeapOptions::file(path, HeapMode::open));
+    const HeapCheck chk = h.check();
+    ASSERT_TRUE(chk.ok) << "death at store " << n << ": " << chk.message;
+  }
+  EXPECT_GT(died, 20);
+}
+
+// ---------------------------------------------------------------- modes
+
+TEST(MappedHeapModes, ReadOnlyAndCopyOnWrite) {
+  TempDir dir;
+  const std::string path = dir.file("modes.heap");
+  {
+    MappedHeap h = MappedHeap::open(HeapOptions::file(path, HeapMode::create).with_size(16 * kMiB));
+    h.construct<int>("v")(1);
+  }
+  {
+    MappedHeap r = MappedHeap::open(HeapOptions::file(path, HeapMode::read_only));
+    ASSERT_NE(r.find<int>("v"), nullptr);
+    EXPECT_EQ(*r.find<int>("v"), 1);
+    EXPECT_EQ(r.allocate(10), nullptr);
+    EXPECT_THROW(r.construct<int>("w")(2), error);
+    EXPECT_TRUE(r.check().ok);
+  }
+  {
+    MappedHeap c = MappedHeap::open(HeapOptions::file(path, HeapMode::copy_on_write));
+    *c.find<int>("v") = 99;
+    c.construct<int>("private")(3);
+    EXPECT_NE(c.allocate(1000), nullptr);
+    EXPECT_TRUE(c.check().ok);
+  }
+  MappedHeap h = MappedHeap::open(HeapOptions::file(path, HeapMode::open));
+  EXPECT_EQ(*h.find<int>("v"), 1) << "a copy-on-write view never writes back";
+  EXPECT_EQ(h.find<int>("private"), nullptr);
+}
+
+TEST(MappedHeapModes, FilesAre0600AndSymlinksAreRefused) {
+  TempDir dir;
+  const std::string path = dir.file("perm.heap");
+  MappedHeap::open(HeapOptions::file(path, HeapMode::create).with_size(16 * kMiB)).close();
+  struct stat st {};
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  const std::string link = dir.file("link.heap");
+  ASSERT_EQ(::symlink(path.c_str(), link.c_str()), 0);
+  auto r = MappedHeap::try_open(HeapOptions::file(link, HeapMode::open));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(std::string(r.err().what()).find("link.heap"), std::string::npos) << r.err().what();
+  HeapOptions follow = HeapOptions::file(link, HeapMode::open);
+  follow.follow_symlinks = true;
+  EXPECT_TRUE(MappedHeap::try_open(follow).ok());
+  EXPECT_FALSE(MappedHeap::try_open(HeapOptions::file(dir.file("new.heap"), HeapMode::open)).ok());
+  EXPECT_FALSE(MappedHeap::try_open(HeapOptions::file(path, HeapMode::create)).ok()) << "exists";
+}
+
+// ---------------------------------------------------------------- snapshot
+
+TEST(MappedHeapSnapshot, ACopyTakenWhileOpenOpensAsAHeap) {
+  TempDir dir;
+  const std::string path = dir.file("live.heap"), snap = dir.file("snap.heap");
+  MappedHeap h = MappedHeap::open(HeapOptions::file(path, HeapMode::create).with_size(32 * kMiB, kMiB * 1024));
+  for (int i = 0; i < 100; ++i) h.construct<int>("s" + std::to_string(i))(i);
+  std::vector<void*> cached;
+  for (int i = 0; i < 1000; ++i) cached.push_back(h.allocate(48));
+  for (void* p : cached) h.deallocate(p);  // objects in the caches
+  h.snapshot(snap);
+  *h.find<int>("s5") = 500;  // after the snapshot: not in it
+  EXPECT_THROW(h.snapshot(snap), error) << "an existing destination is refused";
+  MappedHeap s = MappedHeap::open(HeapOptions::file(snap, HeapMode::open));
+  EXPECT_TRUE(s.open_report().recovered);
+  EXPECT_EQ(*s.find<int>("s5"), 5);
+  EXPECT_EQ(s.names().size(), 100u);
+  const HeapCheck chk = s.check();
+  EXPECT_TRUE(chk.ok) << chk.message;
+  EXPECT_NE(s.allocate(48), nullptr);
+}
+
+// ---------------------------------------------------------------- untrusted files
+
+class BadFiles : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    path_ = dir_.file("victim.heap");
+    MappedHeap h = MappedHeap::open(HeapOptions::file(path_, HeapMode::create).with_size(16 * kMiB));
+    h.construct<int>("x")(1);
+  }
+  void patch(std::size_t off, const void* bytes, std::size_t n) {
+    const int fd = ::open(path_.c_str(), O_RDWR);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::pwrite(fd, bytes, n, static_cast<off_t>(off)), static_cast<ssize_t>(n));
+    ::close(fd);
+  }
+  heap::HeapHeader header() {
+    heap::HeapHeader h;
+    const int fd = ::open(path_.c_str(), O_RDONLY);
+    EXPECT_EQ(::pread(fd, &h, sizeof(h), 0), static_cast<ssize_t>(sizeof(h)));
+    ::close(fd);
+    return h;
+  }
+  // Opening must fail with a message naming the file and containing `why`.
+  void expect_refused(const std::string& why) {
+    for (HeapMode m : {HeapMode::open, HeapMode::read_only}) {
+      auto r = MappedHeap::try_open(HeapOptions::file(path_, m));
+      ASSERT_FALSE(r.ok()) << "opened a bad file (" << why << ")";
+      const std::string msg = r.err().what();
+      EXPECT_NE(msg.find(path_), std::string::npos) << msg;
+      EXPECT_NE(msg.find(why), std::string::npos) << msg;
+    }
+  }
+  TempDir dir_;
+  std::string path_;
+};
+
+TEST_F(BadFiles, Truncated) {
+  ASSERT_EQ(::truncate(path_.c_str(), 1000), 0);
+  expect_refused("truncated");
+}
+TEST_F(BadFiles, TruncatedInsideTheAllocator) {
+  ASSERT_EQ(::truncate(path_.c_str(), static_cast<off_t>(header().engine_offset + 4096)), 0);
+  expect_refused("truncated");
+}
+TEST_F(BadFiles, Foreign) {
+  const char elf[] = "\x7f" "ELF\x02\x01\x01 not a heap at all, but long enough";
+  patch(0, elf, sizeof(elf));
+  expect_refused("not a mapheap heap");
+}
+TEST_F(BadFiles, Empty) {
+  std::vector<char> zeros(4096, 0);
+  patch(0, zeros.data(), zeros.size());
+  expect_refused("not a mapheap heap");
+}
+TEST_F(BadFiles, FutureVersion) {
+  heap::HeapHeader h = header();
+  h.version = heap::kHeapVersion + 1;
+  h.checksum = heap::header_checksum(h);
+  patch(0, &h, offsetof(heap::HeapHeader, clean));
+  expect_refused("newer mapheap");
+}
+TEST_F(BadFiles, UnknownIncompatibleFeature) {
+  heap::HeapHeader h = header();
+  h.incompat |= std::uint64_t{1} << 40;
+  h.checksum = heap::header_checksum(h);
+  patch(0, &h, offsetof(heap::HeapHeader, clean));
+  expect_refused("features");
+}
+TEST_F(BadFiles, CorruptHeaderByte) {
+  heap::HeapHeader h = header();
+  h.region_bytes ^= 0x1000;
+  patch(0, &h, offsetof(heap::HeapHeader, checksum));
+  expect_refused("checksum");
+}
+TEST_F(BadFiles, CorruptZoneHeader) {
+  const std::uint64_t junk = 0x1234567890abcdefull;
+  patch(header().engine_offset, &junk, sizeof(junk));
+  expect_refused("corrupt allocator metadata");
+}
+TEST_F(BadFiles, CorruptDirectoryIsReportedNotFollowed) {
+  heap::HeapHeader h = header();
+  const std::uint64_t far = h.region_bytes - 64;  // beyond the committed part
+  patch(offsetof(heap::HeapHeader, directory), &far, sizeof(far));
+  MappedHeap m = MappedHeap::open(HeapOptions::file(path_, HeapMode::open));
+  try {
+    (void)m.find<int>("x");
+    ADD_FAILURE() << "followed a directory offset outside the heap";
+  } catch (const error& e) {
+    EXPECT_NE(std::string(e.what()).find("directory"), std::string::npos) << e.what();
+  }
+  const HeapCheck c = m.check();
+  EXPECT_FALSE(c.ok);
+  EXPECT_NE(c.message.find("directory"), std::string::npos) << c.message;
+}
+TEST_F(BadFiles, RandomGarbageNeverCrashes) {
+  std::mt19937 rng(3);
+  const heap::HeapHeader good = header();
+  for (int i = 0; i < 50; ++i) {
+    // A good heap, then a random stretch of its metadata damaged.
+    fs::remove(path_);
+    SetUp();
+    std::vector<unsigned char> junk(64 + rng() % 512);
+    for (auto& b : junk) b = static_cast<unsigned char>(rng());
+    const std::size_t at = good.engine_offset + rng() % (2 * 4096 * 8);
+    patch(at, junk.data(), junk.size());
+    auto r = MappedHeap::try_open(HeapOptions::file(path_, HeapMode::open));
+    if (r.ok()) (void)r.value().check();  // an error or a report, never a crash
+  }
+}
+
+}  // namespace
+}  // namespace mapheap
