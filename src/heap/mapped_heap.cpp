@@ -994,10 +994,118 @@ std::vector<PageRun> MappedHeap::page_runs() const {
   return runs;
 }
 
+// Mark and sweep from the named objects. Blocks are enumerated from the
+// page map (large runs; slab objects carved, not on their free list and not
+// in a cache); a block is reachable if a named object's block, or a word of
+// a reachable block read as a self-relative offset (offset_ptr's encoding),
+// points into it. Conservative: a word that happens to look like such an
+// offset keeps its target alive, never the reverse.
 GcReport MappedHeap::gc() {
   Impl& m = *impl_;
-  if (!m.writable) m.fail(EROFS, "opened read-only: gc needs a writable heap");
-  return {};  // replaced below
+  if (!m.writable || !m.shared) m.fail(EROFS, "gc needs a heap opened read-write and shared");
+  if (m.lock_fd >= 0) {
+    auto others = pal::range_locked_by_others(m.lock_fd, kPresenceByte, 1);
+    if (!others.ok()) m.fail(others.error().code, "cannot tell who has it open: " + describe(others.error()));
+    if (others.value()) m.fail(EBUSY, "other processes have it open: gc needs it alone (see `mapheap stat`)");
+  }
+  (void)m.engine.trim();  // cached objects back to their slabs (those left are skipped below)
+
+  struct Block {
+    std::uint64_t off;
+    std::uint64_t bytes;
+    bool marked;
+  };
+  std::vector<Block> blocks;
+  std::vector<void*> garbage;
+  GcReport rep;
+  {
+    DirGuard d(m.dir_lock);
+    core::LockGuard<heap::RegionLock> z(m.engine.lock_policy());
+    page::Buddy& zone = m.engine.zone();
+    const std::uint64_t eoff = m.hdr->engine_offset;
+    const std::uint64_t page = zone.header().page_size;
+    // Objects still cached (CPUs this thread may not run on) are free.
+    std::vector<std::uint64_t> cached;
+    const cache::FrontCache& fc = m.engine.front_cache();
+    for (std::uint32_t s = 0; s < fc.array_slots(); ++s)
+      for (unsigned cls = 0; cls < slab::kClassCount; ++cls) {
+        const cache::ClassArray* a = fc.array(s, cls);
+        const std::uint64_t n = std::min<std::uint64_t>(a->word & 0xffff, cache::class_capacity(cls));
+        for (std::uint64_t i = 0; i < n; ++i) cached.push_back(eoff + a->items[i]);
+      }
+    std::sort(cached.begin(), cached.end());
+    const std::uint32_t root = zone.header().root, cache_run = m.engine.slabs().cache_run();
+    std::uint64_t live[slab::kMaxSlabObjects / 64];
+    for (std::uint32_t i = zone.first_page(); i < zone.end_page();) {
+      const page::PageDesc& pd = zone.desc(page::PageIndex(i));
+      std::uint64_t n = 1;
+      if (pd.state == page::PageState::free || pd.state == page::PageState::isolated) {
+        n = std::uint64_t{1} << pd.order;
+      } else if (pd.state == page::PageState::large) {
+        n = pd.run == 0 ? 1 : pd.run;
+        if (i != root && i != cache_run) blocks.push_back({eoff + std::uint64_t{i} * page, n * page, false});
+      } else if (pd.state == page::PageState::slab) {
+        n = pd.run == 0 ? 1 : pd.run;
+        const unsigned cls = pd.slab_class;
+        if (cls < slab::kClassCount && m.engine.slabs().live_objects(i, live) != 0) {
+          const std::uint64_t size = slab::class_size(cls);
+          for (std::uint32_t k = 0; k < slab::kMaxSlabObjects; ++k)
+            if (live[k / 64] & (std::uint64_t{1} << (k % 64))) {
+              const std::uint64_t off = eoff + std::uint64_t{i} * page + k * size;
+              if (!std::binary_search(cached.begin(), cached.end(), off)) blocks.push_back({off, size, false});
+            }
+        }
+      }
+      i = static_cast<std::uint32_t>(std::min<std::uint64_t>(i + n, zone.end_page()));
+    }
+    std::sort(blocks.begin(), blocks.end(), [](const Block& a, const Block& b) { return a.off < b.off; });
+    auto find = [&](std::uint64_t off) -> Block* {
+      auto it = std::upper_bound(blocks.begin(), blocks.end(), off,
+                                 [](std::uint64_t o, const Block& b) { return o < b.off; });
+      if (it == blocks.begin()) return nullptr;
+      --it;
+      return off < it->off + it->bytes ? &*it : nullptr;
+    };
+    std::vector<Block*> work;
+    auto mark = [&](std::uint64_t off) {
+      if (Block* b = find(off); b != nullptr && !b->marked) {
+        b->marked = true;
+        work.push_back(b);
+      }
+    };
+    if (const DirTable* t = m.table()) {
+      mark(m.hdr->directory);
+      for (std::uint32_t i = 0; i < t->capacity; ++i)
+        if (t->entries[i].state == DirState::live) {
+          mark(t->entries[i].strings);
+          mark(t->entries[i].object);
+        }
+    }
+    const std::uint64_t end = eoff + zone.committed_bytes();
+    while (!work.empty()) {
+      const Block* b = work.back();
+      work.pop_back();
+      const std::byte* p = m.base() + b->off;
+      for (std::uint64_t w = 0; w + 8 <= b->bytes; w += 8) {
+        std::int64_t v;
+        std::memcpy(&v, p + w, 8);
+        if (v == 0 || v == 1) continue;  // offset_ptr's null, or a pointer to itself
+        const std::uint64_t target = b->off + w + static_cast<std::uint64_t>(v);
+        if (target >= eoff && target < end) mark(target);
+      }
+    }
+    for (const Block& b : blocks) {
+      if (b.marked) {
+        rep.live_blocks += 1;
+      } else {
+        rep.freed_blocks += 1;
+        rep.freed_bytes += b.bytes;
+        garbage.push_back(m.base() + b.off);
+      }
+    }
+  }
+  for (void* p : garbage) m.engine.deallocate(p);
+  return rep;
 }
 
 }  // namespace mapheap

@@ -1,6 +1,8 @@
 // slab/slab.cpp — carving, freeing and moving slabs between their lists.
 #include "slab/slab.hpp"
 
+#include <algorithm>
+
 #include "core/journal.hpp"
 
 #include <bit>
@@ -311,6 +313,28 @@ bool SlabHeap::on_free_list(std::uint32_t head, std::uint32_t off) const noexcep
     f = load_link(run_base(head) + f);
   }
   return false;
+}
+
+std::uint32_t SlabHeap::live_objects(std::uint32_t head, std::uint64_t* live) const noexcept {
+  const PageDesc& d = zone_->desc(PageIndex(head));
+  if (d.state != PageState::slab || d.slab_class >= kClassCount) return 0;
+  const unsigned cls = d.slab_class;
+  const std::uint32_t carved =
+      std::min<std::uint32_t>({d.slab_carved, objects_of(cls), kMaxSlabObjects});
+  for (std::uint32_t w = 0; w < kMaxSlabObjects / 64; ++w) live[w] = 0;
+  for (std::uint32_t i = 0; i < carved; ++i) live[i / 64] |= std::uint64_t{1} << (i % 64);
+  std::uint32_t n = carved, steps = 0;
+  for (std::uint32_t f = d.slab_free; f != kNone && steps < carved; ++steps) {
+    if (!valid_offset(d, cls, f)) break;  // corrupt: check() names it
+    const std::uint32_t i = object_index(static_cast<ClassIndex>(cls), f);
+    const std::uint64_t bit = std::uint64_t{1} << (i % 64);
+    if ((live[i / 64] & bit) != 0) {
+      live[i / 64] &= ~bit;
+      --n;
+    }
+    f = load_link(run_base(head) + f);
+  }
+  return n;
 }
 
 FreeStatus SlabHeap::validate(const void* p) const noexcept {

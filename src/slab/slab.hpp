@@ -74,6 +74,9 @@ struct SlabStats {
 // Empty slabs a class keeps for reuse (at least two); the rest go back to
 // the zone as soon as they empty.
 inline constexpr std::size_t kKeepEmptyBytes = 128 << 10;
+// The most objects a slab holds (class 8 in 4 KiB pages: 512; larger pages
+// hold no more, as runs cap the count in the page map's 16-bit fields).
+inline constexpr std::uint32_t kMaxSlabObjects = 8192;
 
 class SlabHeap {
  public:
@@ -109,6 +112,10 @@ class SlabHeap {
   // object: carved and not on its slab's free list, which is searched); what
   // is wrong with it otherwise. Changes nothing.
   FreeStatus validate(const void* p) const noexcept;
+  // The objects of the slab headed by `head` that are allocated (carved and
+  // not on its free list; objects in front caches count as allocated here):
+  // bit i of live[] for object i, kMaxSlabObjects bits. Returns how many.
+  std::uint32_t live_objects(std::uint32_t head, std::uint64_t* live) const noexcept;
 
   // The front caches' run, kept in the root (kNone if none).
   std::uint32_t cache_run() const noexcept { return root_->cache_run; }

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <filesystem>
@@ -523,6 +524,108 @@ TEST(MappedHeapModes, FilesAre0600AndSymlinksAreRefused) {
   EXPECT_TRUE(MappedHeap::try_open(follow).ok());
   EXPECT_FALSE(MappedHeap::try_open(HeapOptions::file(dir.file("new.heap"), HeapMode::open)).ok());
   EXPECT_FALSE(MappedHeap::try_open(HeapOptions::file(path, HeapMode::create)).ok()) << "exists";
+}
+
+// ---------------------------------------------------------------- gc
+
+// A self-relative link, stored as offset_ptr stores it (target - &link; 1 is null).
+void link_to(std::int64_t& link, const void* target) {
+  link = target == nullptr ? 1
+                           : static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(target) -
+                                                       reinterpret_cast<std::uintptr_t>(&link));
+}
+struct Node {
+  std::int64_t next;
+  std::int64_t payload;
+};
+
+TEST(MappedHeapGc, FreesWhatNoNamedObjectReaches) {
+  TempDir dir;
+  const std::string path = dir.file("gc.heap");
+  MappedHeap h = MappedHeap::open(HeapOptions::file(path, HeapMode::create).with_size(32 * kMiB));
+  auto* head = h.construct<Node>("list")();
+  link_to(head->next, nullptr);
+  Node* tail = head;
+  for (int i = 0; i < 100; ++i) {  // a list, some nodes large
+    auto* n = static_cast<Node*>(h.allocate(i % 10 == 0 ? 100000 : sizeof(Node)));
+    link_to(n->next, nullptr);
+    n->payload = i;
+    link_to(tail->next, n);
+    tail = n;
+  }
+  for (int i = 0; i < 50; ++i) ASSERT_NE(h.allocate(i % 10 == 0 ? 50000 : 40), nullptr);  // leaked
+  const GcReport r = h.gc();
+  EXPECT_EQ(r.freed_blocks, 50u);
+  // The directory table, the name block, the head and 100 nodes.
+  EXPECT_EQ(r.live_blocks, 103u);
+  const HeapCheck c = h.check();
+  EXPECT_TRUE(c.ok) << c.message;
+  int count = 0;
+  for (const Node* n = head; n->next != 1; ++count)
+    n = reinterpret_cast<const Node*>(reinterpret_cast<const std::byte*>(&n->next) + n->next);
+  EXPECT_EQ(count, 100);
+  EXPECT_EQ(h.gc().freed_blocks, 0u) << "nothing more to free";
+}
+
+TEST(MappedHeapGc, RefusedWhileAnotherProcessHasItOpen) {
+  TempDir dir;
+  const std::string path = dir.file("busy.heap");
+  MappedHeap h = MappedHeap::open(HeapOptions::file(path, HeapMode::create).with_size(16 * kMiB));
+  int go[2], done[2];
+  ASSERT_EQ(::pipe(go), 0);
+  ASSERT_EQ(::pipe(done), 0);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    MappedHeap other = MappedHeap::open(HeapOptions::file(path, HeapMode::open));
+    (void)!::write(go[1], "x", 1);
+    char c;
+    (void)!::read(done[0], &c, 1);
+    ::_exit(0);
+  }
+  char c;
+  ASSERT_EQ(::read(go[0], &c, 1), 1);
+  try {
+    (void)h.gc();
+    ADD_FAILURE() << "gc ran with another process attached";
+  } catch (const error& e) {
+    EXPECT_EQ(e.code().value(), EBUSY);
+    EXPECT_NE(std::string(e.what()).find("other processes"), std::string::npos) << e.what();
+  }
+  (void)!::write(done[1], "x", 1);
+  EXPECT_EQ(test::wait_child(pid), 0);
+  // The child left without closing: listed, and known to be gone.
+  const auto procs = h.stats().processes;
+  ASSERT_EQ(procs.size(), 2u);
+  EXPECT_EQ(std::count_if(procs.begin(), procs.end(), [](const ProcessInfo& p) { return p.alive; }), 1);
+  EXPECT_NO_THROW((void)h.gc());
+}
+
+TEST(MappedHeapGc, ReclaimsWhatKilledProcessesLeaked) {
+  TempDir dir;
+  const std::string path = dir.file("leaks.heap");
+  {
+    MappedHeap h = MappedHeap::open(HeapOptions::file(path, HeapMode::create).with_size(32 * kMiB, kMiB * 1024));
+    h.construct<int>("keep")(1);
+  }
+  for (int round = 0; round < 20; ++round) {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      MappedHeap h = MappedHeap::open(HeapOptions::file(path, HeapMode::open));
+      churn(h, static_cast<unsigned>(round) + 77);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2 + round % 5));
+    ::kill(pid, SIGKILL);
+    ASSERT_EQ(test::wait_child(pid), 128 + SIGKILL);
+  }
+  MappedHeap h = MappedHeap::open(HeapOptions::file(path, HeapMode::open));
+  EXPECT_TRUE(h.open_report().recovered);
+  const std::uint64_t used_before = h.stats().used_bytes;
+  const GcReport r = h.gc();
+  EXPECT_GT(r.freed_blocks, 0u) << "the churners' blocks were never named";
+  EXPECT_LT(h.stats().used_bytes, used_before);
+  ASSERT_NE(h.find<int>("keep"), nullptr);
+  const HeapCheck c = h.check();
+  EXPECT_TRUE(c.ok) << c.message;
 }
 
 // ---------------------------------------------------------------- snapshot
