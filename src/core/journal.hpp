@@ -106,15 +106,18 @@ class Journal {
   }
 
   // Takes back the section in the journal. Entries that do not lie inside
-  // the region (a corrupt journal) are skipped and counted in *bad.
-  std::uint32_t rollback(std::uint32_t* bad = nullptr) noexcept {
+  // the first `bound` bytes of the region (default: all of it) are skipped
+  // and counted in *bad: a journal read from a file is untrusted, and a
+  // store past the file's end would be a SIGBUS.
+  std::uint32_t rollback(std::uint32_t* bad = nullptr, std::uint64_t bound = 0) noexcept {
+    const std::uint64_t limit = bound == 0 || bound > region_ ? region_ : bound;
     std::uint32_t n = area_->count.load(std::memory_order_acquire);
     if (n > area_->capacity) n = area_->capacity;
     std::uint32_t skipped = 0;
     for (std::uint32_t i = n; i-- > 0;) {
       const JournalEntry& e = area_->entries[i];
-      if (e.length == 0 || e.length > sizeof(e.data) || e.offset > region_ ||
-          region_ - e.offset < e.length) {
+      if (e.length == 0 || e.length > sizeof(e.data) || e.offset > limit ||
+          limit - e.offset < e.length) {
         ++skipped;
         continue;
       }

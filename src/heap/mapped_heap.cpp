@@ -323,8 +323,12 @@ struct MappedHeap::Impl {
   // half-done. O(metadata): journals, the page map once, the thread slots.
   void recover(bool untrusted_caches) {
     std::uint32_t bad = 0;
-    report.rolled_back += zone_journal.rollback(&bad);
-    report.rolled_back += dir_journal.rollback(&bad);
+    // The journals come from the file: entries are bounded by its size.
+    report.rolled_back += zone_journal.rollback(&bad, map.size());
+    report.rolled_back += dir_journal.rollback(&bad, map.size());
+    // A corrupt journal may have written anywhere in the file, the header included.
+    if (std::string why = heap::validate_header(*hdr, map.size(), false); !why.empty())
+      fail(EINVAL, "after its journals were rolled back: " + why);
     init_mutexes();  // a dead holder (from before a reboot, even) holds nothing now
     attach_engine();
     if (untrusted_caches) scrub_caches();

@@ -23,6 +23,8 @@ void add_info(CLI::App& app, int& exit_code);
 void add_bench_io(CLI::App& bench, int& exit_code);
 void add_run(CLI::App& app, int& exit_code);
 void add_bench_malloc(CLI::App& bench, int& exit_code);
+// stat, ls, check, recover, gc, snapshot, map: the commands that open a mapped heap.
+void add_heap(CLI::App& app, int& exit_code);
 
 // A file the CLI runs or preloads: `given`, else $env_name, else one of the
 // `installed` paths relative to the prefix this executable is installed in,

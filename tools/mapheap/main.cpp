@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
 
   mapheap::cli::add_info(app, exit_code);
   mapheap::cli::add_run(app, exit_code);
+  mapheap::cli::add_heap(app, exit_code);
   CLI::App* bench = app.add_subcommand("bench", "Measure mapheap against its peers");
   bench->require_subcommand(1);
   mapheap::cli::add_bench_io(*bench, exit_code);
