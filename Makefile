@@ -4,7 +4,7 @@
 JOBS ?= $(shell nproc)
 BUILD := build
 
-.PHONY: all deps demo test test-dev test-asan tsan bench fuzz release format clean
+.PHONY: all deps demo test test-dev test-asan tsan stress bench fuzz release format clean
 
 all: release
 
@@ -40,6 +40,12 @@ test-asan:
 tsan: deps
 	$(call preset,tsan)
 	@ctest --preset tsan
+
+# The mapped heap's kill loop, longer than in `make test` (KILL_ROUNDS rounds).
+KILL_ROUNDS ?= 2000
+stress:
+	$(call preset,dev)
+	@MAPHEAP_KILL_ROUNDS=$(KILL_ROUNDS) build/dev/tests/mapped_heap_test --gtest_filter='MappedHeapCrash.*'
 
 # Side-by-side measurements; results are written up in docs/BENCHMARKS.md.
 bench: release

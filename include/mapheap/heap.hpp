@@ -85,6 +85,12 @@ struct HeapCheck {
   std::string message;  // the first violation, "" when ok
 };
 
+// Which offset_ptrs keep a block alive in gc(): those to its first byte
+// (what containers hold: vector's begin, string's data, node links), or
+// also those into its middle (safe for any data, but small integers then
+// look like pointers to neighbouring blocks and keep them too).
+enum class GcPointers : std::uint8_t { start, interior };
+
 struct GcReport {
   std::uint64_t live_blocks = 0;   // reachable from the named objects
   std::uint64_t freed_blocks = 0;  // unreachable: given back
@@ -115,6 +121,12 @@ struct HeapStats {
   std::string slabinfo;   // /proc/slabinfo style
   std::string json;       // the engine's statistics as JSON
   std::vector<ProcessInfo> processes;  // processes that have the heap open
+  // The undo journals (docs/design/crash.md): critical sections committed
+  // and taken back, and the most entries one section needed, ever.
+  std::uint64_t journal_sections = 0;
+  std::uint64_t journal_rollbacks = 0;
+  std::uint64_t journal_high_water = 0;
+  std::uint64_t journal_capacity = 0;
 };
 
 // One page of the picture `mapheap map` draws.
@@ -233,9 +245,9 @@ class MappedHeap {
   void snapshot(const std::string& dest);
   HeapCheck check() const;  // every invariant (quiescent heap: no allocation meanwhile)
   // Frees every block unreachable from the named objects (following
-  // offset_ptrs conservatively). Only with no other process attached and no
-  // unnamed block held by this one.
-  GcReport gc();
+  // offset_ptrs conservatively; docs/design/crash.md). Only with no other
+  // process attached and no unnamed block held by this one.
+  GcReport gc(GcPointers pointers = GcPointers::start);
   void trim() noexcept;  // drains the caches, returns free pages to the OS
   HeapStats stats() const;
   std::vector<PageRun> page_runs() const;  // the page map, run by run, for pictures

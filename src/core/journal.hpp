@@ -51,7 +51,8 @@ struct JournalArea {
   std::uint32_t capacity;            // entries that fit
   std::uint64_t sections;            // critical sections committed (statistics)
   std::uint64_t rollbacks;           // critical sections taken back
-  std::uint64_t reserved[5];
+  std::uint64_t high_water;          // the most entries one section needed
+  std::uint64_t reserved[4];
   JournalEntry entries[1];  // capacity of them
 
   static constexpr std::size_t bytes_for(std::uint32_t capacity) noexcept {
@@ -72,6 +73,7 @@ class Journal {
     area_->capacity = capacity;
     area_->sections = 0;
     area_->rollbacks = 0;
+    area_->high_water = 0;
     area_->count.store(0, std::memory_order_release);
   }
   bool bound() const noexcept { return area_ != nullptr; }
@@ -100,9 +102,11 @@ class Journal {
 
   void commit() noexcept {
     std::atomic_signal_fence(std::memory_order_seq_cst);
-    if (area_->count.load(std::memory_order_relaxed) == 0) return;
+    const std::uint32_t n = area_->count.load(std::memory_order_relaxed);
+    if (n == 0) return;
     area_->count.store(0, std::memory_order_release);
     area_->sections += 1;
+    if (n > area_->high_water) area_->high_water = n;
   }
 
   // Takes back the section in the journal. Entries that do not lie inside

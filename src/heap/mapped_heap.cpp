@@ -449,6 +449,14 @@ struct MappedHeap::Impl {
     }
     if (alone_possible) (void)lock(kGateByte, pal::RangeLock::unlock, true);
     opener = ::getpid();
+    // Heap pages are touched at random: no readahead (DESIGN contract 9).
+    if (opt.backing == Backing::file) {
+      try {
+        map.advise(Advice::random);
+      } catch (const error&) {
+        // advice only
+      }
+    }
   }
 
   bool still_being_created() const {
@@ -945,6 +953,12 @@ HeapStats MappedHeap::stats() const {
   buf.assign(1 << 17, '\0');
   buf.resize(std::min(buf.size() - 1, cache::render_stats_json(es, buf.data(), buf.size())));
   s.json = buf;
+  for (const core::Journal* j : {&m.zone_journal, &m.dir_journal}) {
+    s.journal_sections += j->area()->sections;
+    s.journal_rollbacks += j->area()->rollbacks;
+    s.journal_high_water = std::max<std::uint64_t>(s.journal_high_water, j->area()->high_water);
+  }
+  s.journal_capacity = m.hdr->zone_journal_entries;
   for (const auto& p : m.hdr->processes) {
     const int pid = std::atomic_ref<std::int32_t>(const_cast<std::int32_t&>(p.pid)).load(std::memory_order_acquire);
     if (pid != 0) s.processes.push_back({pid, pid_alive(pid)});
@@ -1000,11 +1014,15 @@ std::vector<PageRun> MappedHeap::page_runs() const {
 
 // Mark and sweep from the named objects. Blocks are enumerated from the
 // page map (large runs; slab objects carved, not on their free list and not
-// in a cache); a block is reachable if a named object's block, or a word of
-// a reachable block read as a self-relative offset (offset_ptr's encoding),
-// points into it. Conservative: a word that happens to look like such an
-// offset keeps its target alive, never the reverse.
-GcReport MappedHeap::gc() {
+// in a cache); a block is reachable if it is a named object's, or if a word
+// of a reachable block, read as a self-relative offset (offset_ptr's
+// encoding), points at its first byte (GcPointers::start) or anywhere in
+// it (GcPointers::interior). Conservative: a word that happens to look like
+// such an offset keeps its target alive, never the reverse. Interior
+// pointers make small integers keep their neighbours alive (a count of 40
+// stored 40 bytes before the next object "points" at it), so start is the
+// default: containers hold a pointer to the start of every block they own.
+GcReport MappedHeap::gc(GcPointers pointers) {
   Impl& m = *impl_;
   if (!m.writable || !m.shared) m.fail(EROFS, "gc needs a heap opened read-write and shared");
   if (m.lock_fd >= 0) {
@@ -1071,19 +1089,23 @@ GcReport MappedHeap::gc() {
       return off < it->off + it->bytes ? &*it : nullptr;
     };
     std::vector<Block*> work;
+    const bool interior = pointers == GcPointers::interior;
     auto mark = [&](std::uint64_t off) {
-      if (Block* b = find(off); b != nullptr && !b->marked) {
+      if (Block* b = find(off); b != nullptr && !b->marked && (interior || b->off == off)) {
         b->marked = true;
         work.push_back(b);
       }
     };
     if (const DirTable* t = m.table()) {
+      // The table and the name blocks hold offsets from the base and text,
+      // not offset_ptrs: kept, not scanned (read as self-relative offsets,
+      // they would keep random blocks alive).
       mark(m.hdr->directory);
       for (std::uint32_t i = 0; i < t->capacity; ++i)
-        if (t->entries[i].state == DirState::live) {
-          mark(t->entries[i].strings);
-          mark(t->entries[i].object);
-        }
+        if (t->entries[i].state == DirState::live) mark(t->entries[i].strings);
+      work.clear();
+      for (std::uint32_t i = 0; i < t->capacity; ++i)
+        if (t->entries[i].state == DirState::live) mark(t->entries[i].object);
     }
     const std::uint64_t end = eoff + zone.committed_bytes();
     while (!work.empty()) {

@@ -14,10 +14,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <new>
 #include <string>
 #include <vector>
 
 #include "mapheap/heap.hpp"
+#include "mapheap/offset_ptr.hpp"
 
 namespace demo {
 
@@ -27,15 +29,15 @@ struct Config {
   char name[32] = "cli test heap";
 };
 
-// Refers to the next node by its offset from the heap's base (0 ends).
+// Linked by offset_ptrs, which gc follows.
 struct Node {
-  std::uint64_t next = 0;
+  mapheap::offset_ptr<Node> next;
   std::uint64_t value = 0;
   std::array<std::byte, 48> payload{};
 };
 
 struct List {
-  std::uint64_t head = 0;
+  mapheap::offset_ptr<Node> head;
   std::uint64_t length = 0;
 };
 
@@ -85,12 +87,12 @@ int main(int argc, char** argv) {
     auto* list = h.construct<demo::List>("list")();
     for (std::size_t i = 0; i < table->size(); ++i) (*table)[i] = i * i;
 
-    // 200 nodes linked by offsets from "list".
+    // 200 nodes linked by offset_ptrs from "list".
     for (std::uint64_t i = 0; i < 200; ++i) {
-      auto* n = static_cast<demo::Node*>(must_allocate(h, sizeof(demo::Node)));
+      auto* n = new (must_allocate(h, sizeof(demo::Node))) demo::Node{};
       n->next = list->head;
       n->value = i;
-      list->head = h.offset_of(n);
+      list->head = n;
       ++list->length;
     }
     // Blocks of many sizes; every other one freed again, so that slabs are

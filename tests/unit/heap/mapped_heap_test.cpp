@@ -418,6 +418,16 @@ TEST(MappedHeapCrash, KillLoopRecoversAtReopen) {
     h.deallocate(p);
   }
   EXPECT_EQ(recovered, kill_rounds());
+  {
+    const HeapStats st = MappedHeap::open(HeapOptions::file(path, HeapMode::open)).stats();
+    EXPECT_GT(st.journal_sections, 0u);
+    EXPECT_LT(st.journal_high_water, st.journal_capacity / 4) << "sections stay far from the journal's size";
+    std::printf("journal: %llu sections, %llu taken back, at most %llu entries in one (capacity %llu)\n",
+                static_cast<unsigned long long>(st.journal_sections),
+                static_cast<unsigned long long>(st.journal_rollbacks),
+                static_cast<unsigned long long>(st.journal_high_water),
+                static_cast<unsigned long long>(st.journal_capacity));
+  }
   std::printf("kill loop: %d rounds, %d with a critical section taken back\n", recovered, rolled);
 }
 
