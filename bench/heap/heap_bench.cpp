@@ -224,7 +224,6 @@ struct Sizing {
 // that one template runs each workload on all of them.
 class MapheapArena {
  public:
-  static constexpr bool kHasAllocator = HEAP_BENCH_HAVE_MAPHEAP_ALLOCATOR != 0;
 
   static MapheapArena create(const Place& p, Sizing s) {
     return MapheapArena(mapheap::MappedHeap::open(options(p, mapheap::HeapMode::create).with_size(s.initial, s.max)));
@@ -261,7 +260,6 @@ class MapheapArena {
 template <class Segment>  // bip::managed_mapped_file or bip::managed_shared_memory
 class BoostArena {
  public:
-  static constexpr bool kHasAllocator = true;
 
   static BoostArena create(const Place& p, Sizing s) { return BoostArena(Segment(bip::create_only, p.name.c_str(), s.max)); }
   static BoostArena open(const Place& p) { return BoostArena(Segment(bip::open_only, p.name.c_str())); }
@@ -292,7 +290,6 @@ class BoostArena {
 // never freed: the worker process exits right after.
 class MallocArena {
  public:
-  static constexpr bool kHasAllocator = true;
 
   static MallocArena create(const Place&, Sizing) { return {}; }
   static MallocArena open(const Place&) { return {}; }
@@ -579,32 +576,28 @@ using Vector = std::vector<T, A>;
 
 template <class Arena>
 Report graph_worker(const Place& place, Sizing sizing, const Graph& g) {
-  if constexpr (!Arena::kHasAllocator) {
-    fail("mapheap/allocator.hpp does not exist yet");
-  } else {
-    using Inner = Vector<std::uint32_t, typename Arena::template allocator<std::uint32_t>>;
-    using Outer = Vector<Inner, typename Arena::template allocator<Inner>>;
-    Arena arena = Arena::create(place, sizing);
-    const auto alloc = arena.template make_allocator<std::uint32_t>();
-    Report rep;
-    rep.start_ns = now_ns();
-    Outer* adj = arena.template construct<Outer>("graph", typename Outer::allocator_type(alloc));
-    if (adj == nullptr) fail("cannot construct the graph's vector");
-    adj->reserve(g.vertices);
-    for (std::uint32_t v = 0; v < g.vertices; ++v) adj->emplace_back(alloc);
-    const std::size_t edges = g.from.size();
-    for (std::size_t e = 0; e < edges; ++e) (*adj)[g.from[e]].push_back(g.to[e]);
-    rep.end_ns = now_ns();
-    // FNV-1a over every list, lengths included: the same under every allocator.
-    std::uint64_t h = 0xcbf29ce484222325ull;
-    for (const Inner& row : *adj) {
-      h = (h ^ row.size()) * 0x100000001b3ull;
-      for (std::uint32_t x : row) h = (h ^ x) * 0x100000001b3ull;
-    }
-    rep.checksum = h;
-    arena.close();
-    return rep;
+  using Inner = Vector<std::uint32_t, typename Arena::template allocator<std::uint32_t>>;
+  using Outer = Vector<Inner, typename Arena::template allocator<Inner>>;
+  Arena arena = Arena::create(place, sizing);
+  const auto alloc = arena.template make_allocator<std::uint32_t>();
+  Report rep;
+  rep.start_ns = now_ns();
+  Outer* adj = arena.template construct<Outer>("graph", typename Outer::allocator_type(alloc));
+  if (adj == nullptr) fail("cannot construct the graph's vector");
+  adj->reserve(g.vertices);
+  for (std::uint32_t v = 0; v < g.vertices; ++v) adj->emplace_back(alloc);
+  const std::size_t edges = g.from.size();
+  for (std::size_t e = 0; e < edges; ++e) (*adj)[g.from[e]].push_back(g.to[e]);
+  rep.end_ns = now_ns();
+  // FNV-1a over every list, lengths included: the same under every allocator.
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  for (const Inner& row : *adj) {
+    h = (h ^ row.size()) * 0x100000001b3ull;
+    for (std::uint32_t x : row) h = (h ^ x) * 0x100000001b3ull;
   }
+  rep.checksum = h;
+  arena.close();
+  return rep;
 }
 
 Pass measure_graph(Kind k, Sizing sizing, const Graph& g, const std::string& dir, std::uint64_t& checksum) {
