@@ -9,8 +9,9 @@
 //
 //   struct Node { int value; mapheap::offset_ptr<Node> next; };   // in a MappedHeap
 //
-// Encoding: the stored value is `target - this` in bytes, and the value 1
-// means null. Offset 0 is a pointer to the offset_ptr itself, which node-based
+// Encoding: the stored value is `target - this` in bytes (48 bits, under a
+// 16-bit tag that marks the word as an offset_ptr: detail::kOffsetTag), and
+// the distance 1 means null. Offset 0 is a pointer to the offset_ptr itself, which node-based
 // containers need (an empty circular list's header points to itself, and its
 // `next` is its first member). Offset 1 is the one address an offset_ptr
 // never needs: it is inside the offset_ptr's own eight bytes, so no object
@@ -86,6 +87,28 @@ inline constexpr bool is_character_v =
   std::abort();
 }
 
+// The stored word: a 16-bit tag above the distance, as 48-bit two's
+// complement (any two user-space addresses are less than 2^47 apart). The tag
+// lets a reachability sweep (MappedHeap::gc) tell an offset_ptr from an
+// integer that happens to be a plausible distance: without it, every small
+// count in a block "points" at a neighbouring block. 0xF7 never occurs in
+// UTF-8 text, and a word with these top bits is a negative integer below
+// -2^63 + 2^59 or a double near -1e270.
+inline constexpr std::uint64_t kOffsetTag = std::uint64_t{0xF7C3} << 48;
+inline constexpr std::uint64_t kOffsetMask = (std::uint64_t{1} << 48) - 1;
+constexpr std::ptrdiff_t offset_encode(std::int64_t distance) noexcept {
+  return static_cast<std::ptrdiff_t>(kOffsetTag | (static_cast<std::uint64_t>(distance) & kOffsetMask));
+}
+constexpr std::int64_t offset_distance(std::ptrdiff_t stored) noexcept {
+  return static_cast<std::int64_t>(static_cast<std::uint64_t>(stored) << 16) >> 16;
+}
+constexpr bool offset_tagged(std::uint64_t word) noexcept { return (word & ~kOffsetMask) == kOffsetTag; }
+[[noreturn]] inline void offset_ptr_too_far(const void* self, const void* target) noexcept {
+  std::fprintf(stderr, "mapheap: offset_ptr at %p cannot point to %p: more than 2^47 bytes away\n", self,
+               target);
+  std::abort();
+}
+
 }  // namespace detail
 
 template <class T>
@@ -96,8 +119,9 @@ class offset_ptr : public detail::offset_ptr_iterator_types<T> {
   template <class U>
   using rebind = offset_ptr<U>;
 
-  // The stored value of a null offset_ptr (see the encoding above).
-  static constexpr std::ptrdiff_t null_offset = 1;
+  // The stored value of a null offset_ptr (see the encoding above): the
+  // distance 1, tagged.
+  static constexpr std::ptrdiff_t null_offset = detail::offset_encode(1);
 
   // ---- construction: every constructor computes the distance from `this`
   constexpr offset_ptr() noexcept = default;  // null
@@ -147,16 +171,18 @@ class offset_ptr : public detail::offset_ptr_iterator_types<T> {
   T* get() const noexcept {
     if (off_ == null_offset) return nullptr;
     return reinterpret_cast<T*>(reinterpret_cast<std::uintptr_t>(this) +
-                                static_cast<std::uintptr_t>(off_));
+                                static_cast<std::uintptr_t>(detail::offset_distance(off_)));
   }
-  // The stored distance (null_offset when null): for code that follows
+  // The stored word (null_offset when null): for code that follows
   // offset_ptrs by reading a mapping's words (a reachability sweep).
   std::ptrdiff_t stored_offset() const noexcept { return off_; }
-  // The target an offset_ptr found at `self` with stored value `off` refers to.
+  // Whether a word read from a mapping has an offset_ptr's tag.
+  static bool is_encoded(std::uint64_t word) noexcept { return detail::offset_tagged(word); }
+  // The target an offset_ptr found at `self` with stored word `off` refers to.
   static const void* decode(const void* self, std::ptrdiff_t off) noexcept {
     if (off == null_offset) return nullptr;
     return reinterpret_cast<const void*>(reinterpret_cast<std::uintptr_t>(self) +
-                                         static_cast<std::uintptr_t>(off));
+                                         static_cast<std::uintptr_t>(detail::offset_distance(off)));
   }
 
   explicit operator bool() const noexcept { return off_ != null_offset; }
@@ -259,10 +285,12 @@ class offset_ptr : public detail::offset_ptr_iterator_types<T> {
       off_ = null_offset;
       return;
     }
-    off_ = static_cast<std::ptrdiff_t>(reinterpret_cast<std::uintptr_t>(p) -
-                                       reinterpret_cast<std::uintptr_t>(this));
+    const auto d = static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(p) -
+                                             reinterpret_cast<std::uintptr_t>(this));
+    off_ = detail::offset_encode(d);
 #if MAPHEAP_CHECKED
     if (off_ == null_offset) detail::offset_ptr_unrepresentable(this);
+    if (detail::offset_distance(off_) != d) detail::offset_ptr_too_far(this, p);
 #endif
   }
 

@@ -1,6 +1,7 @@
 // heap/mapped_heap.cpp — MappedHeap: the engine in a shared, persistent
 // mapping (docs/design/mapped_heap.md, docs/design/crash.md).
 #include "mapheap/heap.hpp"
+#include "mapheap/offset_ptr.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -106,6 +107,7 @@ struct Registered {
 constexpr unsigned kRegistrySize = 64;
 Registered g_registry[kRegistrySize];
 std::mutex g_registry_mu;
+std::atomic<std::uint64_t> g_registry_generation{1};  // changes when a heap closes
 
 }  // namespace
 
@@ -687,6 +689,7 @@ void MappedHeap::close() {
         r.lo.store(0, std::memory_order_relaxed);
         r.hi.store(0, std::memory_order_relaxed);
       }
+    g_registry_generation.fetch_add(1, std::memory_order_acq_rel);
   }
   std::unique_ptr<Impl> m = std::move(impl_);
   m->close();
@@ -696,10 +699,23 @@ bool MappedHeap::is_open() const noexcept { return impl_ != nullptr; }
 
 MappedHeap* MappedHeap::of(const void* p) noexcept {
   const auto a = reinterpret_cast<std::uintptr_t>(p);
+  // Containers call this on every allocation, almost always for the heap
+  // they asked about last: that one is tried first (a close changes the
+  // generation, which empties every thread's memo).
+  struct Memo {
+    std::uintptr_t lo = 0, hi = 0;
+    MappedHeap::Impl* impl = nullptr;
+    std::uint64_t generation = 0;
+  };
+  static thread_local Memo memo;
+  const std::uint64_t gen = g_registry_generation.load(std::memory_order_acquire);
+  if (memo.generation == gen && a >= memo.lo && a < memo.hi) return memo.impl->owner;
   for (auto& r : g_registry) {
     Impl* m = r.impl.load(std::memory_order_acquire);
-    if (m != nullptr && a >= r.lo.load(std::memory_order_relaxed) && a < r.hi.load(std::memory_order_relaxed))
+    if (m != nullptr && a >= r.lo.load(std::memory_order_relaxed) && a < r.hi.load(std::memory_order_relaxed)) {
+      memo = {r.lo.load(std::memory_order_relaxed), r.hi.load(std::memory_order_relaxed), m, gen};
       return m->owner;
+    }
   }
   return nullptr;
 }
@@ -1015,13 +1031,13 @@ std::vector<PageRun> MappedHeap::page_runs() const {
 // Mark and sweep from the named objects. Blocks are enumerated from the
 // page map (large runs; slab objects carved, not on their free list and not
 // in a cache); a block is reachable if it is a named object's, or if a word
-// of a reachable block, read as a self-relative offset (offset_ptr's
-// encoding), points at its first byte (GcPointers::start) or anywhere in
-// it (GcPointers::interior). Conservative: a word that happens to look like
-// such an offset keeps its target alive, never the reverse. Interior
-// pointers make small integers keep their neighbours alive (a count of 40
-// stored 40 bytes before the next object "points" at it), so start is the
-// default: containers hold a pointer to the start of every block they own.
+// of a reachable block that carries offset_ptr's tag points, as a
+// self-relative offset, at its first byte (GcPointers::start) or anywhere in
+// it (GcPointers::interior). Conservative: a word that merely looks like an
+// offset_ptr keeps its target alive, never the reverse. The tag is what makes
+// this work: read as offsets, the small integers of a heap (counts, lengths)
+// "point" at neighbouring blocks and kept a dead process's whole tree alive
+// (measured on the demo's word count before the tag: 1 block freed of ~20,000).
 GcReport MappedHeap::gc(GcPointers pointers) {
   Impl& m = *impl_;
   if (!m.writable || !m.shared) m.fail(EROFS, "gc needs a heap opened read-write and shared");
@@ -1113,10 +1129,12 @@ GcReport MappedHeap::gc(GcPointers pointers) {
       work.pop_back();
       const std::byte* p = m.base() + b->off;
       for (std::uint64_t w = 0; w + 8 <= b->bytes; w += 8) {
-        std::int64_t v;
+        std::uint64_t v;
         std::memcpy(&v, p + w, 8);
-        if (v == 0 || v == 1) continue;  // offset_ptr's null, or a pointer to itself
-        const std::uint64_t target = b->off + w + static_cast<std::uint64_t>(v);
+        if (!offset_ptr<void>::is_encoded(v)) continue;  // not an offset_ptr's word
+        const std::int64_t dist = detail::offset_distance(static_cast<std::ptrdiff_t>(v));
+        if (dist == 0 || dist == 1) continue;  // a pointer to itself, or null
+        const std::uint64_t target = b->off + w + static_cast<std::uint64_t>(dist);
         if (target >= eoff && target < end) mark(target);
       }
     }

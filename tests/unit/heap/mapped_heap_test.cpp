@@ -23,6 +23,7 @@
 #include "core/journal.hpp"
 #include "heap/mapped_heap_format.hpp"
 #include "mapheap/heap.hpp"
+#include "mapheap/offset_ptr.hpp"
 #include "support/process.hpp"
 
 namespace mapheap {
@@ -538,15 +539,10 @@ TEST(MappedHeapModes, FilesAre0600AndSymlinksAreRefused) {
 
 // ---------------------------------------------------------------- gc
 
-// A self-relative link, stored as offset_ptr stores it (target - &link; 1 is null).
-void link_to(std::int64_t& link, const void* target) {
-  link = target == nullptr ? 1
-                           : static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(target) -
-                                                       reinterpret_cast<std::uintptr_t>(&link));
-}
 struct Node {
-  std::int64_t next;
-  std::int64_t payload;
+  offset_ptr<Node> next;
+  std::int64_t payload = 0;
+  std::int64_t small[6] = {8, 16, 24, 32, 40, 48};  // integers that look like nearby offsets
 };
 
 TEST(MappedHeapGc, FreesWhatNoNamedObjectReaches) {
@@ -554,26 +550,27 @@ TEST(MappedHeapGc, FreesWhatNoNamedObjectReaches) {
   const std::string path = dir.file("gc.heap");
   MappedHeap h = MappedHeap::open(HeapOptions::file(path, HeapMode::create).with_size(32 * kMiB));
   auto* head = h.construct<Node>("list")();
-  link_to(head->next, nullptr);
   Node* tail = head;
   for (int i = 0; i < 100; ++i) {  // a list, some nodes large
-    auto* n = static_cast<Node*>(h.allocate(i % 10 == 0 ? 100000 : sizeof(Node)));
-    link_to(n->next, nullptr);
+    auto* n = new (h.allocate(i % 10 == 0 ? 100000 : sizeof(Node))) Node{};
     n->payload = i;
-    link_to(tail->next, n);
+    tail->next = n;
     tail = n;
+    // Leaked blocks right after live ones, where the small integers "point".
+    ASSERT_NE(h.allocate(i % 10 == 0 ? 50000 : sizeof(Node)), nullptr);
   }
-  for (int i = 0; i < 50; ++i) ASSERT_NE(h.allocate(i % 10 == 0 ? 50000 : 40), nullptr);  // leaked
   const GcReport r = h.gc();
-  EXPECT_EQ(r.freed_blocks, 50u);
+  EXPECT_EQ(r.freed_blocks, 100u);
   // The directory table, the name block, the head and 100 nodes.
   EXPECT_EQ(r.live_blocks, 103u);
   const HeapCheck c = h.check();
   EXPECT_TRUE(c.ok) << c.message;
   int count = 0;
-  for (const Node* n = head; n->next != 1; ++count)
-    n = reinterpret_cast<const Node*>(reinterpret_cast<const std::byte*>(&n->next) + n->next);
+  for (const Node* n = head->next.get(); n != nullptr; n = n->next.get()) ASSERT_EQ(n->payload, count++);
   EXPECT_EQ(count, 100);
+  // With interior pointers kept too, the same heap keeps the same blocks
+  // here (the integers carry no tag).
+  EXPECT_EQ(h.gc(GcPointers::interior).freed_blocks, 0u);
   EXPECT_EQ(h.gc().freed_blocks, 0u) << "nothing more to free";
 }
 

@@ -147,7 +147,10 @@ TEST(OffsetPtr, PointsToItselfWithOffsetZero) {
   n.next = &n;  // `next` is at the node's address: distance 0, not null
   EXPECT_TRUE(n.next);
   EXPECT_EQ(n.next.get(), &n);
-  EXPECT_EQ(n.next.stored_offset(), 0);
+  EXPECT_EQ(detail::offset_distance(n.next.stored_offset()), 0);
+  EXPECT_TRUE(offset_ptr<Node>::is_encoded(static_cast<std::uint64_t>(n.next.stored_offset())));
+  EXPECT_EQ(offset_ptr<Node>::decode(&n.next, n.next.stored_offset()), &n);
+  // Zeroed memory (no tag) reads as a pointer to itself too, never as null.
   EXPECT_EQ(offset_ptr<Node>::decode(&n.next, 0), &n);
   offset_ptr<void> self;
   self = &self;
@@ -157,8 +160,13 @@ TEST(OffsetPtr, PointsToItselfWithOffsetZero) {
 TEST(OffsetPtr, CopiesPointAtTheTargetNotAtTheDistance) {
   int a[4] = {10, 11, 12, 13};
   offset_ptr<int> p = &a[2];
-  EXPECT_EQ(p.stored_offset(), reinterpret_cast<std::intptr_t>(&a[2]) -
-                                   reinterpret_cast<std::intptr_t>(&p));
+  EXPECT_EQ(detail::offset_distance(p.stored_offset()),
+            reinterpret_cast<std::intptr_t>(&a[2]) - reinterpret_cast<std::intptr_t>(&p));
+  // The tag marks the word; an integer of the same distance has none.
+  EXPECT_TRUE(offset_ptr<int>::is_encoded(static_cast<std::uint64_t>(p.stored_offset())));
+  EXPECT_FALSE(offset_ptr<int>::is_encoded(static_cast<std::uint64_t>(
+      reinterpret_cast<std::intptr_t>(&a[2]) - reinterpret_cast<std::intptr_t>(&p))));
+  EXPECT_FALSE(offset_ptr<int>::is_encoded(40));
   std::vector<offset_ptr<int>> copies(5, p);  // each at its own address
   for (const auto& c : copies) {
     EXPECT_EQ(c.get(), &a[2]);
