@@ -9,16 +9,16 @@
 //
 //   struct Node { int value; mapheap::offset_ptr<Node> next; };   // in a MappedHeap
 //
-// Encoding: the stored value is `target - this` in bytes (48 bits, under a
-// 16-bit tag that marks the word as an offset_ptr: detail::kOffsetTag), and
-// the distance 1 means null. Offset 0 is a pointer to the offset_ptr itself, which node-based
+// Encoding: the stored value is `target - this` in bytes, plus a constant
+// tag that marks the word as an offset_ptr (detail::kOffsetTag), and the
+// distance 1 means null. Offset 0 is a pointer to the offset_ptr itself, which node-based
 // containers need (an empty circular list's header points to itself, and its
 // `next` is its first member). Offset 1 is the one address an offset_ptr
 // never needs: it is inside the offset_ptr's own eight bytes, so no object
 // other than the offset_ptr can start there. (Boost.Interprocess chose the
-// same value for the same reason.) The price: memory that is merely zeroed
-// is not a null offset_ptr but a pointer to itself — construct offset_ptrs,
-// never conjure them from zeroed bytes.
+// same value for the same reason.) Memory that is merely zeroed is not an
+// offset_ptr at all (it lacks the tag): construct offset_ptrs, never conjure
+// them from zeroed bytes.
 //
 // Copying an offset_ptr copies the target, not the stored distance: the copy
 // constructor and assignment recompute the distance from the copy's address.
@@ -87,22 +87,24 @@ inline constexpr bool is_character_v =
   std::abort();
 }
 
-// The stored word: a 16-bit tag above the distance, as 48-bit two's
-// complement (any two user-space addresses are less than 2^47 apart). The tag
-// lets a reachability sweep (MappedHeap::gc) tell an offset_ptr from an
-// integer that happens to be a plausible distance: without it, every small
-// count in a block "points" at a neighbouring block. 0xF7 never occurs in
-// UTF-8 text, and a word with these top bits is a negative integer below
-// -2^63 + 2^59 or a double near -1e270.
+// The stored word: the distance plus a tag, 0xF7C3 << 48 (any two user-space
+// addresses are less than 2^47 apart, so the word's top 16 bits are the tag
+// or one below it). One add to encode and one subtract to decode, as cheap as
+// the bare distance. The tag lets a reachability sweep (MappedHeap::gc) tell
+// an offset_ptr from an integer that happens to be a plausible distance:
+// without it, every small count in a block "points" at a neighbouring block.
+// 0xF7 never occurs in UTF-8 text, and such a word is a negative integer
+// near -2^63 + 2^59 or a double near -1e270.
 inline constexpr std::uint64_t kOffsetTag = std::uint64_t{0xF7C3} << 48;
-inline constexpr std::uint64_t kOffsetMask = (std::uint64_t{1} << 48) - 1;
 constexpr std::ptrdiff_t offset_encode(std::int64_t distance) noexcept {
-  return static_cast<std::ptrdiff_t>(kOffsetTag | (static_cast<std::uint64_t>(distance) & kOffsetMask));
+  return static_cast<std::ptrdiff_t>(static_cast<std::uint64_t>(distance) + kOffsetTag);
 }
 constexpr std::int64_t offset_distance(std::ptrdiff_t stored) noexcept {
-  return static_cast<std::int64_t>(static_cast<std::uint64_t>(stored) << 16) >> 16;
+  return static_cast<std::int64_t>(static_cast<std::uint64_t>(stored) - kOffsetTag);
 }
-constexpr bool offset_tagged(std::uint64_t word) noexcept { return (word & ~kOffsetMask) == kOffsetTag; }
+constexpr bool offset_tagged(std::uint64_t word) noexcept {
+  return (word - kOffsetTag + (std::uint64_t{1} << 47)) < (std::uint64_t{1} << 48);
+}
 [[noreturn]] inline void offset_ptr_too_far(const void* self, const void* target) noexcept {
   std::fprintf(stderr, "mapheap: offset_ptr at %p cannot point to %p: more than 2^47 bytes away\n", self,
                target);
@@ -290,7 +292,7 @@ class offset_ptr : public detail::offset_ptr_iterator_types<T> {
     off_ = detail::offset_encode(d);
 #if MAPHEAP_CHECKED
     if (off_ == null_offset) detail::offset_ptr_unrepresentable(this);
-    if (detail::offset_distance(off_) != d) detail::offset_ptr_too_far(this, p);
+    if (!detail::offset_tagged(static_cast<std::uint64_t>(off_))) detail::offset_ptr_too_far(this, p);
 #endif
   }
 

@@ -258,61 +258,73 @@ TEST(MappedHeapMemfd, AnotherOpenOfTheDescriptorSeesTheHeap) {
 
 // ---------------------------------------------------------------- many processes
 
+// Six processes of two threads each allocate, free, construct and destroy
+// in one heap at once; the heap starts small and grows meanwhile.
 TEST(MappedHeapProcesses, ProcessesAllocateAndConstructAtOnce) {
   TempDir dir;
   const std::string path = dir.file("shared.heap");
+  std::uint64_t initial = 0;
   {
-    MappedHeap h = MappedHeap::open(HeapOptions::file(path, HeapMode::create).with_size(32 * kMiB, kMiB * 1024));
+    MappedHeap h = MappedHeap::open(HeapOptions::file(path, HeapMode::create).with_size(8 * kMiB, 256 * kMiB));
     h.construct<std::atomic<int>>("started")(0);
+    initial = h.stats().committed_bytes;
   }
-  constexpr int kProcs = 6;
+  constexpr int kProcs = 6, kThreads = 2;
   std::vector<pid_t> kids;
   for (int c = 0; c < kProcs; ++c) {
     const pid_t pid = ::fork();
     if (pid == 0) {
-      int rc = 0;
+      std::atomic<int> rc{0};
       try {
         MappedHeap h = MappedHeap::open(HeapOptions::file(path, HeapMode::open));
         auto* started = h.find<std::atomic<int>>("started");
         started->fetch_add(1);
         while (started->load() < kProcs) std::this_thread::yield();  // all at once
-        std::mt19937 rng(static_cast<unsigned>(c));
-        std::vector<void*> mine;
-        for (int i = 0; i < 20000; ++i) {
-          if (mine.size() < 200 || rng() % 2) {
-            const std::size_t n = rng() % 8 == 0 ? 40000 + rng() % 200000 : 1 + rng() % 2000;
-            void* p = h.allocate(n);
-            if (p == nullptr) { rc = 2; break; }
-            std::memset(p, c, std::min<std::size_t>(n, 64));
-            mine.push_back(p);
-          } else {
-            const std::size_t k = rng() % mine.size();
-            if (static_cast<unsigned char*>(mine[k])[0] != c) { rc = 3; break; }
-            h.deallocate(mine[k]);
-            mine[k] = mine.back();
-            mine.pop_back();
+        auto work = [&](int t) {
+          const int me = c * kThreads + t;
+          const std::string prefix = "c" + std::to_string(c) + "t" + std::to_string(t) + "-";
+          std::mt19937 rng(static_cast<unsigned>(me));
+          std::vector<void*> mine;
+          for (int i = 0; i < 20000; ++i) {
+            if (mine.size() < 200 || rng() % 2) {
+              const std::size_t n = rng() % 8 == 0 ? 40000 + rng() % 200000 : 1 + rng() % 2000;
+              void* p = h.allocate(n);
+              if (p == nullptr) { rc = 2; return; }
+              std::memset(p, me, std::min<std::size_t>(n, 64));
+              mine.push_back(p);
+            } else {
+              const std::size_t k = rng() % mine.size();
+              if (static_cast<unsigned char*>(mine[k])[0] != me) { rc = 3; return; }
+              h.deallocate(mine[k]);
+              mine[k] = mine.back();
+              mine.pop_back();
+            }
+            if (i % 500 == 0) h.construct<int>(prefix + std::to_string(i))(i);
+            if (i % 1000 == 500) h.destroy<int>(prefix + std::to_string(i - 500));
           }
-          if (i % 500 == 0) h.construct<int>("c" + std::to_string(c) + "-" + std::to_string(i))(i);
-          if (i % 1000 == 500) h.destroy<int>("c" + std::to_string(c) + "-" + std::to_string(i - 500));
-        }
-        for (void* p : mine) h.deallocate(p);
-        // Every name of this child's is findable from here too.
-        if (h.find<int>("c" + std::to_string(c) + "-19500") == nullptr) rc = 4;
+          for (void* p : mine) h.deallocate(p);
+          // Every name of this thread's is findable from here too.
+          if (h.find<int>(prefix + "19500") == nullptr) rc = 4;
+        };
+        std::thread second(work, 1);
+        work(0);
+        second.join();
       } catch (const std::exception& e) {
         std::fprintf(stderr, "child %d: %s\n", c, e.what());
         rc = 5;
       }
-      ::_exit(rc);
+      ::_exit(rc.load());
     }
     kids.push_back(pid);
   }
   for (pid_t k : kids) EXPECT_EQ(test::wait_child(k), 0);
   MappedHeap h = MappedHeap::open(HeapOptions::file(path, HeapMode::open));
   EXPECT_FALSE(h.open_report().recovered);
+  EXPECT_GT(h.stats().committed_bytes, initial) << "the heap grew while they all used it";
   const HeapCheck c = h.check();
   EXPECT_TRUE(c.ok) << c.message;
-  // 40 constructed per child, 20 destroyed: 20 left each, plus "started".
-  EXPECT_EQ(h.names().size(), 1u + kProcs * 20u);
+  // 40 constructed per thread, 20 destroyed: 20 left each, plus "started".
+  EXPECT_EQ(h.names().size(), 1u + kProcs * kThreads * 20u);
 }
 
 TEST(MappedHeapProcesses, ExecedProcessOpensTheHeap) {

@@ -150,8 +150,8 @@ TEST(OffsetPtr, PointsToItselfWithOffsetZero) {
   EXPECT_EQ(detail::offset_distance(n.next.stored_offset()), 0);
   EXPECT_TRUE(offset_ptr<Node>::is_encoded(static_cast<std::uint64_t>(n.next.stored_offset())));
   EXPECT_EQ(offset_ptr<Node>::decode(&n.next, n.next.stored_offset()), &n);
-  // Zeroed memory (no tag) reads as a pointer to itself too, never as null.
-  EXPECT_EQ(offset_ptr<Node>::decode(&n.next, 0), &n);
+  // Zeroed memory has no tag: not an offset_ptr.
+  EXPECT_FALSE(offset_ptr<Node>::is_encoded(0));
   offset_ptr<void> self;
   self = &self;
   EXPECT_EQ(self.get(), &self);
@@ -167,6 +167,10 @@ TEST(OffsetPtr, CopiesPointAtTheTargetNotAtTheDistance) {
   EXPECT_FALSE(offset_ptr<int>::is_encoded(static_cast<std::uint64_t>(
       reinterpret_cast<std::intptr_t>(&a[2]) - reinterpret_cast<std::intptr_t>(&p))));
   EXPECT_FALSE(offset_ptr<int>::is_encoded(40));
+  EXPECT_FALSE(offset_ptr<int>::is_encoded(static_cast<std::uint64_t>(-40)));
+  // The farthest distances both ways keep the tag.
+  EXPECT_TRUE(offset_ptr<int>::is_encoded(static_cast<std::uint64_t>(detail::offset_encode(-(std::int64_t{1} << 47)))));
+  EXPECT_TRUE(offset_ptr<int>::is_encoded(static_cast<std::uint64_t>(detail::offset_encode((std::int64_t{1} << 47) - 1))));
   std::vector<offset_ptr<int>> copies(5, p);  // each at its own address
   for (const auto& c : copies) {
     EXPECT_EQ(c.get(), &a[2]);
