@@ -64,6 +64,7 @@
 #include <nlohmann/json.hpp>
 
 #include "mapheap/allocator.hpp"
+#include "support/rng.hpp"
 #include "mapheap/heap.hpp"
 
 namespace {
@@ -83,18 +84,10 @@ std::uint64_t now_ns() {
   return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(ts.tv_nsec);
 }
 
-// xorshift64*: the same sequence under every contender.
-struct Rng {
-  std::uint64_t s;
-  explicit Rng(std::uint64_t seed) : s(seed * 0x9E3779B97F4A7C15ull + 1) {}
-  std::uint64_t next() {
-    s ^= s >> 12;
-    s ^= s << 25;
-    s ^= s >> 27;
-    return s * 0x2545F4914F6CDD1Dull;
-  }
+// The same sequence under every contender, and the sizes it draws.
+struct Rng : mapheap::bench::Rng {
+  using mapheap::bench::Rng::Rng;
   std::uint32_t below(std::uint64_t n) { return static_cast<std::uint32_t>(next() % n); }
-  double unit() { return static_cast<double>(next() >> 11) * 0x1p-53; }  // [0, 1)
   // 8 B to 64 KiB, log-uniform: as many blocks of 8-16 B as of 32-64 KiB.
   std::uint32_t block_size() { return static_cast<std::uint32_t>(std::exp2(3.0 + 13.0 * unit())); }
 };

@@ -24,6 +24,8 @@
 #include <thread>
 #include <vector>
 
+#include "support/rng.hpp"
+
 namespace {
 
 struct Params {
@@ -33,19 +35,7 @@ struct Params {
   const char* result = nullptr;
 };
 
-// xorshift64*: the same sequence under every allocator.
-struct Rng {
-  std::uint64_t s;
-  explicit Rng(std::uint64_t seed) : s(seed * 0x9E3779B97F4A7C15ull + 1) {}
-  std::uint64_t next() {
-    s ^= s >> 12;
-    s ^= s << 25;
-    s ^= s >> 27;
-    return s * 0x2545F4914F6CDD1Dull;
-  }
-  std::size_t below(std::size_t n) { return static_cast<std::size_t>(next() % n); }
-  std::size_t between(std::size_t lo, std::size_t hi) { return lo + below(hi - lo + 1); }
-};
+using mapheap::bench::Rng;
 
 [[noreturn]] void fail(const char* what) {
   std::fprintf(stderr, "malloc_workloads: %s\n", what);

@@ -746,45 +746,6 @@ void print_text_map(const Picture& p, const Target& t, std::size_t page, std::ui
   print_summary(p, page);
 }
 
-// gnuplot single-quoted strings take everything literally except a doubled quote.
-std::string gp_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) {
-    if (c == '\'') out += '\'';
-    out += c;
-  }
-  out += '\'';
-  return out;
-}
-
-// A private scratch directory, removed with everything in it.
-class Scratch {
- public:
-  Scratch() {
-    const fs::path base = fs::temp_directory_path();
-    for (unsigned attempt = 0; attempt < 100 && path_.empty(); ++attempt) {
-      fs::path p = base / fmt::format("mapheap-map-{}-{}", pal::process_id(), attempt);
-      std::error_code ec;
-      if (fs::create_directory(p, ec)) path_ = p;
-      if (ec) break;
-    }
-    if (path_.empty())
-      throw mapheap::error(
-          EIO, fmt::format("cannot create a scratch directory under '{}'", base.string()),
-          base.string());
-  }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-  ~Scratch() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
-
 // Pixel layout of the PNG: a title band, the map (cell x cell pixels per
 // cell), a band for the row labels' axis, then the legend: the page kinds
 // on the left and the slab colours on the right, or below them in a
@@ -799,21 +760,8 @@ struct Layout {
 
 void write_map_png(const Picture& p, const Layout& l, const std::string& title,
                    const std::string& subtitle, const std::string& png_path, std::size_t page) {
-  // Create the output first: gnuplot that cannot open it writes the image
-  // to our standard output instead.
-  const fs::path out_path(png_path);
-  std::error_code ec;
-  if (out_path.has_parent_path()) fs::create_directories(out_path.parent_path(), ec);
-  {
-    std::ofstream probe(out_path, std::ios::binary | std::ios::trunc);
-    if (!probe)
-      throw mapheap::error(
-          EACCES,
-          fmt::format("cannot create '{}'{}", png_path, ec ? ": " + ec.message() : std::string()),
-          png_path);
-  }
-
-  Scratch dir;
+  prepare_png(png_path);
+  ScratchDir dir;
   const fs::path cells = dir.path() / "cells.dat";
   {
     // gnuplot reads an image as a full grid, one scan per row: every cell
@@ -922,30 +870,7 @@ void write_map_png(const Picture& p, const Layout& l, const std::string& title,
   }
   s += "unset multiplot\nset output\n";
 
-  const fs::path script = dir.path() / "map.gp";
-  {
-    std::ofstream out(script);
-    out << s;
-    if (!out) throw mapheap::error(EIO, fmt::format("cannot write '{}'", script.string()));
-  }
-  const std::string script_str = script.string();
-  const char* const argv[] = {"gnuplot", script_str.c_str(), nullptr};
-  auto r = pal::spawn_wait(argv);
-  if (!r) {
-    if (r.error().code == ENOENT) check_gnuplot();  // throws the message naming the package
-    char msg[512];
-    r.error().format(msg, sizeof(msg));
-    throw mapheap::error(r.error().code, fmt::format("cannot run gnuplot: {}", msg), "gnuplot");
-  }
-  if (r.value() != 0)
-    throw mapheap::error(
-        EIO, fmt::format("gnuplot failed (exit status {}); its messages are above", r.value()),
-        png_path);
-  std::ifstream in(png_path, std::ios::binary);
-  char head[8] = {};
-  in.read(head, sizeof(head));
-  if (in.gcount() != 8 || std::string_view(head + 1, 3) != "PNG")
-    throw mapheap::error(EIO, "gnuplot did not write a PNG image", png_path);
+  run_gnuplot(s, dir, png_path);
 }
 
 int map_heap(const Target& t, const std::string& png, unsigned width) {

@@ -30,17 +30,6 @@ std::string pal_message(const pal::Error& e) {
   return buf;
 }
 
-// gnuplot single-quoted strings take everything literally except a doubled quote.
-std::string gp_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) {
-    if (c == '\'') out += '\'';
-    out += c;
-  }
-  out += '\'';
-  return out;
-}
-
 // Labels in the data file are double-quoted columns; gnuplot has no escape for
 // a double quote there, so one becomes a single quote.
 std::string data_label(const std::string& s) {
@@ -49,38 +38,6 @@ std::string data_label(const std::string& s) {
   out += '"';
   return out;
 }
-
-// A scratch directory that is removed with everything in it, whatever happens.
-class ScratchDir {
- public:
-  ScratchDir() {
-    const fs::path base = fs::temp_directory_path();
-    for (unsigned attempt = 0; attempt < 100; ++attempt) {
-      fs::path p = base / fmt::format("mapheap-plot-{}-{}", pal::process_id(), attempt);
-      std::error_code ec;
-      if (fs::create_directory(p, ec)) {
-        path_ = p;
-        return;
-      }
-      if (ec) break;
-    }
-    throw mapheap::error(EIO,
-                         fmt::format("mapheap: cannot create a scratch directory for the "
-                                     "plot under '{}'",
-                                     base.string()),
-                         base.string());
-  }
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 void validate(const std::vector<BarChart>& panels) {
   if (panels.empty()) throw mapheap::error(EINVAL, "mapheap: nothing to plot (no panels)");
@@ -214,22 +171,8 @@ void check_gnuplot() {
 void write_png(const std::vector<BarChart>& panels, const std::string& png_path,
                const std::string& title) {
   validate(panels);
-  if (png_path.empty()) throw mapheap::error(EINVAL, "mapheap: the PNG path is empty");
 
-  // Create the output ourselves first: if gnuplot cannot open it, it falls back
-  // to writing the image to our standard output.
-  const fs::path out_path(png_path);
-  std::error_code ec;
-  if (out_path.has_parent_path()) fs::create_directories(out_path.parent_path(), ec);
-  {
-    std::ofstream probe(out_path, std::ios::binary | std::ios::trunc);
-    if (!probe)
-      throw mapheap::error(EACCES,
-                           fmt::format("mapheap: cannot write the plot to '{}' (cannot create "
-                                       "the file{})",
-                                       png_path, ec ? ": " + ec.message() : std::string()),
-                           png_path);
-  }
+  prepare_png(png_path);
 
   ScratchDir dir;
   std::vector<fs::path> data;
@@ -237,13 +180,63 @@ void write_png(const std::vector<BarChart>& panels, const std::string& png_path,
     data.push_back(dir.path() / fmt::format("panel{}.dat", i));
     write_data(panels[i], data.back());
   }
+  run_gnuplot(make_script(panels, data, png_path, title), dir, png_path);
+}
+
+std::string gp_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'') out += '\'';
+    out += c;
+  }
+  out += '\'';
+  return out;
+}
+
+ScratchDir::ScratchDir() {
+  const fs::path base = fs::temp_directory_path();
+  for (unsigned attempt = 0; attempt < 100; ++attempt) {
+    fs::path p = base / fmt::format("mapheap-plot-{}-{}", pal::process_id(), attempt);
+    std::error_code ec;
+    if (fs::create_directory(p, ec)) {
+      path_ = p;
+      return;
+    }
+    if (ec) break;
+  }
+  throw mapheap::error(EIO,
+                       fmt::format("mapheap: cannot create a scratch directory for the "
+                                   "plot under '{}'",
+                                   base.string()),
+                       base.string());
+}
+
+ScratchDir::~ScratchDir() {
+  std::error_code ec;
+  fs::remove_all(path_, ec);
+}
+
+void prepare_png(const std::string& png_path) {
+  if (png_path.empty()) throw mapheap::error(EINVAL, "mapheap: the PNG path is empty");
+  const fs::path out_path(png_path);
+  std::error_code ec;
+  if (out_path.has_parent_path()) fs::create_directories(out_path.parent_path(), ec);
+  std::ofstream probe(out_path, std::ios::binary | std::ios::trunc);
+  if (!probe)
+    throw mapheap::error(EACCES,
+                         fmt::format("mapheap: cannot write the plot to '{}' (cannot create "
+                                     "the file{})",
+                                     png_path, ec ? ": " + ec.message() : std::string()),
+                         png_path);
+}
+
+void run_gnuplot(const std::string& text, const ScratchDir& dir, const std::string& png_path) {
   const fs::path script = dir.path() / "plot.gp";
   {
     std::ofstream out(script);
-    out << make_script(panels, data, png_path, title);
+    out << text;
     if (!out) throw mapheap::error(EIO, fmt::format("mapheap: cannot write '{}'", script.string()));
   }
-
   const std::string script_str = script.string();
   const char* const argv[] = {"gnuplot", script_str.c_str(), nullptr};
   auto r = pal::spawn_wait(argv);

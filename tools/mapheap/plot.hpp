@@ -8,6 +8,7 @@
 // a user never waits minutes to learn that the plot cannot be drawn.
 #pragma once
 
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -37,5 +38,34 @@ void check_gnuplot();
 // charts are malformed (EINVAL), gnuplot is missing (ENOENT) or fails (EIO).
 void write_png(const std::vector<BarChart>& panels, const std::string& png_path,
                const std::string& title = {});
+
+// The plumbing every picture shares (bar charts here, `mapheap map`'s page
+// map in heap_cmds.cpp).
+
+// A gnuplot single-quoted string (everything literal but a doubled quote).
+std::string gp_quote(const std::string& s);
+
+// A private scratch directory under the system's temporary directory,
+// removed with everything in it when the object goes.
+class ScratchDir {
+ public:
+  ScratchDir();  // throws mapheap::error (EIO) if none can be made
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  ~ScratchDir();
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// Creates png_path (and its parent directories) so that gnuplot cannot fall
+// back to writing the image to our standard output; throws EACCES if it cannot.
+void prepare_png(const std::string& png_path);
+
+// Writes `script` into `dir`, runs gnuplot on it, and checks that png_path
+// holds a PNG image. Throws mapheap::error naming what failed (ENOENT with the
+// package to install when gnuplot is missing).
+void run_gnuplot(const std::string& script, const ScratchDir& dir, const std::string& png_path);
 
 }  // namespace mapheap::cli
