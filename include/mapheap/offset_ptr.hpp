@@ -239,16 +239,19 @@ class offset_ptr : public detail::offset_ptr_iterator_types<T> {
   }
 
   // ---- arithmetic (object types only)
+  // Moving the target moves the stored distance by as much: one add, no
+  // decoding (arithmetic on a null pointer, but for adding 0, is undefined,
+  // as for T*).
   offset_ptr& operator+=(difference_type n) noexcept
     requires std::is_object_v<T>
   {
-    set(get() + n);
+    step(static_cast<std::uint64_t>(n) * sizeof(T));
     return *this;
   }
   offset_ptr& operator-=(difference_type n) noexcept
     requires std::is_object_v<T>
   {
-    set(get() - n);
+    step(std::uint64_t{0} - static_cast<std::uint64_t>(n) * sizeof(T));
     return *this;
   }
   offset_ptr& operator++() noexcept
@@ -282,6 +285,17 @@ class offset_ptr : public detail::offset_ptr_iterator_types<T> {
   }
 
  private:
+  void step(std::uint64_t bytes) noexcept {
+    if (bytes == 0) return;  // null + 0 stays null (an empty vector's begin() + size())
+#if MAPHEAP_CHECKED
+    T* const want = reinterpret_cast<T*>(reinterpret_cast<std::uintptr_t>(get()) + bytes);
+#endif
+    off_ = static_cast<std::ptrdiff_t>(static_cast<std::uint64_t>(off_) + bytes);
+#if MAPHEAP_CHECKED
+    if (off_ == null_offset) detail::offset_ptr_unrepresentable(this);
+    if (get() != want) detail::offset_ptr_too_far(this, want);
+#endif
+  }
   void set(T* p) noexcept {
     if (p == nullptr) {
       off_ = null_offset;

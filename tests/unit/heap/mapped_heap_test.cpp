@@ -440,8 +440,10 @@ TEST(MappedHeapCrash, KillLoopRecoversAtReopen) {
                 static_cast<unsigned long long>(st.journal_rollbacks),
                 static_cast<unsigned long long>(st.journal_high_water),
                 static_cast<unsigned long long>(st.journal_capacity));
+    std::fflush(stdout);
   }
   std::printf("kill loop: %d rounds, %d with a critical section taken back\n", recovered, rolled);
+  std::fflush(stdout);  // children forked later must not inherit the line
 }
 
 // The parent keeps the heap open and allocating while children die: the

@@ -142,6 +142,14 @@ TEST(OffsetPtr, DefaultIsNullAndNullIsDistinct) {
   EXPECT_EQ(offset_ptr<int>::decode(&p, p.stored_offset()), nullptr);
 }
 
+TEST(OffsetPtr, NullPlusZeroIsNull) {
+  offset_ptr<int> p;
+  p += 0;
+  EXPECT_FALSE(p);
+  EXPECT_EQ(p + 0, nullptr);
+  EXPECT_EQ(p - 0, nullptr);
+}
+
 TEST(OffsetPtr, PointsToItselfWithOffsetZero) {
   Node n;
   n.next = &n;  // `next` is at the node's address: distance 0, not null
