@@ -168,8 +168,9 @@ class Engine {
   // Opens an engine formatted earlier over the same bytes, maybe by another
   // process at another address: zone header, slab root and cache header are
   // checked (check() verifies the rest). False if they do not match.
-  // REQUIRES: no other Engine object uses the region at the same time (the
-  // lock is in this object; the shared heap will keep it in the region).
+  // REQUIRES: with a lock whose state is in this object (FutexLock), no other
+  // Engine object uses the region at the same time. The mapped heap's
+  // RegionLock keeps its state in the region, and every process attaches.
   bool attach(void* base, std::size_t bytes, const EngineOptions& options = {}) noexcept {
     options_ = options;
     if (page::Buddy::attach(base, bytes, zone_) != page::AttachError::none) return false;
