@@ -272,6 +272,11 @@ int stat_heap(const Target& t, bool json) {
         {"metadata_bytes", s.metadata_bytes},
         {"named_objects", s.named_objects},
         {"processes", procs},
+        {"journal",
+         {{"sections", s.journal_sections},
+          {"rollbacks", s.journal_rollbacks},
+          {"high_water", s.journal_high_water},
+          {"capacity", s.journal_capacity}}},
         {"buddyinfo", s.buddyinfo},
         {"slabinfo", s.slabinfo},
         {"engine", engine},
@@ -308,6 +313,9 @@ int stat_heap(const Target& t, bool json) {
     }
     fmt::print("  {:<18}{:>12}  {} alive: {}\n", "processes", s.processes.size(), alive, list);
   }
+  // docs/design/crash.md: the undo journals of the heap's two locks.
+  fmt::print("  {:<18}{:>12}  critical sections committed; {} taken back after a death; at most {} of {} entries in one\n",
+             "journal", s.journal_sections, s.journal_rollbacks, s.journal_high_water, s.journal_capacity);
   fmt::print("\n  buddyinfo (free page runs by order)\n");
   print_indented(s.buddyinfo.empty() ? std::string("(none)") : s.buddyinfo);
   fmt::print("\n  slabinfo\n");
