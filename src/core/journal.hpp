@@ -109,29 +109,37 @@ class Journal {
     if (n > area_->high_water) area_->high_water = n;
   }
 
-  // Takes back the section in the journal. Entries that do not lie inside
-  // the first `bound` bytes of the region (default: all of it) are skipped
-  // and counted in *bad: a journal read from a file is untrusted, and a
-  // store past the file's end would be a SIGBUS.
-  std::uint32_t rollback(std::uint32_t* bad = nullptr, std::uint64_t bound = 0) noexcept {
-    const std::uint64_t limit = bound == 0 || bound > region_ ? region_ : bound;
+  // Entries of the section in the journal that do not lie inside the first
+  // `bound` bytes of the region (or are malformed), plus the entries a count
+  // above the capacity claims. A journal read from a file is untrusted: the
+  // caller checks it whole before rolling back, since a store past the
+  // file's end would be a SIGBUS and a partial rollback helps no one.
+  std::uint32_t invalid_entries(std::uint64_t bound) const noexcept {
+    const std::uint32_t n = area_->count.load(std::memory_order_acquire);
+    const std::uint32_t cap = area_->capacity;
+    std::uint32_t bad = n > cap ? n - cap : 0;
+    for (std::uint32_t i = 0; i < n && i < cap; ++i)
+      if (!valid(area_->entries[i], bound)) ++bad;
+    return bad;
+  }
+
+  // Takes back the section in the journal: the pre-images, newest first.
+  // Entries outside the region are skipped (invalid_entries() says whether
+  // there are any). Returns the entries applied.
+  std::uint32_t rollback() noexcept {
     std::uint32_t n = area_->count.load(std::memory_order_acquire);
     if (n > area_->capacity) n = area_->capacity;
-    std::uint32_t skipped = 0;
+    std::uint32_t applied = 0;
     for (std::uint32_t i = n; i-- > 0;) {
       const JournalEntry& e = area_->entries[i];
-      if (e.length == 0 || e.length > sizeof(e.data) || e.offset > limit ||
-          limit - e.offset < e.length) {
-        ++skipped;
-        continue;
-      }
+      if (!valid(e, region_)) continue;
       std::memcpy(base_ + e.offset, e.data, e.length);
+      ++applied;
     }
     std::atomic_signal_fence(std::memory_order_seq_cst);
     area_->count.store(0, std::memory_order_release);
     if (n != 0) area_->rollbacks += 1;
-    if (bad != nullptr) *bad = skipped;
-    return n;
+    return applied;
   }
 
   // Fault injection for the crash tests: the process dies (_exit) at the
@@ -139,6 +147,9 @@ class Journal {
   static void die_at_store(long n) noexcept { fault_countdown_.store(n, std::memory_order_relaxed); }
 
  private:
+  static bool valid(const JournalEntry& e, std::uint64_t bound) noexcept {
+    return e.length != 0 && e.length <= sizeof(e.data) && e.offset <= bound && bound - e.offset >= e.length;
+  }
   [[noreturn]] static void overflow() noexcept;  // core/journal.cpp: reports and aborts
   static void fault_tick() noexcept;             // core/journal.cpp
   static inline std::atomic<long> fault_countdown_{-1};

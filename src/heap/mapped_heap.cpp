@@ -128,10 +128,23 @@ struct MappedHeap::Impl {
   OpenReport report;
   int proc_slot = -1;
 
+  bool unformatted = false;  // open_existing found no header yet (being created?)
+
+  ~Impl() {
+    if (lock_fd >= 0) ::close(lock_fd);  // a close() that threw leaves it open
+  }
+
   std::byte* base() const { return map.data(); }
   std::byte* engine_base() const { return map.data() + hdr->engine_offset; }
   std::uint64_t engine_bytes() const { return hdr->region_bytes - hdr->engine_offset; }
-  const std::string& name() const { return opt.path; }
+  // One past the last usable byte, from the base: what an offset read from
+  // the mapping must stay below.
+  std::uint64_t heap_end() const { return hdr->engine_offset + engine.zone().committed_bytes(); }
+  // Whether [off, off + len) lies in the allocator's usable part.
+  bool in_heap(std::uint64_t off, std::uint64_t len) const {
+    const std::uint64_t end = heap_end();
+    return off >= hdr->engine_offset && off <= end && end - off >= len;
+  }
 
   [[noreturn]] void fail(int code, const std::string& why, const char* op = "check") const {
     std::string what = "mapheap: heap";
@@ -162,9 +175,8 @@ struct MappedHeap::Impl {
       return false;
     }
   }
-  cache::EngineOptions engine_options(std::size_t committed) {
+  cache::EngineOptions engine_options() {
     cache::EngineOptions eo;
-    eo.committed = committed;
     eo.grow = grow_fn;
     eo.grow_ctx = this;
     // A file keeps its blocks (a hole would be a SIGBUS on a full disk, and
@@ -216,11 +228,11 @@ struct MappedHeap::Impl {
 
   void create() {
     const std::size_t page = pal::page_size();
-    const std::size_t engine_off = round_up(
-        heap::kDirJournalEntries == 0 ? 0
-                                      : 8192 + core::JournalArea::bytes_for(heap::kZoneJournalEntries) +
-                                            core::JournalArea::bytes_for(heap::kDirJournalEntries),
-        page);
+    // The layout: header, locks, the two journals, then the engine.
+    constexpr std::uint64_t kLocks = 4096, kZoneJournal = 8192;
+    constexpr std::uint64_t kDirJournal = kZoneJournal + core::JournalArea::bytes_for(heap::kZoneJournalEntries);
+    const std::size_t engine_off =
+        round_up(kDirJournal + core::JournalArea::bytes_for(heap::kDirJournalEntries), page);
     std::size_t reserve = round_up(std::max(opt.max_size, opt.initial_size), std::size_t{2} << 20);
     // The page map covers the whole reservation (32 bytes a page) and must
     // lie in the usable part: a heap starts at least that big, plus room
@@ -230,6 +242,21 @@ struct MappedHeap::Impl {
     const std::size_t size = std::min(round_up(std::max(opt.initial_size, min_size), page), std::max(reserve, min_size));
     reserve = std::max(reserve, round_up(size, std::size_t{2} << 20));
     map = Mapping::create(mapping_options(OpenMode::create_exclusive, size, reserve));
+    try {
+      format(size, engine_off, kLocks, kZoneJournal, kDirJournal);
+    } catch (...) {
+      // What we created is not a heap: nothing of it is left behind.
+      if (opt.backing == Backing::file) (void)pal::unlink_path(opt.path.c_str());
+      if (opt.backing == Backing::shm) (void)pal::shm_remove(opt.path.c_str());
+      map.close();
+      throw;
+    }
+    report.created = true;
+  }
+
+  void format(std::size_t size, std::uint64_t engine_off, std::uint64_t locks_off, std::uint64_t zone_journal_off,
+              std::uint64_t dir_journal_off) {
+    const std::size_t page = pal::page_size();
     hdr = reinterpret_cast<HeapHeader*>(base());
 
     HeapHeader h{};
@@ -247,9 +274,9 @@ struct MappedHeap::Impl {
     h.uuid[6] = static_cast<std::uint8_t>((h.uuid[6] & 0x0f) | 0x40);  // version 4
     h.uuid[8] = static_cast<std::uint8_t>((h.uuid[8] & 0x3f) | 0x80);  // variant 1
     h.region_bytes = map.reserved();
-    h.locks_offset = 4096;
-    h.zone_journal_offset = 8192;
-    h.dir_journal_offset = h.zone_journal_offset + core::JournalArea::bytes_for(heap::kZoneJournalEntries);
+    h.locks_offset = locks_off;
+    h.zone_journal_offset = zone_journal_off;
+    h.dir_journal_offset = dir_journal_off;
     h.engine_offset = engine_off;
     h.created_ns = realtime_ns();
     h.magic = heap::kHeapMagic;
@@ -261,11 +288,12 @@ struct MappedHeap::Impl {
     init_mutexes();
     zone_journal.format(heap::kZoneJournalEntries);
     dir_journal.format(heap::kDirJournalEntries);
-    if (!engine.format(engine_base(), engine_bytes(), engine_options(size - engine_off)))
+    cache::EngineOptions eo = engine_options();
+    eo.committed = size - engine_off;
+    if (!engine.format(engine_base(), engine_bytes(), eo))
       fail(EINVAL, "cannot format the allocator in " + std::to_string(size - engine_off) + " bytes");
     std::atomic_ref<std::uint64_t>(hdr->magic).store(heap::kHeapMagic, std::memory_order_release);
     if (opt.backing == Backing::file) map.sync();
-    report.created = true;
   }
 
   // ---- open
@@ -275,6 +303,11 @@ struct MappedHeap::Impl {
     // the reservation the header asks for.
     Mapping probe = Mapping::create(mapping_options(OpenMode::open_existing, 0, 0));
     const std::size_t have = probe.size();
+    // Empty, or zeros where the magic goes: maybe a heap being created (its
+    // magic is written last); open_or_create waits a little for it.
+    unformatted = have < sizeof(HeapHeader) ||
+                  std::atomic_ref<std::uint64_t>(reinterpret_cast<HeapHeader*>(probe.data())->magic)
+                          .load(std::memory_order_acquire) == 0;
     if (have < sizeof(HeapHeader))
       fail(EINVAL, "truncated: " + std::to_string(have) + " bytes, a heap starts with a " +
                        std::to_string(sizeof(HeapHeader)) + "-byte header");
@@ -324,10 +357,14 @@ struct MappedHeap::Impl {
   // With nobody else attached: takes back whatever a dead process left
   // half-done. O(metadata): journals, the page map once, the thread slots.
   void recover(bool untrusted_caches) {
-    std::uint32_t bad = 0;
-    // The journals come from the file: entries are bounded by its size.
-    report.rolled_back += zone_journal.rollback(&bad, map.size());
-    report.rolled_back += dir_journal.rollback(&bad, map.size());
+    // The journals come from the file: checked whole before any of them is
+    // applied, so that a corrupt one changes nothing.
+    for (const core::Journal* j : {&zone_journal, &dir_journal})
+      if (const std::uint32_t n = j->invalid_entries(map.size()); n != 0)
+        fail(EINVAL, "corrupt undo journal: " + std::to_string(n) +
+                         " entries lie outside the file; nothing was rolled back");
+    report.rolled_back += zone_journal.rollback();
+    report.rolled_back += dir_journal.rollback();
     // A corrupt journal may have written anywhere in the file, the header included.
     if (std::string why = heap::validate_header(*hdr, map.size(), false); !why.empty())
       fail(EINVAL, "after its journals were rolled back: " + why);
@@ -340,9 +377,7 @@ struct MappedHeap::Impl {
     if (shared) std::atomic_ref<std::uint64_t>(hdr->recoveries).fetch_add(1, std::memory_order_relaxed);
   }
   void attach_engine() {
-    page::Buddy zone;
-    (void)page::Buddy::attach(engine_base(), engine_bytes(), zone);
-    if (!engine.attach(engine_base(), engine_bytes(), engine_options(zone.committed_bytes())))
+    if (!engine.attach(engine_base(), engine_bytes(), engine_options()))
       fail(EINVAL, "corrupt allocator metadata (slab root or cache run)");
   }
   // A snapshot's cache arrays were copied while others pushed and popped:
@@ -397,7 +432,7 @@ struct MappedHeap::Impl {
             }
           }
           // Another process is creating it: its magic comes last.
-          if (e.code().value() == EINVAL && attempt < 200 && still_being_created()) {
+          if (unformatted && attempt < 200) {
             map.close();
             std::this_thread::sleep_for(std::chrono::milliseconds(10));
             continue;
@@ -418,24 +453,20 @@ struct MappedHeap::Impl {
       (void)lock(kPresenceByte, pal::RangeLock::shared, true);
     }
     try {
+      // Alone, or in a private view (a copy nobody else writes), this
+      // process may repair what the last users left: recovery if they did
+      // not close cleanly, else fresh locks.
+      const bool ours_alone = alone || !shared;
       const bool untrusted = (hdr->reserved1 & kFlagCachesUntrusted) != 0;
+      const bool unclean = std::atomic_ref<std::uint32_t>(hdr->clean).load(std::memory_order_acquire) == 0 ||
+                           zone_journal.pending() != 0 || dir_journal.pending() != 0 || untrusted;
       if (report.created) {
         // formatted and attached by create()
-      } else if (!shared) {
-        // A private view: whatever state others left, this copy is ours alone.
-        if (zone_journal.pending() != 0 || dir_journal.pending() != 0 ||
-            std::atomic_ref<std::uint32_t>(hdr->clean).load(std::memory_order_acquire) == 0 || untrusted)
-          recover(untrusted);
-        else {
-          init_mutexes();
-          attach_engine();
-        }
-      } else if (alone && (std::atomic_ref<std::uint32_t>(hdr->clean).load(std::memory_order_acquire) == 0 ||
-                           zone_journal.pending() != 0 || dir_journal.pending() != 0 || untrusted)) {
+      } else if (ours_alone && unclean) {
         recover(untrusted);
-        hdr->reserved1 &= ~static_cast<std::uint32_t>(kFlagCachesUntrusted);
+        hdr->reserved1 &= ~kFlagCachesUntrusted;
       } else {
-        if (alone) init_mutexes();
+        if (ours_alone) init_mutexes();
         attach_engine();
       }
       if (shared) {
@@ -459,13 +490,6 @@ struct MappedHeap::Impl {
         // advice only
       }
     }
-  }
-
-  bool still_being_created() const {
-    if (map.empty()) return true;
-    if (map.size() < sizeof(HeapHeader)) return true;
-    return std::atomic_ref<std::uint64_t>(reinterpret_cast<HeapHeader*>(map.data())->magic)
-               .load(std::memory_order_acquire) == 0;
   }
 
   void close() {
@@ -498,28 +522,24 @@ struct MappedHeap::Impl {
   DirTable* table() const {
     const std::uint64_t off = hdr->directory;
     if (off == 0) return nullptr;
-    const std::uint64_t limit = hdr->engine_offset + engine.zone().committed_bytes();
-    if (off < hdr->engine_offset || off % 8 != 0 || off + sizeof(DirTable) > limit)
+    if (off % 8 != 0 || !in_heap(off, sizeof(DirTable)))
       fail(EINVAL, "corrupt named-object directory: offset " + std::to_string(off) + " outside the heap");
     auto* t = reinterpret_cast<DirTable*>(base() + off);
     if (t->magic != heap::kDirMagic || t->capacity == 0 || (t->capacity & (t->capacity - 1)) != 0 ||
-        off + DirTable::bytes_for(t->capacity) > limit || t->live > t->capacity)
+        !in_heap(off, DirTable::bytes_for(t->capacity)) || t->live > t->capacity)
       fail(EINVAL, "corrupt named-object directory at offset " + std::to_string(off));
     return t;
   }
   // The name and type strings of a live entry, bounds-checked.
   std::pair<std::string_view, std::string_view> strings(const DirEntry& e) const {
-    const std::uint64_t limit = hdr->engine_offset + engine.zone().committed_bytes();
     const std::uint64_t len = std::uint64_t{e.name_len} + 1 + e.type_len + 1;
-    if (e.strings < hdr->engine_offset || e.strings > limit || limit - e.strings < len ||
-        e.name_len == 0 || e.name_len > kMaxName)
+    if (!in_heap(e.strings, len) || e.name_len == 0 || e.name_len > kMaxName)
       fail(EINVAL, "corrupt named-object directory: an entry's name lies outside the heap");
     const char* s = reinterpret_cast<const char*>(base() + e.strings);
     return {std::string_view(s, e.name_len), std::string_view(s + e.name_len + 1, e.type_len)};
   }
   void check_object(const DirEntry& e, std::string_view name) const {
-    const std::uint64_t limit = hdr->engine_offset + engine.zone().committed_bytes();
-    if (e.object < hdr->engine_offset || e.object > limit || limit - e.object < e.size)
+    if (!in_heap(e.object, e.size))
       fail(EINVAL, "corrupt named-object directory: object '" + std::string(name) + "' lies outside the heap");
   }
   // The live entry named `name`, or null.
@@ -538,8 +558,7 @@ struct MappedHeap::Impl {
     return nullptr;
   }
   void check_type(const DirEntry& e, std::string_view name, const detail::TypeTag& type) const {
-    const auto [n, t] = strings(e);
-    (void)n;
+    const std::string_view t = strings(e).second;
     if (t != type.name || e.size != type.size)
       fail(EINVAL, "named object '" + std::string(name) + "' is a " + std::string(t) + " (" +
                        std::to_string(e.size) + " bytes), not a " + type.name + " (" +
@@ -737,14 +756,8 @@ const OpenReport& MappedHeap::open_report() const noexcept { return impl_->repor
 const HeapOptions& MappedHeap::options() const noexcept { return impl_->opt; }
 std::size_t MappedHeap::page_size() const noexcept { return impl_->hdr->page_size; }
 
-namespace {
-// Holds the directory lock for a scope (directory, then zone: never the other order).
-struct DirGuard {
-  explicit DirGuard(heap::RegionLock& l) : l_(l) { l_.lock(); }
-  ~DirGuard() { l_.unlock(); }
-  heap::RegionLock& l_;
-};
-}  // namespace
+// The directory lock for a scope (directory, then zone: never the other order).
+using DirGuard = core::LockGuard<heap::RegionLock>;
 
 void* MappedHeap::named_construct(std::string_view name, const detail::TypeTag& type,
                                   void (*ctor)(void*, void*), void* ctx, int if_exists) {
@@ -861,38 +874,43 @@ void MappedHeap::flush() {
 
 void MappedHeap::snapshot(const std::string& dest) {
   Impl& m = *impl_;
-  const int flags = O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | (m.opt.follow_symlinks ? 0 : O_NOFOLLOW);
-  const int out = ::open(dest.c_str(), flags, m.opt.permissions);
-  if (out < 0)
-    throw error(errno, "mapheap: cannot create snapshot '" + dest + "': " + std::strerror(errno), dest, 0, "open");
+  const std::uint32_t flags = pal::kOpenReadWrite | pal::kOpenCreate | pal::kOpenExclusive |
+                              (m.opt.follow_symlinks ? pal::kOpenFollow : 0u);
+  const pal::Result<int> opened = pal::open_file(dest.c_str(), flags, m.opt.permissions);
+  if (!opened.ok())
+    throw error(opened.error().code, "mapheap: cannot create snapshot '" + dest + "': " + describe(opened.error()),
+                dest, 0, "open");
+  const int out = opened.value();
   auto fail_out = [&](const pal::Error& e) {
-    ::close(out);
-    (void)::unlink(dest.c_str());
+    (void)pal::close_fd(out);
+    (void)pal::unlink_path(dest.c_str());  // a partial copy is not a heap
     throw error(e.code, "mapheap: cannot write snapshot '" + dest + "': " + describe(e), dest, 0, "write");
   };
+  HeapHeader h;
   {
     // No slow path runs meanwhile: the metadata under both locks is still.
     DirGuard d(m.dir_lock);
     core::LockGuard<heap::RegionLock> z(m.engine.lock_policy());
+    std::memcpy(static_cast<void*>(&h), m.hdr, sizeof(h));
     const pal::Result<pal::FileInfo> st = pal::stat_fd(m.map.fd());
     if (!st.ok()) fail_out(st.error());
-    const std::uint64_t len = st.value().size;
     const pal::Result<bool> cloned = pal::clone_file(m.map.fd(), out);
     if (!cloned.ok()) fail_out(cloned.error());
     if (!cloned.value())
-      if (pal::Status s = pal::copy_sparse(m.map.fd(), out, len); !s) fail_out(s.error());
+      if (pal::Status s = pal::copy_sparse(m.map.fd(), out, st.value().size); !s) fail_out(s.error());
   }
   // The copy is a heap closed uncleanly, whose caches are not to be trusted:
   // its first open recovers (fresh locks, empty caches).
-  HeapHeader h;
-  if (::pread(out, &h, sizeof(h), 0) != static_cast<ssize_t>(sizeof(h)))
-    fail_out(pal::Error::make(pal::Op::read, errno ? errno : EIO));
   h.clean = 0;
   h.reserved1 |= kFlagCachesUntrusted;
-  for (auto& s : h.processes) s.pid = 0;
+  for (auto& p : h.processes) p.pid = 0;
   if (pal::Status s = pal::pwrite_all(out, &h, sizeof(h), 0); !s) fail_out(s.error());
-  if (::fdatasync(out) != 0) fail_out(pal::Error::make(pal::Op::fdatasync, errno));
-  ::close(out);
+  if (pal::Status s = pal::datasync(out); !s) fail_out(s.error());
+  if (pal::Status s = pal::close_fd(out); !s) {
+    (void)pal::unlink_path(dest.c_str());
+    throw error(s.error().code, "mapheap: cannot write snapshot '" + dest + "': " + describe(s.error()), dest, 0,
+                "close");
+  }
 }
 
 HeapCheck MappedHeap::check() const {
@@ -951,7 +969,7 @@ HeapStats MappedHeap::stats() const {
   const cache::EngineStats es = m.engine.stats();
   const std::uint64_t page = m.hdr->page_size;
   s.region_bytes = m.hdr->region_bytes;
-  s.committed_bytes = m.hdr->engine_offset + es.committed_bytes;
+  s.committed_bytes = m.heap_end();  // the zone's: this process's engine may not have seen a peer's growth
   s.used_bytes = static_cast<std::uint64_t>(std::max<std::int64_t>(es.counters.bytes_in_use, 0));
   s.free_bytes = es.zone.free_pages * page;
   s.metadata_bytes = m.hdr->engine_offset + es.metadata_pages * page;
@@ -1123,7 +1141,7 @@ GcReport MappedHeap::gc(GcPointers pointers) {
       for (std::uint32_t i = 0; i < t->capacity; ++i)
         if (t->entries[i].state == DirState::live) mark(t->entries[i].object);
     }
-    const std::uint64_t end = eoff + zone.committed_bytes();
+    const std::uint64_t end = m.heap_end();
     while (!work.empty()) {
       const Block* b = work.back();
       work.pop_back();

@@ -721,7 +721,7 @@ class BadFiles : public ::testing::Test {
   }
   // Opening must fail with a message naming the file and containing `why`.
   void expect_refused(const std::string& why) {
-    for (HeapMode m : {HeapMode::open, HeapMode::read_only}) {
+    for (HeapMode m : {HeapMode::open, HeapMode::read_only, HeapMode::open_or_create}) {
       auto r = MappedHeap::try_open(HeapOptions::file(path_, m));
       ASSERT_FALSE(r.ok()) << "opened a bad file (" << why << ")";
       const std::string msg = r.err().what();
@@ -776,6 +776,27 @@ TEST_F(BadFiles, CorruptZoneHeader) {
   patch(header().engine_offset, &junk, sizeof(junk));
   expect_refused("corrupt allocator metadata");
 }
+TEST_F(BadFiles, CorruptJournalIsRefusedAndChangesNothing) {
+  // A pending section (as a crash leaves it) whose one entry points past the file.
+  const heap::HeapHeader h = header();
+  core::JournalEntry e{};
+  e.offset = h.region_bytes + 4096;
+  e.length = 8;
+  patch(h.zone_journal_offset + offsetof(core::JournalArea, entries), &e, sizeof(e));
+  const std::uint32_t one = 1;
+  patch(h.zone_journal_offset + offsetof(core::JournalArea, count), &one, sizeof(one));
+  auto bytes = [&] {
+    std::ifstream in(path_, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  const std::string before = bytes();
+  auto r = MappedHeap::try_open(HeapOptions::file(path_, HeapMode::open));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(std::string(r.err().what()).find("corrupt undo journal"), std::string::npos) << r.err().what();
+  EXPECT_NE(std::string(r.err().what()).find(path_), std::string::npos) << r.err().what();
+  EXPECT_TRUE(bytes() == before) << "a refused recovery must not change the file";
+}
+
 TEST_F(BadFiles, CorruptDirectoryIsReportedNotFollowed) {
   heap::HeapHeader h = header();
   const std::uint64_t far = h.region_bytes - 64;  // beyond the committed part
