@@ -150,7 +150,9 @@ bool Buddy::grow(std::size_t committed) noexcept {
   for (std::uint32_t i = old_end; i < new_end; ++i) map_[i] = desc_of(PageState::tail);
   const std::uint32_t old_arena = header_->arena_pages;
   core::undo_save(header_->arena_pages);
-  header_->arena_pages = new_end - header_->first_page;
+  // After the page map past the old end is written: a reader that sees the
+  // new size (committed_bytes(), without the lock) sees those descriptors.
+  std::atomic_ref<std::uint32_t>(header_->arena_pages).store(new_end - header_->first_page, std::memory_order_release);
   // Never touched, so free-released; they merge with free buddies below.
   free_range(old_arena, new_end - old_end, kPageReleased, header_->clock);
   return true;

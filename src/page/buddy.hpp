@@ -30,6 +30,7 @@
 // on one zone (the engine's zone lock).
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 
@@ -165,8 +166,13 @@ class Buddy {
   // multiple or lies beyond the region.
   bool grow(std::size_t committed) noexcept;
   // Bytes of the region the arena reaches now (header and page map included).
+  // Read without the zone lock too (the engine's fast-path bound, a mapped
+  // heap's bounds checks under its directory lock) while another thread or
+  // process grows the arena: the arena's size is read atomically, and only
+  // grows (grow() stores it atomically).
   std::size_t committed_bytes() const noexcept {
-    return std::size_t{end_page()} * header_->page_size;
+    const std::uint32_t arena = std::atomic_ref<std::uint32_t>(header_->arena_pages).load(std::memory_order_acquire);
+    return (std::size_t{header_->first_page} + arena) * header_->page_size;
   }
   std::size_t region_bytes() const noexcept {
     return std::size_t{header_->total_pages} * header_->page_size;
