@@ -564,6 +564,16 @@ struct MappedHeap::Impl {
                        std::to_string(e.size) + " bytes), not a " + type.name + " (" +
                        std::to_string(type.size) + " bytes)");
   }
+  // The live entry named `name`, checked to hold a `type` inside the heap;
+  // null if there is none. Under the directory lock.
+  DirEntry* find_typed(std::string_view name, const detail::TypeTag& type) const {
+    DirEntry* e = lookup(name, heap::fnv1a(name.data(), name.size()));
+    if (e != nullptr) {
+      check_type(*e, name, type);
+      check_object(*e, name);
+    }
+    return e;
+  }
   // Room for one more entry: a larger table, published by one journaled store.
   DirTable* reserve_entry() {
     DirTable* t = table();
@@ -767,8 +777,7 @@ void* MappedHeap::named_construct(std::string_view name, const detail::TypeTag& 
   if (!m.writable) m.fail(EROFS, "opened read-only: cannot construct '" + std::string(name) + "'");
   const std::uint64_t hash = heap::fnv1a(name.data(), name.size());
   DirGuard g(m.dir_lock);
-  if (DirEntry* e = m.lookup(name, hash)) {
-    m.check_type(*e, name, type);
+  if (const DirEntry* e = m.find_typed(name, type)) {
     if (if_exists == 1) return m.base() + e->object;
     m.fail(EEXIST, "named object '" + std::string(name) + "' exists");
   }
@@ -814,24 +823,17 @@ void* MappedHeap::named_construct(std::string_view name, const detail::TypeTag& 
 
 void* MappedHeap::named_find(std::string_view name, const detail::TypeTag& type) {
   Impl& m = *impl_;
-  const std::uint64_t hash = heap::fnv1a(name.data(), name.size());
   DirGuard g(m.dir_lock);
-  DirEntry* e = m.lookup(name, hash);
-  if (e == nullptr) return nullptr;
-  m.check_type(*e, name, type);
-  m.check_object(*e, name);
-  return m.base() + e->object;
+  const DirEntry* e = m.find_typed(name, type);
+  return e != nullptr ? m.base() + e->object : nullptr;
 }
 
 bool MappedHeap::named_destroy(std::string_view name, const detail::TypeTag& type, void (*dtor)(void*)) {
   Impl& m = *impl_;
   if (!m.writable) m.fail(EROFS, "opened read-only: cannot destroy '" + std::string(name) + "'");
-  const std::uint64_t hash = heap::fnv1a(name.data(), name.size());
   DirGuard g(m.dir_lock);
-  DirEntry* e = m.lookup(name, hash);
+  DirEntry* e = m.find_typed(name, type);
   if (e == nullptr) return false;
-  m.check_type(*e, name, type);
-  m.check_object(*e, name);
   void* obj = m.base() + e->object;
   void* str = m.base() + e->strings;
   dtor(obj);
