@@ -7,8 +7,9 @@
 // `build` creates HEAP and forks N workers. Worker w counts the words of the
 // files i with i % N == w into a map of its own inside the heap
 // (boost::container::map of mapheap::string, with mapheap::allocator), and
-// names it "counts-w" only when it is done. Worker W is killed with SIGKILL
-// when it is half-way through: its map was never named, so its blocks are
+// names it "counts-w" only when it is done. Worker W never finishes (it goes
+// round its share until killed) and is killed with SIGKILL once it has counted
+// half of its share, whatever the corpus size or the machine's speed: its map was never named, so its blocks are
 // unreachable (`mapheap gc` returns them), and the heap's own metadata is
 // whole (`mapheap check` passes). The parent then does W's share itself.
 // `query` reopens the heap and sums the word's counts over the named maps.
@@ -83,18 +84,23 @@ std::uint64_t count_file(const std::string& path, Map& m, const mapheap::allocat
   return words;
 }
 
-// One worker's share: a map of its own, named only when complete.
+// One worker's share: a map of its own, named only when complete. The victim
+// never completes: it goes round its share again and again, allocating, until
+// the parent's SIGKILL lands (however fast it is, the kill finds it mid-way).
 std::uint64_t count_share(MappedHeap& h, const std::vector<std::string>& files, unsigned w, unsigned n,
-                          std::atomic<std::uint64_t>* progress) {
+                          std::atomic<std::uint64_t>* progress, bool victim = false) {
   void* mem = h.allocate(sizeof(Map), alignof(Map));
   if (mem == nullptr) throw std::bad_alloc();
   auto* m = new (mem) Map(mapheap::allocator<Pair>(h));
   const mapheap::allocator<char> a(h);
   std::uint64_t words = 0;
-  for (std::size_t i = w; i < files.size(); i += n) {
-    words += count_file(files[i], *m, a);
-    if (progress != nullptr) progress->fetch_add(1);
-  }
+  do {
+    for (std::size_t i = w; i < files.size(); i += n) {
+      words += count_file(files[i], *m, a);
+      if (progress != nullptr) progress->fetch_add(1);
+    }
+    if (victim) m->clear();  // its blocks go back and are taken again on the next round
+  } while (victim);
   h.construct<mapheap::offset_ptr<Map>>("counts-" + std::to_string(w))(m);
   return words;
 }
@@ -121,7 +127,8 @@ int build(const std::string& heap, const std::string& dir, unsigned workers, int
       int rc = 0;
       try {
         MappedHeap mine = MappedHeap::open(HeapOptions::file(heap, HeapMode::open));
-        (void)count_share(mine, files, w, workers, mine.find<std::atomic<std::uint64_t>>("progress-" + std::to_string(w)));
+        (void)count_share(mine, files, w, workers, mine.find<std::atomic<std::uint64_t>>("progress-" + std::to_string(w)),
+                          static_cast<int>(w) == victim);
       } catch (const std::exception& e) {
         std::fprintf(stderr, "worker %u: %s\n", w, e.what());
         rc = 1;
@@ -134,11 +141,11 @@ int build(const std::string& heap, const std::string& dir, unsigned workers, int
   if (victim >= 0 && static_cast<unsigned>(victim) < workers) {
     const std::uint64_t share = (files.size() - static_cast<std::size_t>(victim) + workers - 1) / workers;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-    while (progress[static_cast<std::size_t>(victim)]->load() < share / 2 &&
+    while (progress[static_cast<std::size_t>(victim)]->load() < std::max<std::uint64_t>(1, share / 2) &&
            std::chrono::steady_clock::now() < deadline)
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     ::kill(pids[static_cast<std::size_t>(victim)], SIGKILL);
-    std::printf("killed worker %d (pid %d) with SIGKILL after %llu of its %llu files\n", victim,
+    std::printf("killed worker %d (pid %d) with SIGKILL after %llu files counted (its share: %llu)\n", victim,
                 static_cast<int>(pids[static_cast<std::size_t>(victim)]),
                 static_cast<unsigned long long>(progress[static_cast<std::size_t>(victim)]->load()),
                 static_cast<unsigned long long>(share));
