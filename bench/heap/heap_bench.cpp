@@ -8,7 +8,9 @@
 // The workloads:
 //   alloc   allocate/free throughput: a window of live blocks of 8 B-64 KiB
 //           (log-uniform), replaced at random, by 1 process, and by 2 processes
-//           allocating in the same heap at once (glibc: each in its own malloc).
+//           allocating in the same heap at once (glibc: each in its own malloc);
+//           two passes, timed apart: on a new heap, then on the heap the first
+//           pass left (steady state: no page touched for the first time).
 //   graph   the adjacency lists of a random graph (2^20 vertices, 2^24 edges):
 //           a vector of 2^20 vectors of uint32_t, built by push_back in the heap.
 //   reopen  a 1 GiB and a 4 GiB heap filled with blocks and named objects and
@@ -32,6 +34,7 @@
 #include <gnu/libc-version.h>
 #include <limits.h>
 #include <linux/magic.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/vfs.h>
 #include <sys/wait.h>
@@ -39,6 +42,8 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
+#include <atomic>
 #include <cerrno>
 #include <cmath>
 #include <cstdint>
@@ -143,9 +148,13 @@ std::string fmt_count(std::uint64_t n) {  // 16777216 -> 16,777,216
 
 // ---- contenders
 
-enum class Kind : std::uint8_t { mapheap_file, mapheap_shm, boost_file, boost_shm, glibc };
+// floor is not a contender: the alloc workload with next to no allocator
+// (FloorArena), what the workload itself costs.
+enum class Kind : std::uint8_t { mapheap_file, mapheap_shm, boost_file, boost_shm, glibc, floor };
 constexpr std::array<Kind, 5> kAllKinds{Kind::mapheap_file, Kind::mapheap_shm, Kind::boost_file,
                                         Kind::boost_shm, Kind::glibc};
+constexpr std::array<Kind, 6> kAllocKinds{Kind::mapheap_file, Kind::mapheap_shm, Kind::boost_file,
+                                          Kind::boost_shm,    Kind::glibc,       Kind::floor};
 constexpr std::array<Kind, 4> kMappedKinds{Kind::mapheap_file, Kind::mapheap_shm, Kind::boost_file,
                                            Kind::boost_shm};
 
@@ -156,6 +165,7 @@ const char* label(Kind k) {
     case Kind::boost_file: return "Boost mapped_file";
     case Kind::boost_shm: return "Boost shm";
     case Kind::glibc: return "glibc malloc";
+    case Kind::floor: return "floor: bare free lists";
   }
   return "?";
 }
@@ -177,7 +187,8 @@ Place make_place(Kind k, const std::string& dir, const char* what) {
     case Kind::boost_file: return {k, dir + "/" + stem + ".heap"};
     case Kind::mapheap_shm: return {k, "/" + stem};
     case Kind::boost_shm: return {k, stem};  // Boost adds the leading slash itself
-    case Kind::glibc: break;
+    case Kind::glibc:
+    case Kind::floor: break;
   }
   return {k, ""};
 }
@@ -188,7 +199,8 @@ void remove_place(const Place& p) {
     case Kind::boost_file: ::unlink(p.name.c_str()); break;
     case Kind::mapheap_shm: ::shm_unlink(p.name.c_str()); break;
     case Kind::boost_shm: bip::shared_memory_object::remove(p.name.c_str()); break;
-    case Kind::glibc: break;
+    case Kind::glibc:
+    case Kind::floor: break;
   }
 }
 
@@ -226,6 +238,7 @@ class MapheapArena {
   }
   void* allocate(std::size_t n) noexcept { return heap_.allocate(n); }
   void deallocate(void* p) noexcept { heap_.deallocate(p); }
+  void deallocate(void* p, std::size_t /*size*/) noexcept { heap_.deallocate(p); }  // as Boost: unsized
   template <class T, class... Args>
   T* construct(const char* name, Args&&... args) {
     return heap_.find_or_construct<T>(name)(std::forward<Args>(args)...);
@@ -258,6 +271,7 @@ class BoostArena {
   static BoostArena open(const Place& p) { return BoostArena(Segment(bip::open_only, p.name.c_str())); }
   void* allocate(std::size_t n) noexcept { return segment_.allocate(n, std::nothrow); }
   void deallocate(void* p) noexcept { segment_.deallocate(p); }
+  void deallocate(void* p, std::size_t /*size*/) noexcept { segment_.deallocate(p); }
   template <class T, class... Args>
   T* construct(const char* name, Args&&... args) {
     return segment_.template construct<T>(name)(std::forward<Args>(args)...);
@@ -288,6 +302,7 @@ class MallocArena {
   static MallocArena open(const Place&) { return {}; }
   void* allocate(std::size_t n) noexcept { return std::malloc(n); }
   void deallocate(void* p) noexcept { std::free(p); }
+  void deallocate(void* p, std::size_t /*size*/) noexcept { std::free(p); }
   template <class T, class... Args>
   T* construct(const char*, Args&&... args) {
     return new T(std::forward<Args>(args)...);
@@ -299,6 +314,63 @@ class MallocArena {
     return {};
   }
   void close() {}
+};
+
+// The floor of the alloc workload, not a contender: a LIFO free list per size
+// class (8 per doubling, as mapheap's, so the working set is the same size),
+// carved from one private mapping; no metadata, no lock, no sharing, no
+// check, and the block's size handed to it at free (the contenders are not
+// told it). What the workload costs when the allocator costs next to nothing:
+// no contender can be faster than this on this machine.
+class FloorArena {
+ public:
+  static FloorArena create(const Place&, Sizing) { return FloorArena(nullptr); }
+  static FloorArena open(const Place&) {
+    void* m = ::mmap(nullptr, kReserve, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED) fail(std::string("mmap: ") + std::strerror(errno));
+    return FloorArena(static_cast<char*>(m));
+  }
+  FloorArena(FloorArena&& o) noexcept : base_(std::exchange(o.base_, nullptr)), used_(o.used_) {
+    std::copy(std::begin(o.free_), std::end(o.free_), std::begin(free_));
+  }
+  FloorArena& operator=(FloorArena&&) = delete;
+  ~FloorArena() { close(); }
+  void* allocate(std::size_t n) noexcept {
+    const auto [cls, bytes] = size_class(n);
+    if (void* p = free_[cls]) {
+      free_[cls] = *static_cast<void**>(p);
+      return p;
+    }
+    if (used_ + bytes > kReserve) return nullptr;
+    void* p = base_ + used_;
+    used_ += bytes;
+    return p;
+  }
+  void deallocate(void* p, std::size_t n) noexcept {
+    const unsigned cls = size_class(n).first;
+    *static_cast<void**>(p) = free_[cls];
+    free_[cls] = p;
+  }
+  void close() {
+    if (base_ != nullptr) ::munmap(base_, kReserve);
+    base_ = nullptr;
+  }
+
+ private:
+  static constexpr std::size_t kReserve = std::size_t{16} << 30;
+  explicit FloorArena(char* base) : base_(base) {}
+  // 8, then steps of 16 to 128, then 8 classes per doubling: (index, bytes).
+  static std::pair<unsigned, std::size_t> size_class(std::size_t n) {
+    if (n <= 8) return {0, 8};
+    if (n <= 128) return {static_cast<unsigned>((n + 15) / 16), (n + 15) / 16 * 16};
+    const auto w = static_cast<unsigned>(std::bit_width(n - 1));  // 2^(w-1) < n <= 2^w
+    const std::size_t step = std::size_t{1} << (w - 4);
+    const std::size_t k = (n + step - 1) / step;  // 9..16
+    return {static_cast<unsigned>(9 + (w - 8) * 8 + (k - 9)), k * step};
+  }
+  char* base_ = nullptr;
+  std::size_t used_ = 0;
+  void* free_[128] = {};
 };
 
 // Calls f(std::type_identity<Arena>{}) with the arena type of kind k.
@@ -445,6 +517,9 @@ struct Pass {
 
 // ---- workload alloc: allocate/free throughput
 
+constexpr const char* kFirstPass = ", first pass (new heap)";
+constexpr const char* kSecondPass = ", second pass";
+
 struct AllocParams {
   std::uint32_t window;  // live blocks per process
   std::uint32_t rounds;  // replacements per process (each one free and one allocate)
@@ -468,8 +543,38 @@ bool intact(const void* p, std::uint32_t size, std::uint64_t tag) {
   return head == tag && tail == ~tag;
 }
 
+// The workers of one measurement wait here between their two passes, so that
+// the second pass of each runs alongside the second pass of the others. In a
+// shared anonymous page made before fork().
+class SpinBarrier {
+ public:
+  explicit SpinBarrier(unsigned parties) : parties_(parties) {
+    void* m = ::mmap(nullptr, sizeof(std::atomic<unsigned>), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) fail(std::string("mmap: ") + std::strerror(errno));
+    arrived_ = new (m) std::atomic<unsigned>(0);
+  }
+  ~SpinBarrier() { ::munmap(arrived_, sizeof(std::atomic<unsigned>)); }
+  SpinBarrier(const SpinBarrier&) = delete;
+  SpinBarrier& operator=(const SpinBarrier&) = delete;
+  // Throws if the others do not all arrive within a minute (one died).
+  void arrive_and_wait() {
+    arrived_->fetch_add(1);
+    const std::uint64_t deadline = now_ns() + 60'000'000'000ull;
+    while (arrived_->load() < parties_) {
+      if (now_ns() > deadline) fail("a worker never reached the second pass");
+      ::sched_yield();
+    }
+  }
+
+ private:
+  unsigned parties_;
+  std::atomic<unsigned>* arrived_;
+};
+
+// values[0]: operations of each pass; values[1], values[2]: the second
+// pass's start and end (start_ns and end_ns are the first pass's).
 template <class Arena>
-Report alloc_worker(const Place& place, const AllocParams& ap, unsigned worker, Gate& gate) {
+Report alloc_worker(const Place& place, const AllocParams& ap, unsigned worker, Gate& gate, SpinBarrier& between) {
   // Every random choice is made before the clock starts.
   Rng rng(kSeed + worker);
   std::vector<std::uint32_t> live_size(ap.window), next_slot(ap.rounds), next_size(ap.rounds);
@@ -494,24 +599,39 @@ Report alloc_worker(const Place& place, const AllocParams& ap, unsigned worker, 
   Report rep;
   std::uint64_t bad = 0;
   std::uint32_t done = 0;
-  rep.start_ns = now_ns();
-  for (; done < ap.rounds; ++done) {
-    const std::uint32_t j = next_slot[done];
-    bad += !intact(live[j], live_size[j], live_tag[j]);
-    arena.deallocate(live[j]);
-    void* p = arena.allocate(next_size[done]);
-    if (p == nullptr) break;
-    live[j] = p;
-    live_size[j] = next_size[done];
-    live_tag[j] = tag_base + ap.window + done;
-    stamp(p, live_size[j], live_tag[j]);
+  // Two passes of the same replacements: the first on a new heap (its pages
+  // touched for the first time: page faults, and for a file, blocks
+  // allocated on the disk), the second on the heap the first left behind.
+  bool full = false;
+  for (unsigned pass = 0; pass < 2 && !full; ++pass) {
+    if (pass == 1) between.arrive_and_wait();
+    const std::uint64_t t0 = now_ns();
+    for (done = 0; done < ap.rounds; ++done) {
+      const std::uint32_t j = next_slot[done];
+      bad += !intact(live[j], live_size[j], live_tag[j]);
+      arena.deallocate(live[j], live_size[j]);
+      void* p = arena.allocate(next_size[done]);
+      if (p == nullptr) break;
+      live[j] = p;
+      live_size[j] = next_size[done];
+      live_tag[j] = tag_base + ap.window + std::uint64_t{pass} * ap.rounds + done;
+      stamp(p, live_size[j], live_tag[j]);
+    }
+    const std::uint64_t t1 = now_ns();
+    full = done < ap.rounds;
+    if (pass == 0) {
+      rep.start_ns = t0;
+      rep.end_ns = t1;
+    } else {
+      rep.values[1] = t0;
+      rep.values[2] = t1;
+    }
   }
-  rep.end_ns = now_ns();
-  const bool full = done < ap.rounds;
+  if (full) between.arrive_and_wait();  // the others may wait for a second pass that will not come
   for (std::uint32_t i = 0; i < ap.window; ++i) {
     if (full && live[i] == nullptr) continue;
     bad += !intact(live[i], live_size[i], live_tag[i]);
-    arena.deallocate(live[i]);
+    arena.deallocate(live[i], live_size[i]);
   }
   arena.close();
   if (full) fail("the heap ran out of memory after " + std::to_string(done) + " replacements");
@@ -520,28 +640,41 @@ Report alloc_worker(const Place& place, const AllocParams& ap, unsigned worker, 
   return rep;
 }
 
-Pass measure_alloc(Kind k, unsigned processes, const AllocParams& ap, const std::string& dir) {
-  return with_arena(k, [&]<class Arena>(std::type_identity<Arena>) -> Pass {
+// Both passes' figures: first (new heap) and second (steady state).
+struct AllocPasses {
+  Pass first, second;
+};
+
+AllocPasses measure_alloc(Kind k, unsigned processes, const AllocParams& ap, const std::string& dir) {
+  const auto measure = [&]<class Arena>(std::type_identity<Arena>) -> AllocPasses {
     PlaceGuard guard(make_place(k, dir, "alloc"));
     std::string error;
     try {
       Arena::create(guard.place(), ap.sizing).close();
+      SpinBarrier between(processes);
       const auto reps = run_workers(
           processes,
-          [&](unsigned w, Gate& gate) { return alloc_worker<Arena>(guard.place(), ap, w, gate); }, error);
-      if (!error.empty()) return Pass::failed(error);
-      std::uint64_t start = UINT64_MAX, end = 0, ops = 0;
-      for (const Report& r : reps) {
-        start = std::min(start, r.start_ns);
-        end = std::max(end, r.end_ns);
-        ops += r.values[0];
-      }
+          [&](unsigned w, Gate& gate) { return alloc_worker<Arena>(guard.place(), ap, w, gate, between); },
+          error);
+      if (!error.empty()) return {Pass::failed(error), Pass::failed(error)};
       // Million operations per second, over the span in which all ran.
-      return {static_cast<double>(ops) / static_cast<double>(end - start) * 1e3, {}};
+      const auto rate = [&](auto start_of, auto end_of) -> Pass {
+        std::uint64_t start = UINT64_MAX, end = 0, ops = 0;
+        for (const Report& r : reps) {
+          start = std::min(start, start_of(r));
+          end = std::max(end, end_of(r));
+          ops += r.values[0];
+        }
+        return {static_cast<double>(ops) / static_cast<double>(end - start) * 1e3, {}};
+      };
+      return {rate([](const Report& r) { return r.start_ns; }, [](const Report& r) { return r.end_ns; }),
+              rate([](const Report& r) { return r.values[1]; }, [](const Report& r) { return r.values[2]; })};
     } catch (const std::exception& e) {
-      return Pass::failed(e.what());
+      return {Pass::failed(e.what()), Pass::failed(e.what())};
     }
-  });
+  };
+  if (k == Kind::floor) return measure(std::type_identity<FloorArena>{});
+  return with_arena(k, measure);
 }
 
 // ---- workload graph: adjacency lists in the heap
@@ -944,7 +1077,11 @@ int main(int argc, char** argv) {
     for (unsigned procs : {1u, 2u}) {
       const std::string row = procs == 1 ? "1 process" : "2 processes, one heap";
       for (unsigned r = 0; r < o.reps; ++r)
-        for (Kind k : rotated(kAllKinds, r)) res.add("alloc", row, k, measure_alloc(k, procs, ap, o.dir));
+        for (Kind k : rotated(kAllocKinds, r)) {
+          const AllocPasses p = measure_alloc(k, procs, ap, o.dir);
+          res.add("alloc", row + kFirstPass, k, p.first);
+          res.add("alloc", row + kSecondPass, k, p.second);
+        }
     }
     std::printf("### Allocate/free throughput, million ops/s (median of %u; ratio = time / mapheap (file)'s: above 1, "
                 "mapheap (file) faster)\n\n",
@@ -952,7 +1089,10 @@ int main(int argc, char** argv) {
     std::printf("Each process keeps a window of %s live blocks of 8 B-64 KiB (log-uniform, seed %llu) and replaces\n"
                 "a random one %s times; an op is one allocate or one deallocate; each block's first and last\n"
                 "8 bytes are written and checked. With 2 processes, two fork()ed processes allocate in the\n"
-                "same heap at once; glibc's processes each have their own malloc (nothing is shared).\n\n",
+                "same heap at once; glibc's processes each have their own malloc (nothing is shared).\n"
+                "Each process makes the same replacements twice, timed apart: the first pass runs on a new\n"
+                "heap, whose pages it touches for the first time (page faults; for a file, disk blocks\n"
+                "allocated), the second on the heap the first left, where only the allocator works.\n\n",
                 fmt_count(ap.window).c_str(), static_cast<unsigned long long>(kSeed), fmt_count(ap.rounds).c_str());
     print_table(res, "alloc", "processes", "", true);
     std::printf("\n");
@@ -1027,12 +1167,14 @@ int main(int argc, char** argv) {
     return x->value() / y->value();
   };
   if (wants(o, "alloc")) {
-    for (const char* row : {"1 process", "2 processes, one heap"}) {
-      const double f = ratio("alloc", row, Kind::mapheap_file, Kind::boost_file);
-      const double s = ratio("alloc", row, Kind::mapheap_shm, Kind::boost_shm);
-      headlines.push_back({std::string("throughput mapheap (file) / Boost mapped_file, ") + row, f, "x", ">= 10x", f >= 10});
-      headlines.push_back({std::string("throughput mapheap (shm) / Boost shm, ") + row, s, "x", ">= 10x", s >= 10});
-    }
+    for (const char* procs : {"1 process", "2 processes, one heap"})
+      for (const char* pass : {kFirstPass, kSecondPass}) {
+        const std::string row = std::string(procs) + pass;
+        const double f = ratio("alloc", row, Kind::mapheap_file, Kind::boost_file);
+        const double s = ratio("alloc", row, Kind::mapheap_shm, Kind::boost_shm);
+        headlines.push_back({"throughput mapheap (file) / Boost mapped_file, " + row, f, "x", ">= 10x", f >= 10});
+        headlines.push_back({"throughput mapheap (shm) / Boost shm, " + row, s, "x", ">= 10x", s >= 10});
+      }
   }
   if (wants(o, "graph")) {
     const std::string row = fmt_count(vertices) + " vertices, " + fmt_count(edges) + " edges";

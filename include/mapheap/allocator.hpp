@@ -197,11 +197,11 @@ class allocator {
     if (p == nullptr) throw std::bad_alloc();
     return pointer(static_cast<T*>(p));
   }
-  void deallocate(pointer p, size_type /*n*/) noexcept {
+  void deallocate(pointer p, size_type n) noexcept {
     if (!p) return;
     MappedHeap* h = MappedHeap::of(base_.get());
     if (h == nullptr) detail::allocator_without_heap(base_.get(), p.get());
-    h->deallocate(p.get());
+    h->deallocate(p.get(), n == 0 ? 1 : n * sizeof(T), alignof(T));  // as allocate asked
   }
   size_type max_size() const noexcept {
     return std::numeric_limits<size_type>::max() / sizeof(T);
@@ -250,8 +250,8 @@ class heap_resource final : public std::pmr::memory_resource {
     if (p == nullptr) throw std::bad_alloc();
     return p;
   }
-  void do_deallocate(void* p, std::size_t /*bytes*/, std::size_t /*align*/) override {
-    heap_->deallocate(p);
+  void do_deallocate(void* p, std::size_t bytes, std::size_t align) override {
+    heap_->deallocate(p, bytes == 0 ? 1 : bytes, align);  // as do_allocate asked
   }
   bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override {
     const auto* o = dynamic_cast<const heap_resource*>(&other);

@@ -204,6 +204,35 @@ class Engine {
   // What deallocate would do, without aborting on a bad pointer.
   slab::FreeStatus try_deallocate(void* p) noexcept { return free_or_status(p); }
 
+  // Frees p, allocated by allocate(size, align) with this very size and
+  // alignment (what a C++ allocator's deallocate(p, n) guarantees): the class
+  // comes from the size, so the free does not read the page map, which is far
+  // from the object and costs the plain free its one likely cache miss. The
+  // in-cache key is still checked (a double free takes the full path and is
+  // reported); a wrong size is the caller's bug and is caught only by checked
+  // engines, which verify every free in full, like the requests the caches
+  // do not serve.
+  void deallocate_sized(void* p, std::size_t size, std::size_t align) noexcept {
+    if (p != nullptr && cacheable(size, align) && !verify_all_ && mode_ != CacheMode::none) [[likely]] {
+      const unsigned cls = cache_class(size, align);
+      auto* obj = static_cast<std::byte*>(p);
+      const std::uint64_t off = offset_of(obj);
+      if (off >= arena_off_ && off + slab::class_size(cls) <= limit() && (off & 7) == 0 &&
+          load_key(obj) != key_) [[likely]] {
+        store_key(obj, key_);
+#ifdef MAPHEAP_TSAN
+        __tsan_release(cache_.class_base(cls));
+#endif
+        if (cache_put(cls, off)) [[likely]]
+          return;
+        const slab::FreeStatus s = drain_slow(cls, obj);
+        if (s != slab::FreeStatus::ok) misuse(p, slab::to_string(s));
+        return;
+      }
+    }
+    deallocate(p);
+  }
+
   // Moves an object to a new size (realloc): in place when the new size fits
   // its usable bytes, otherwise allocate, copy, free. nullptr (p untouched) if
   // no memory; `p == nullptr` allocates.
@@ -762,8 +791,9 @@ class Engine {
     }
     internal_pops_.add(n - 1);
     slab::FreeStatus bad = slab::FreeStatus::ok;
+    const std::uint32_t now = now_ms();  // one clock read for the stamp and the tick
     {
-      const StampedLock g = lock_stamped();
+      const StampedLock g(*this, now);
       // The batch goes whole to the transfer slot for the next refill (of
       // any CPU or thread); to the slabs object by object only when full.
       if (!transfer_give(cls, batch, n)) {
@@ -775,7 +805,7 @@ class Engine {
     }
     // The first object is the caller's; a cached one refused means the heap is corrupt.
     if (bad != slab::FreeStatus::ok && n > 1) corrupt(p, kCacheCorrupt);
-    tick_after_free();
+    tick_after_free(now);
     free_misses_.add(1);
     slow_frees_.add(1);
     return bad;
@@ -783,13 +813,14 @@ class Engine {
 
   __attribute__((noinline)) slab::FreeStatus free_slow(void* p) noexcept {
     slab::FreeStatus s;
+    const std::uint32_t now = now_ms();  // one clock read for the stamp and the tick
     {
-      const StampedLock g = lock_stamped();
+      const StampedLock g(*this, now);
       s = slabs_.free(p);
       if (s == slab::FreeStatus::ok) bound_dirty();
     }
     if (s == slab::FreeStatus::ok) slow_frees_.add(1);
-    tick_after_free();
+    tick_after_free(now);
     return s;
   }
 
@@ -831,10 +862,14 @@ class Engine {
 
   // From slow paths: a decay step when a quarter of the decay time passed
   // since the last one; one thread at a time runs it.
-  void tick() noexcept {
-    const std::uint32_t now = now_ms();
+  void tick() noexcept { tick(now_ms()); }
+  void tick(std::uint32_t now) noexcept {
     const std::uint32_t period = std::max<std::uint32_t>(options_.decay_ms / 4, 1);
-    if (now - last_decay_.load(std::memory_order_relaxed) < period) return;
+    // Signed: `now` may have been read before another thread's step (a
+    // slow path reads the clock once, before its locked section).
+    const std::uint32_t last = last_decay_.load(std::memory_order_relaxed);
+    const auto since = static_cast<std::int64_t>(static_cast<std::int32_t>(now - last));
+    if (since < static_cast<std::int64_t>(period)) return;
     if (decaying_.exchange(true, std::memory_order_acquire)) return;
     last_decay_.store(now, std::memory_order_relaxed);
     (void)release_older_than(options_.decay_ms);
@@ -843,8 +878,8 @@ class Engine {
 
   // After a free slow path, where memory for decay comes from: the decay
   // step, and a word to the owner's decay helper.
-  void tick_after_free() noexcept {
-    tick();
+  void tick_after_free(std::uint32_t now) noexcept {
+    tick(now);
     if (options_.decay_wake != nullptr) options_.decay_wake(options_.decay_wake_ctx);
   }
 

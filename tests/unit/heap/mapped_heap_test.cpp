@@ -105,7 +105,11 @@ TEST_P(Backings, AllocatesAndFreesEverySizeAndAlignment) {
   MappedHeap h = MappedHeap::open(create_options());
   EXPECT_TRUE(h.open_report().created);
   std::mt19937_64 rng(1);
-  std::vector<std::pair<unsigned char*, std::size_t>> live;
+  struct Block {
+    unsigned char* p;
+    std::size_t n, align;
+  };
+  std::vector<Block> live;
   for (int i = 0; i < 20000; ++i) {
     if (live.size() < 500 || rng() % 2 == 0) {
       const std::size_t size = std::size_t{1} << (rng() % 17);
@@ -117,20 +121,45 @@ TEST_P(Backings, AllocatesAndFreesEverySizeAndAlignment) {
       ASSERT_TRUE(h.contains(p));
       ASSERT_GE(h.usable_size(p), n);
       std::memset(p, static_cast<int>(n & 0xff), n);
-      live.emplace_back(p, n);
+      live.push_back({p, n, align});
     } else {
       const std::size_t k = rng() % live.size();
-      auto [p, n] = live[k];
-      for (std::size_t j = 0; j < n; j += 97) ASSERT_EQ(p[j], static_cast<unsigned char>(n & 0xff));
-      h.deallocate(p);
+      const Block b = live[k];
+      for (std::size_t j = 0; j < b.n; j += 97) ASSERT_EQ(b.p[j], static_cast<unsigned char>(b.n & 0xff));
+      if (i % 2 == 0)
+        h.deallocate(b.p);
+      else
+        h.deallocate(b.p, b.n, b.align);  // sized: the class from the size, not the page map
       live[k] = live.back();
       live.pop_back();
     }
   }
   const HeapCheck c = h.check();
   EXPECT_TRUE(c.ok) << c.message;
-  for (auto [p, n] : live) h.deallocate(p);
+  for (const Block& b : live) h.deallocate(b.p, b.n, b.align);
   EXPECT_TRUE(h.check().ok);
+}
+
+// A sized free puts the block in its class's cache (the next allocation of
+// the class gets it back), and a second one is still a reported double free.
+TEST_P(Backings, SizedFreeCachesTheBlockAndCatchesADoubleFree) {
+  MappedHeap h = MappedHeap::open(create_options());
+  for (const std::size_t n : {std::size_t{1}, std::size_t{24}, std::size_t{100}, std::size_t{3000},
+                              std::size_t{32768}}) {
+    void* p = h.allocate(n, 8);
+    ASSERT_NE(p, nullptr);
+    h.deallocate(p, n, 8);
+    EXPECT_EQ(h.allocate(n, 8), p) << n;  // a cache is last in, first out
+    h.deallocate(p, n, 8);
+  }
+  void* big = h.allocate(100000);  // no class: the sized free takes the full path
+  ASSERT_NE(big, nullptr);
+  h.deallocate(big, 100000);
+  EXPECT_TRUE(h.check().ok);
+  void* p = h.allocate(48);
+  ASSERT_NE(p, nullptr);
+  h.deallocate(p, 48);
+  EXPECT_DEATH(h.deallocate(p, 48), "double free");
 }
 
 TEST_P(Backings, GrowsPastItsInitialSizeWithoutMoving) {
