@@ -847,7 +847,7 @@ class Engine {
     const std::size_t free_bytes = std::size_t{zone_.info().free_pages} * page;
     if (have >= region || size > region - have + free_bytes) return false;  // could never fit
     // Enough for the request as a fresh run (with its alignment), or a slab.
-    const std::size_t need = std::max<std::size_t>(size, slab::kMaxSmallSize * 2) +
+    const std::size_t need = std::max<std::size_t>({size, slab::kMaxSmallSize * 2, slab::kMaxLargeRunPages * page}) +
                              std::max(align, page) + page;
     std::size_t want = have + std::max({need, have / 4, kStep});
     want = std::min((want + kStep - 1) / kStep * kStep, region);

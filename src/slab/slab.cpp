@@ -292,7 +292,7 @@ FreeStatus SlabHeap::locate(const void* ptr, Located& at) const noexcept {
       const unsigned cls = h.slab_class;
       if (cls >= kClassCount || h.slab_list == 0) return FreeStatus::corrupt;
       const std::size_t off = static_cast<std::size_t>(p - run_base(head.i));
-      // A run is at most kMaxRunPages pages, far below object_index's exact range.
+      // A run is at most kMaxLargeRunPages pages, far below object_index's exact range.
       const std::uint32_t index = object_index(static_cast<ClassIndex>(cls), off);
       if (static_cast<std::size_t>(index) * class_size(cls) != off) return FreeStatus::interior;
       if (index >= h.slab_carved) return FreeStatus::interior;  // never handed out

@@ -67,8 +67,8 @@ void run_model(CacheMode mode, std::size_t page_size, int ops) {
     const auto r = static_cast<unsigned>(rng() % 1000);
     if (r < 700) return rng() % 257;           // small
     if (r < 950) return 257 + rng() % 4000;    // medium
-    if (r < 995) return 4096 + rng() % 40000;  // slab classes up to 32 KiB, some large
-    return 40000 + rng() % 2000000;            // large runs
+    if (r < 995) return 4096 + rng() % 70000;  // slab classes up to 64 KiB, some large
+    return 70000 + rng() % 2000000;            // large runs
   };
   auto random_align = [&]() -> std::size_t {
     static constexpr std::size_t kAligns[] = {0, 0, 0, 0, 0, 0, 8, 16, 32, 64, 256, 4096, 65536};

@@ -794,6 +794,15 @@ TEST_F(BadFiles, UnknownIncompatibleFeature) {
   patch(0, &h, offsetof(heap::HeapHeader, clean));
   expect_refused("features");
 }
+// A heap of the first engine layout (size classes to 32 KiB) is refused
+// with that reason, not misread with this build's 81 classes.
+TEST_F(BadFiles, OlderEngineLayout) {
+  heap::HeapHeader h = header();
+  h.incompat = heap::kIncompatEngineV1;
+  h.checksum = heap::header_checksum(h);
+  patch(0, &h, offsetof(heap::HeapHeader, clean));
+  expect_refused("older mapheap (engine v1");
+}
 TEST_F(BadFiles, CorruptHeaderByte) {
   heap::HeapHeader h = header();
   h.region_bytes ^= 0x1000;

@@ -23,10 +23,10 @@ static_assert(class_for(100, 64) != kNoClass && class_size(class_for(100, 64)) =
 TEST(SizeClass, TableShape) {
   EXPECT_EQ(check_classes(), nullptr) << check_classes();
   EXPECT_EQ(check_runs(kRuns), nullptr) << check_runs(kRuns);
-  EXPECT_EQ(kClassCount, 73u);
+  EXPECT_EQ(kClassCount, 81u);
   EXPECT_EQ(class_size(0), 8u);
   EXPECT_EQ(class_size(kClassCount - 1), kMaxSmallSize);
-  EXPECT_GE(kMaxSmallSize, 32u * 1024);
+  EXPECT_EQ(kMaxSmallSize, 64u * 1024);
   EXPECT_GE(kNoClass, kClassCount);
   EXPECT_EQ(kRuns.page_size, kPageSize);
 }
@@ -141,13 +141,15 @@ void expect_runs_follow_the_rules(const RunTable& r) {
     const std::uint64_t bytes = r.pages[c] * page;
     SCOPED_TRACE(testing::Message() << "page " << page << " class " << c << " size " << size);
     EXPECT_GE(r.pages[c], 1u);
-    EXPECT_LE(r.pages[c], kMaxRunPages);
+    // Objects the short cap holds fewer than twice may take the long one.
+    const std::uint64_t cap = 2 * size > kMaxRunPages * page ? kMaxLargeRunPages : kMaxRunPages;
+    EXPECT_LE(r.pages[c], cap);
     EXPECT_EQ(r.objects[c], bytes / size);
     EXPECT_EQ(std::uint64_t{r.objects[c]} * size + r.tail[c], bytes);
     EXPECT_LE(std::uint64_t{r.tail[c]} * kTailDivisor, bytes);  // tail <= 1/8 of the run
     EXPECT_LE(r.objects[c], kMaxObjectsPerSlab);
     const std::uint64_t want =
-        std::min<std::uint64_t>(kMinObjectsPerSlab, kMaxRunPages * page / size);
+        std::min<std::uint64_t>(kMinObjectsPerSlab, cap * page / size);
     EXPECT_GE(r.objects[c], want);
     EXPECT_GE(r.objects[c], 1u);
     // The shortest run that meets both rules.
@@ -169,9 +171,21 @@ TEST(SizeClass, SlabRunsFor4KiBPages) {
         std::max<std::uint64_t>(worst_tail_pm, class_tail(c) * 1000 / (class_pages(c) * kPageSize));
   }
   EXPECT_EQ(worst_tail_pm, 100u);  // 10.0%: class 2304 in 5 pages
-  // Small classes fit one page; the largest classes still get two objects.
+  // Small classes fit one page; up to 32 KiB a slab is at most 16 pages (the
+  // 32 KiB class: two objects); above, the long runs: 36 KiB, 7 in 63 pages,
+  // and 64 KiB, 4 in 64.
   EXPECT_EQ(class_pages(class_of(512)), 1u);
-  EXPECT_EQ(class_objects(kClassCount - 1), 2u);
+  for (ClassIndex c = 0; c < kClassCount; ++c) {
+    if (class_size(c) <= 32768) {
+      EXPECT_LE(class_pages(c), kMaxRunPages) << class_size(c);
+    }
+  }
+  EXPECT_EQ(class_objects(class_of(32768)), 2u);
+  EXPECT_EQ(class_pages(class_of(32768)), 16u);
+  EXPECT_EQ(class_objects(class_of(36864)), 7u);
+  EXPECT_EQ(class_pages(class_of(36864)), 63u);
+  EXPECT_EQ(class_objects(kClassCount - 1), 4u);
+  EXPECT_EQ(class_pages(kClassCount - 1), 64u);
 }
 
 TEST(SizeClass, SlabRunsForOtherPageSizes) {
@@ -206,6 +220,7 @@ TEST(SizeClass, FormatTable) {
   const std::string text(buf);
   EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 2 + kClassCount);
   EXPECT_NE(text.find("     72  32768     16        2"), std::string::npos) << text;
+  EXPECT_NE(text.find("     80  65536     64        4"), std::string::npos) << text;
 
   char small[32];
   std::memset(small, 'x', sizeof small);

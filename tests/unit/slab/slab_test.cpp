@@ -2,6 +2,7 @@
 // random frees, contents that must survive, check() after every batch; and
 // every kind of bad free reported without harm.
 #include <algorithm>
+#include <bit>
 #include <cstring>
 #include <map>
 #include <random>
@@ -134,13 +135,14 @@ TEST(Slab, AClassKeepsFewEmptySlabs) {
 TEST(Slab, LargeRunsTakeTheirWholeBlock) {
   Heap h(64 << 20);
   const std::size_t page = os_page();
-  void* p = h.heap.alloc(kMaxSmallSize + 1);  // 9 pages
+  const std::size_t block = std::bit_ceil(kMaxSmallSize / page + 1);  // pages of the smallest large run's block
+  void* p = h.heap.alloc(kMaxSmallSize + 1);  // 17 pages at 4 KiB: a block of 32
   ASSERT_NE(p, nullptr);
-  EXPECT_EQ(h.heap.usable_size(p), 16 * page);
+  EXPECT_EQ(h.heap.usable_size(p), block * page);
   const page::BuddyInfo in_use = h.zone.info();
   ASSERT_EQ(h.heap.free(p), FreeStatus::ok);
-  EXPECT_EQ(h.zone.info().free_pages, in_use.free_pages + 16);
-  void* q = h.heap.alloc(12 * page);  // the same order: the same block
+  EXPECT_EQ(h.zone.info().free_pages, in_use.free_pages + block);
+  void* q = h.heap.alloc((block - 4) * page);  // the same order: the same block
   EXPECT_EQ(q, p);
   ASSERT_EQ(h.heap.free(q), FreeStatus::ok);
   expect_valid(h.heap);
