@@ -4,7 +4,7 @@
 JOBS ?= $(shell nproc)
 BUILD := build
 
-.PHONY: all deps demo test test-dev test-asan tsan stress bench fuzz release format clean
+.PHONY: all deps demo test test-dev test-asan test-release tsan stress bench fuzz release format clean
 
 all: release
 
@@ -25,8 +25,10 @@ demo: release
 	@scripts/demo.sh $(BUILD)/release
 
 # The whole suite: debug build with full invariant checks, then again under
-# AddressSanitizer + UndefinedBehaviorSanitizer. CI runs exactly this.
-test: deps test-dev test-asan
+# AddressSanitizer + UndefinedBehaviorSanitizer, then in the optimized build,
+# whose frees take the fast paths that checked builds never do (they verify
+# every free in full). CI runs exactly this.
+test: deps test-dev test-asan test-release
 
 test-dev:
 	$(call preset,dev)
@@ -35,6 +37,10 @@ test-dev:
 test-asan:
 	$(call preset,asan)
 	@ctest --preset asan
+
+test-release:
+	$(call preset,release)
+	@ctest --preset release
 
 # ThreadSanitizer run of the suite (not part of `make test`: run it on what you touch).
 tsan: deps
