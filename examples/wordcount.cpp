@@ -127,8 +127,8 @@ int build(const std::string& heap, const std::string& dir, unsigned workers, int
       int rc = 0;
       try {
         MappedHeap mine = MappedHeap::open(HeapOptions::file(heap, HeapMode::open));
-        (void)count_share(mine, files, w, workers, mine.find<std::atomic<std::uint64_t>>("progress-" + std::to_string(w)),
-                          static_cast<int>(w) == victim);
+        auto* mine_progress = mine.find<std::atomic<std::uint64_t>>("progress-" + std::to_string(w));
+        (void)count_share(mine, files, w, workers, mine_progress, static_cast<int>(w) == victim);
       } catch (const std::exception& e) {
         std::fprintf(stderr, "worker %u: %s\n", w, e.what());
         rc = 1;

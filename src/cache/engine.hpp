@@ -219,13 +219,7 @@ class Engine {
       const std::uint64_t off = offset_of(obj);
       if (off >= arena_off_ && off + slab::class_size(cls) <= limit() && (off & 7) == 0 &&
           load_key(obj) != key_) [[likely]] {
-        store_key(obj, key_);
-#ifdef MAPHEAP_TSAN
-        __tsan_release(cache_.class_base(cls));
-#endif
-        if (cache_put(cls, off)) [[likely]]
-          return;
-        const slab::FreeStatus s = drain_slow(cls, obj);
+        const slab::FreeStatus s = cache_free(cls, obj, off);
         if (s != slab::FreeStatus::ok) misuse(p, slab::to_string(s));
         return;
       }
@@ -726,6 +720,13 @@ class Engine {
       const slab::FreeStatus s = verify_free_slow(p, cls, off);
       if (s != slab::FreeStatus::ok) return s;
     }
+    return cache_free(cls, p, off);
+  }
+
+  // A free object of class cls at p (offset off) into this CPU's (or
+  // thread's) cache, marked with the key; to the slabs through drain_slow
+  // when the cache is full.
+  slab::FreeStatus cache_free(unsigned cls, std::byte* p, std::uint64_t off) noexcept {
     store_key(p, key_);
 #ifdef MAPHEAP_TSAN
     __tsan_release(cache_.class_base(cls));
@@ -847,8 +848,10 @@ class Engine {
     const std::size_t free_bytes = std::size_t{zone_.info().free_pages} * page;
     if (have >= region || size > region - have + free_bytes) return false;  // could never fit
     // Enough for the request as a fresh run (with its alignment), or a slab.
-    const std::size_t need = std::max<std::size_t>({size, slab::kMaxSmallSize * 2, slab::kMaxLargeRunPages * page}) +
-                             std::max(align, page) + page;
+    // (The longest slab run is kMaxLargeRunPages pages.)
+    const std::size_t need =
+        std::max<std::size_t>({size, slab::kMaxSmallSize * 2, slab::kMaxLargeRunPages * page}) +
+        std::max(align, page) + page;
     std::size_t want = have + std::max({need, have / 4, kStep});
     want = std::min((want + kStep - 1) / kStep * kStep, region);
     const std::size_t got = options_.grow(options_.grow_ctx, want);

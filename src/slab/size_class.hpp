@@ -361,7 +361,8 @@ constexpr const char* check_runs(const RunTable& r) noexcept {
   for (unsigned c = 0; c < kClassCount; ++c) {
     const std::uint64_t bytes = std::uint64_t{r.pages[c]} * r.page_size;
     const std::uint64_t size = kClasses.size[c];
-    if (r.pages[c] < 1 || r.pages[c] > max_run_pages(size, r.page_size)) return "a run is 0 or too many pages";
+    if (r.pages[c] < 1 || r.pages[c] > max_run_pages(size, r.page_size))
+      return "a run is 0 or too many pages";
     if (r.objects[c] != bytes / size || r.tail[c] != bytes - r.objects[c] * size)
       return "objects or tail do not match the run";
     if (std::uint64_t{r.tail[c]} * kTailDivisor > bytes) return "a slab's tail exceeds 1/8";
