@@ -8,10 +8,11 @@
 // files i with i % N == w into a map of its own inside the heap
 // (boost::container::map of mapheap::string, with mapheap::allocator), and
 // names it "counts-w" only when it is done. Worker W never finishes (it goes
-// round its share until killed) and is killed with SIGKILL once it has counted
-// half of its share, whatever the corpus size or the machine's speed: its map was never named, so its blocks are
-// unreachable (`mapheap gc` returns them), and the heap's own metadata is
-// whole (`mapheap check` passes). The parent then does W's share itself.
+// round its share until killed) and is killed with SIGKILL once it has
+// counted half of its share, whatever the corpus size or the machine's speed:
+// its map was never named, so its blocks are unreachable (`mapheap gc`
+// returns them), and the heap's own metadata is whole (`mapheap check`
+// passes). The parent then does W's share itself.
 // `query` reopens the heap and sums the word's counts over the named maps.
 #include <signal.h>
 #include <sys/wait.h>

@@ -44,8 +44,8 @@
 
 #include <algorithm>
 #include <array>
-#include <bit>
 #include <atomic>
+#include <bit>
 #include <cerrno>
 #include <cmath>
 #include <cstdint>
@@ -244,8 +244,9 @@ class MapheapArena {
     return MapheapArena(mapheap::MappedHeap::open(options(p, mapheap::HeapMode::open)));
   }
   void* allocate(std::size_t n) noexcept { return heap_.allocate(n); }
-  void deallocate(void* p) noexcept { heap_.deallocate(p); }
-  void deallocate(void* p, std::size_t /*size*/) noexcept { heap_.deallocate(p); }  // as Boost: unsized
+  // The alloc workload passes every block's size; only the floor uses it
+  // (Boost has no sized free, so mapheap's contender does not use its own).
+  void deallocate(void* p, std::size_t /*size*/) noexcept { heap_.deallocate(p); }
   template <class T, class... Args>
   T* construct(const char* name, Args&&... args) {
     return heap_.find_or_construct<T>(name)(std::forward<Args>(args)...);
@@ -300,7 +301,6 @@ class RawMapheapArena {
   static RawMapheapArena create(const Place& p, Sizing s) { return RawMapheapArena(MapheapArena::create(p, s)); }
   static RawMapheapArena open(const Place& p) { return RawMapheapArena(MapheapArena::open(p)); }
   void* allocate(std::size_t n) noexcept { return inner_.allocate(n); }
-  void deallocate(void* p) noexcept { inner_.deallocate(p); }
   void deallocate(void* p, std::size_t n) noexcept { inner_.deallocate(p, n); }
   template <class T, class... Args>
   T* construct(const char* name, Args&&... args) {
@@ -335,7 +335,6 @@ class BoostArena {
   static BoostArena create(const Place& p, Sizing s) { return BoostArena(Segment(bip::create_only, p.name.c_str(), s.max)); }
   static BoostArena open(const Place& p) { return BoostArena(Segment(bip::open_only, p.name.c_str())); }
   void* allocate(std::size_t n) noexcept { return segment_.allocate(n, std::nothrow); }
-  void deallocate(void* p) noexcept { segment_.deallocate(p); }
   void deallocate(void* p, std::size_t /*size*/) noexcept { segment_.deallocate(p); }
   template <class T, class... Args>
   T* construct(const char* name, Args&&... args) {
@@ -366,7 +365,6 @@ class MallocArena {
   static MallocArena create(const Place&, Sizing) { return {}; }
   static MallocArena open(const Place&) { return {}; }
   void* allocate(std::size_t n) noexcept { return std::malloc(n); }
-  void deallocate(void* p) noexcept { std::free(p); }
   void deallocate(void* p, std::size_t /*size*/) noexcept { std::free(p); }
   template <class T, class... Args>
   T* construct(const char*, Args&&... args) {
@@ -669,7 +667,8 @@ Report alloc_worker(const Place& place, const AllocParams& ap, unsigned worker, 
   // touched for the first time: page faults, and for a file, blocks
   // allocated on the disk), the second on the heap the first left behind.
   bool full = false;
-  for (unsigned pass = 0; pass < 2 && !full; ++pass) {
+  unsigned pass = 0;
+  for (; pass < 2 && !full; ++pass) {
     if (pass == 1) between.arrive_and_wait();
     const std::uint64_t t0 = now_ns();
     for (done = 0; done < ap.rounds; ++done) {
@@ -677,8 +676,8 @@ Report alloc_worker(const Place& place, const AllocParams& ap, unsigned worker, 
       bad += !intact(live[j], live_size[j], live_tag[j]);
       arena.deallocate(live[j], live_size[j]);
       void* p = arena.allocate(next_size[done]);
+      live[j] = p;  // null when full: the cleanup below skips it (it is freed)
       if (p == nullptr) break;
-      live[j] = p;
       live_size[j] = next_size[done];
       live_tag[j] = tag_base + ap.window + std::uint64_t{pass} * ap.rounds + done;
       stamp(p, live_size[j], live_tag[j]);
@@ -693,14 +692,15 @@ Report alloc_worker(const Place& place, const AllocParams& ap, unsigned worker, 
       rep.values[2] = t1;
     }
   }
-  if (full) between.arrive_and_wait();  // the others may wait for a second pass that will not come
+  if (full && pass == 1) between.arrive_and_wait();  // the others wait for a second pass that will not come
   for (std::uint32_t i = 0; i < ap.window; ++i) {
     if (full && live[i] == nullptr) continue;
     bad += !intact(live[i], live_size[i], live_tag[i]);
     arena.deallocate(live[i], live_size[i]);
   }
   arena.close();
-  if (full) fail("the heap ran out of memory after " + std::to_string(done) + " replacements");
+  if (full)
+    fail("the heap ran out of memory after " + std::to_string(done) + " replacements of pass " + std::to_string(pass));
   if (bad != 0) fail(std::to_string(bad) + " blocks did not keep their tags");
   rep.values[0] = 2 * std::uint64_t{done};  // operations: one free and one allocate per round
   return rep;

@@ -870,9 +870,8 @@ class Engine {
     const std::uint32_t period = std::max<std::uint32_t>(options_.decay_ms / 4, 1);
     // Signed: `now` may have been read before another thread's step (a
     // slow path reads the clock once, before its locked section).
-    const std::uint32_t last = last_decay_.load(std::memory_order_relaxed);
-    const auto since = static_cast<std::int64_t>(static_cast<std::int32_t>(now - last));
-    if (since < static_cast<std::int64_t>(period)) return;
+    const auto since = static_cast<std::int32_t>(now - last_decay_.load(std::memory_order_relaxed));
+    if (since < static_cast<std::int32_t>(period)) return;  // period <= 2^30
     if (decaying_.exchange(true, std::memory_order_acquire)) return;
     last_decay_.store(now, std::memory_order_relaxed);
     (void)release_older_than(options_.decay_ms);

@@ -568,10 +568,10 @@ struct MappedHeap::Impl {
                        std::to_string(e.size) + " bytes), not a " + type.name + " (" +
                        std::to_string(type.size) + " bytes)");
   }
-  // The live entry named `name`, checked to hold a `type` inside the heap;
-  // null if there is none. Under the directory lock.
-  DirEntry* find_typed(std::string_view name, const detail::TypeTag& type) const {
-    DirEntry* e = lookup(name, heap::fnv1a(name.data(), name.size()));
+  // The live entry named `name` (whose hash is `hash`), checked to hold a
+  // `type` inside the heap; null if there is none. Under the directory lock.
+  DirEntry* find_typed(std::string_view name, std::uint64_t hash, const detail::TypeTag& type) const {
+    DirEntry* e = lookup(name, hash);
     if (e != nullptr) {
       check_type(*e, name, type);
       check_object(*e, name);
@@ -784,7 +784,7 @@ void* MappedHeap::named_construct(std::string_view name, const detail::TypeTag& 
   if (!m.writable) m.fail(EROFS, "opened read-only: cannot construct '" + std::string(name) + "'");
   const std::uint64_t hash = heap::fnv1a(name.data(), name.size());
   DirGuard g(m.dir_lock);
-  if (const DirEntry* e = m.find_typed(name, type)) {
+  if (const DirEntry* e = m.find_typed(name, hash, type)) {
     if (if_exists == 1) return m.base() + e->object;
     m.fail(EEXIST, "named object '" + std::string(name) + "' exists");
   }
@@ -831,7 +831,7 @@ void* MappedHeap::named_construct(std::string_view name, const detail::TypeTag& 
 void* MappedHeap::named_find(std::string_view name, const detail::TypeTag& type) {
   Impl& m = *impl_;
   DirGuard g(m.dir_lock);
-  const DirEntry* e = m.find_typed(name, type);
+  const DirEntry* e = m.find_typed(name, heap::fnv1a(name.data(), name.size()), type);
   return e != nullptr ? m.base() + e->object : nullptr;
 }
 
@@ -839,7 +839,7 @@ bool MappedHeap::named_destroy(std::string_view name, const detail::TypeTag& typ
   Impl& m = *impl_;
   if (!m.writable) m.fail(EROFS, "opened read-only: cannot destroy '" + std::string(name) + "'");
   DirGuard g(m.dir_lock);
-  DirEntry* e = m.find_typed(name, type);
+  DirEntry* e = m.find_typed(name, heap::fnv1a(name.data(), name.size()), type);
   if (e == nullptr) return false;
   void* obj = m.base() + e->object;
   void* str = m.base() + e->strings;
@@ -890,10 +890,14 @@ void MappedHeap::snapshot(const std::string& dest) {
     throw error(opened.error().code, "mapheap: cannot create snapshot '" + dest + "': " + describe(opened.error()),
                 dest, 0, "open");
   const int out = opened.value();
+  // A partial copy is not a heap: it is removed, and the error names why.
+  auto fail_dest = [&](const pal::Error& e, const char* op) {
+    (void)pal::unlink_path(dest.c_str());
+    throw error(e.code, "mapheap: cannot write snapshot '" + dest + "': " + describe(e), dest, 0, op);
+  };
   auto fail_out = [&](const pal::Error& e) {
     (void)pal::close_fd(out);
-    (void)pal::unlink_path(dest.c_str());  // a partial copy is not a heap
-    throw error(e.code, "mapheap: cannot write snapshot '" + dest + "': " + describe(e), dest, 0, "write");
+    fail_dest(e, "write");
   };
   HeapHeader h;
   {
@@ -915,11 +919,7 @@ void MappedHeap::snapshot(const std::string& dest) {
   for (auto& p : h.processes) p.pid = 0;
   if (pal::Status s = pal::pwrite_all(out, &h, sizeof(h), 0); !s) fail_out(s.error());
   if (pal::Status s = pal::datasync(out); !s) fail_out(s.error());
-  if (pal::Status s = pal::close_fd(out); !s) {
-    (void)pal::unlink_path(dest.c_str());
-    throw error(s.error().code, "mapheap: cannot write snapshot '" + dest + "': " + describe(s.error()), dest, 0,
-                "close");
-  }
+  if (pal::Status s = pal::close_fd(out); !s) fail_dest(s.error(), "close");
 }
 
 HeapCheck MappedHeap::check() const {

@@ -186,14 +186,14 @@ constexpr ClassTable make_classes() noexcept {
 
 inline constexpr ClassTable kClasses = make_classes();
 
-// The slab runs of every class for pages of `page_size` bytes (a power of two
-// >= kMinClassSize). Callable at run time too, for a zone whose page size is
-// not kPageSize. On failure, `error` says why and the table must not be used.
 // The longest slab run of objects of `size` bytes, in pages of `page_size`.
 constexpr unsigned max_run_pages(std::size_t size, std::size_t page_size) noexcept {
   return 2 * size > kMaxRunPages * page_size ? kMaxLargeRunPages : kMaxRunPages;
 }
 
+// The slab runs of every class for pages of `page_size` bytes (a power of two
+// >= kMinClassSize). Callable at run time too, for a zone whose page size is
+// not kPageSize. On failure, `error` says why and the table must not be used.
 constexpr RunTable make_runs(std::size_t page_size) noexcept {
   RunTable t{};
   t.page_size = static_cast<std::uint32_t>(page_size);

@@ -145,7 +145,7 @@ TEST_P(Backings, AllocatesAndFreesEverySizeAndAlignment) {
 TEST_P(Backings, SizedFreeCachesTheBlockAndCatchesADoubleFree) {
   MappedHeap h = MappedHeap::open(create_options());
   for (const std::size_t n : {std::size_t{1}, std::size_t{24}, std::size_t{100}, std::size_t{3000},
-                              std::size_t{32768}}) {
+                              std::size_t{32768}, std::size_t{40000}, std::size_t{65536}}) {
     void* p = h.allocate(n, 8);
     ASSERT_NE(p, nullptr);
     h.deallocate(p, n, 8);
@@ -423,10 +423,7 @@ TEST(MappedHeapProcesses, ExecChild) {
 struct Killed {
   pid_t pid;
   ~Killed() {
-    if (pid > 0) {
-      ::kill(pid, SIGKILL);
-      (void)test::wait_child(pid);
-    }
+    if (pid > 0) (void)kill_now();
   }
   int kill_now() {
     ::kill(pid, SIGKILL);
