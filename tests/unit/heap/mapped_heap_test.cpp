@@ -421,7 +421,9 @@ TEST(MappedHeapProcesses, ExecChild) {
 // A child process that is killed and reaped when the object goes, so that a
 // failed assertion in the parent never leaves a churning child behind.
 struct Killed {
-  pid_t pid;
+  explicit Killed(pid_t p) : pid(p) {}
+  Killed(const Killed&) = delete;
+  Killed& operator=(const Killed&) = delete;
   ~Killed() {
     if (pid > 0) (void)kill_now();
   }
@@ -431,7 +433,32 @@ struct Killed {
     pid = -1;
     return rc;
   }
+  pid_t pid;
 };
+
+// A child that opens the heap at `path` itself and churns in it until it is
+// killed; returned once the child has the heap open (`opened` false if it
+// died first), so that its death always leaves the heap to recover.
+struct Churner {
+  Killed child;
+  bool opened;
+};
+Churner spawn_churner(const std::string& path, unsigned seed) {
+  int ready[2];
+  if (::pipe(ready) != 0) return {Killed(-1), false};
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(ready[0]);
+    MappedHeap h = MappedHeap::open(HeapOptions::file(path, HeapMode::open));
+    (void)!::write(ready[1], "x", 1);
+    churn(h, seed);
+  }
+  ::close(ready[1]);
+  char c;
+  const bool opened = pid > 0 && ::read(ready[0], &c, 1) == 1;
+  ::close(ready[0]);
+  return {Killed(pid), opened};
+}
 
 int kill_rounds() {
   const char* s = std::getenv("MAPHEAP_KILL_ROUNDS");
@@ -447,20 +474,8 @@ TEST(MappedHeapCrash, KillLoopRecoversAtReopen) {
   std::mt19937 rng(7);
   int recovered = 0, rolled = 0;
   for (int round = 0; round < kill_rounds(); ++round) {
-    int ready[2];
-    ASSERT_EQ(::pipe(ready), 0);
-    const pid_t pid = ::fork();
-    if (pid == 0) {
-      ::close(ready[0]);
-      MappedHeap h = MappedHeap::open(HeapOptions::file(path, HeapMode::open));
-      (void)!::write(ready[1], "x", 1);
-      churn(h, static_cast<unsigned>(round));
-    }
-    Killed child{pid};
-    ::close(ready[1]);
-    char c;
-    ASSERT_EQ(::read(ready[0], &c, 1), 1) << "round " << round << ": the child did not open the heap";
-    ::close(ready[0]);
+    auto [child, opened] = spawn_churner(path, static_cast<unsigned>(round));
+    ASSERT_TRUE(opened) << "round " << round << ": the child did not open the heap";
     std::this_thread::sleep_for(std::chrono::microseconds(rng() % 3000));
     ASSERT_EQ(child.kill_now(), 128 + SIGKILL);
     MappedHeap h = MappedHeap::open(HeapOptions::file(path, HeapMode::open));
@@ -680,13 +695,13 @@ TEST(MappedHeapGc, ReclaimsWhatKilledProcessesLeaked) {
     MappedHeap h = MappedHeap::open(HeapOptions::file(path, HeapMode::create).with_size(32 * kMiB, kMiB * 1024));
     h.construct<int>("keep")(1);
   }
+  // Each child is killed only once it has the heap open: its death leaves
+  // the heap to recover and (after it churned for a few ms) blocks no named
+  // object reaches. Killed before it opened (nothing stopped that before),
+  // it would leave neither.
   for (int round = 0; round < 20; ++round) {
-    const pid_t pid = ::fork();
-    if (pid == 0) {
-      MappedHeap h = MappedHeap::open(HeapOptions::file(path, HeapMode::open));
-      churn(h, static_cast<unsigned>(round) + 77);
-    }
-    Killed child{pid};
+    auto [child, opened] = spawn_churner(path, static_cast<unsigned>(round) + 77);
+    ASSERT_TRUE(opened) << "round " << round << ": the child did not open the heap";
     std::this_thread::sleep_for(std::chrono::milliseconds(2 + round % 5));
     ASSERT_EQ(child.kill_now(), 128 + SIGKILL);
   }
