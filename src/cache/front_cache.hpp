@@ -28,6 +28,7 @@
 // detection at the cost of one load on the fast path, as glibc's tcache does).
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstddef>
@@ -38,15 +39,24 @@
 
 namespace mapheap::cache {
 
-// Objects a class's array holds: about kCacheBytes of them, 4 to 256.
+// Objects a class's array holds: about kCacheBytes of them, 16 to 256.
+// The floor of 16 is for the big classes (4 KiB and up): a class's count
+// walks up and down with the program's frees and allocations, and an array
+// refilled or drained to half its capacity meets an end again after about
+// (capacity / 2)^2 operations. At 4 objects that was every 4th operation of
+// a class, each a locked batch of objects that went cold in the slabs; 16
+// makes it every 64th (docs/design/engine.md, "Capacity"). The price is
+// memory: a CPU's arrays hold at most 14.2 MiB of free objects (5.8 MiB at a
+// floor of 4).
 inline constexpr std::size_t kCacheBytes = 64 * 1024;
+inline constexpr std::uint32_t kMinCapacity = 16;
 inline constexpr std::uint32_t kMaxCapacity = 256;
 // A table, so that the fast paths never divide.
 inline constexpr auto kClassCapacity = [] {
   std::array<std::uint16_t, slab::kClassCount> t{};
   for (unsigned cls = 0; cls < slab::kClassCount; ++cls) {
     const std::size_t n = kCacheBytes / slab::class_size(cls);
-    t[cls] = static_cast<std::uint16_t>(n < 4 ? 4 : n > kMaxCapacity ? kMaxCapacity : n);
+    t[cls] = static_cast<std::uint16_t>(std::clamp<std::size_t>(n, kMinCapacity, kMaxCapacity));
   }
   return t;
 }();

@@ -42,10 +42,14 @@ std::string validate_header(const HeapHeader& h, std::uint64_t file_bytes, bool 
            "; this build reads version " + std::to_string(kHeapVersion) + ")";
   if (h.version == 0) return "corrupt header: format version 0";
   if (header_checksum(h) != h.checksum) return "corrupt header: checksum mismatch";
-  if ((h.incompat & kIncompatEngineV1) != 0)
-    return "made by an older mapheap (engine v1: slab classes up to 32 KiB); this build opens engine v2 "
-           "heaps only (classes up to 64 KiB)";
-  if ((h.incompat & kIncompatEngineV2) == 0) return "corrupt header: no engine feature bit";
+  const auto older = [](const char* what) {
+    return std::string("made by an older mapheap (") + what +
+           "); this build opens engine v3 heaps only (classes up to 64 KiB, cache arrays of 16 "
+           "objects or more)";
+  };
+  if ((h.incompat & kIncompatEngineV1) != 0) return older("engine v1: slab classes up to 32 KiB");
+  if ((h.incompat & kIncompatEngineV2) != 0) return older("engine v2: cache arrays of 4 objects or more");
+  if ((h.incompat & kIncompatEngineV3) == 0) return "corrupt header: no engine feature bit";
   if ((h.incompat & ~kIncompatKnown) != 0)
     return "uses features this build does not have (incompatible feature bits " +
            std::to_string(h.incompat & ~kIncompatKnown) + ")";
@@ -266,7 +270,7 @@ struct MappedHeap::Impl {
     HeapHeader h{};
     h.version = heap::kHeapVersion;
     h.header_bytes = sizeof(HeapHeader);
-    h.incompat = heap::kIncompatEngineV2;
+    h.incompat = heap::kIncompatEngineV3;
     h.page_size = static_cast<std::uint32_t>(page);
     h.zone_journal_entries = heap::kZoneJournalEntries;
     h.dir_journal_entries = heap::kDirJournalEntries;
