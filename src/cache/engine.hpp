@@ -184,9 +184,18 @@ class Engine {
   // size bytes aligned to align (0 or a power of two; 0 means malloc's 8 for
   // sizes up to 8, 16 above). nullptr when the region is exhausted or the
   // request cannot be met (never a crash).
+  //
+  // The fast paths (a hit in this CPU's array) make no call but tail calls,
+  // so that they need no stack frame; everything else, per-thread caches
+  // included, is in the noinline slow paths.
   void* allocate(std::size_t size, std::size_t align = 0) noexcept {
-    if (cacheable(size, align)) [[likely]] {
-      if (void* p = cache_pop(cache_class(size, align))) return p;
+    if (mode_ == CacheMode::per_cpu && cacheable(size, align)) [[likely]] {
+      const unsigned cls = cache_class(size, align);
+      const std::uint64_t off =
+          rseq_pop<kSlot.bytes>(cache_.class_base(cls), cache_.cpu_slots(), class_capacity(cls));
+      if (in_arena(off, cls)) [[likely]]  // false for 0, an empty array
+        return take(off, cls);
+      if (off != 0) return take_after_refresh(off, cls);
     }
     return allocate_slow(size, align);
   }
@@ -198,8 +207,22 @@ class Engine {
   // map, the object boundary and the in-cache key (which catches a double
   // free unless the program wrote over the freed object).
   void deallocate(void* p) noexcept {
-    const slab::FreeStatus s = free_or_status(p);
-    if (s != slab::FreeStatus::ok) misuse(p, slab::to_string(s));
+    const std::uint64_t off = offset_of(p);  // null: far past the arena
+    if (mode_ == CacheMode::per_cpu && off >= arena_off_ && off < limit()) [[likely]] {
+      const unsigned cls = small_class(off);
+      auto* obj = static_cast<std::byte*>(p);
+      if (cls < slab::kClassCount && !verify_all_ && load_key(obj) != key_) [[likely]] {
+        store_key(obj, key_);
+#ifdef MAPHEAP_TSAN
+        __tsan_release(cache_.class_base(cls));
+#endif
+        if (rseq_push<kSlot.bytes>(cache_.class_base(cls), cache_.cpu_slots(),
+                      class_capacity(cls), off)) [[likely]]
+          return;
+        return drain_or_die(cls, obj);
+      }
+    }
+    return deallocate_slow(p);
   }
   // What deallocate would do, without aborting on a bad pointer.
   slab::FreeStatus try_deallocate(void* p) noexcept { return free_or_status(p); }
@@ -562,7 +585,7 @@ class Engine {
   // key handling and no counting.
   std::uint64_t cache_take(unsigned cls) noexcept {
     if (mode_ == CacheMode::per_cpu)
-      return rseq_pop(cache_.class_base(cls), kSlot.bytes, cache_.cpu_slots(), class_capacity(cls));
+      return rseq_pop<kSlot.bytes>(cache_.class_base(cls), cache_.cpu_slots(), class_capacity(cls));
     if (mode_ != CacheMode::per_thread) return 0;
     const std::uint32_t slot = thread_slot();
     if (slot == kNoSlot) return 0;
@@ -570,7 +593,7 @@ class Engine {
   }
   bool cache_put(unsigned cls, std::uint64_t off) noexcept {
     if (mode_ == CacheMode::per_cpu)
-      return rseq_push(cache_.class_base(cls), kSlot.bytes, cache_.cpu_slots(),
+      return rseq_push<kSlot.bytes>(cache_.class_base(cls), cache_.cpu_slots(),
                        class_capacity(cls), off);
     if (mode_ != CacheMode::per_thread) return false;
     const std::uint32_t slot = thread_slot();
@@ -614,16 +637,13 @@ class Engine {
 
   // Another process sharing the region may have grown it (and cached an
   // object there) since this one last looked: read the bound again.
-  __attribute__((noinline)) bool in_arena_after_refresh(std::uint64_t off, unsigned cls) noexcept {
-    limit_.store(zone_.committed_bytes(), std::memory_order_relaxed);
+  // Whether a class-cls object at `off`, popped from a cache, lies in the
+  // arena as this process knows it (0 does not).
+  bool in_arena(std::uint64_t off, unsigned cls) const noexcept {
     return off >= arena_off_ && off + slab::class_size(cls) <= limit() && (off & 7) == 0;
   }
-  void* cache_pop(unsigned cls) noexcept {
-    const std::uint64_t off = cache_take(cls);
-    if (off == 0) return nullptr;
-    if (off < arena_off_ || off + slab::class_size(cls) > limit() || (off & 7) != 0) [[unlikely]]
-      if (!in_arena_after_refresh(off, cls))
-        corrupt(base_ + off, "a front cache holds an offset outside the arena");
+  // The popped object, handed out: its key cleared.
+  std::byte* take(std::uint64_t off, [[maybe_unused]] unsigned cls) noexcept {
 #ifdef MAPHEAP_TSAN
     __tsan_acquire(cache_.class_base(cls));  // the push that published it happened before
 #endif
@@ -631,10 +651,28 @@ class Engine {
     store_key(p, 0);
     return p;
   }
+  // Another process sharing the region may have grown it (and cached an
+  // object there) since this one last looked: read the bound again.
+  __attribute__((noinline)) std::byte* take_after_refresh(std::uint64_t off, unsigned cls) noexcept {
+    limit_.store(zone_.committed_bytes(), std::memory_order_relaxed);
+    if (!in_arena(off, cls)) corrupt(base_ + off, "a front cache holds an offset outside the arena");
+    return take(off, cls);
+  }
+  void* cache_pop(unsigned cls) noexcept {
+    const std::uint64_t off = cache_take(cls);
+    if (off == 0) return nullptr;
+    if (!in_arena(off, cls)) [[unlikely]]
+      return take_after_refresh(off, cls);
+    return take(off, cls);
+  }
 
   // ---- slow paths
 
+  // Everything allocate's fast path does not serve: a miss in this CPU's
+  // array, per-thread caches, no cache, requests the caches do not take.
   __attribute__((noinline)) void* allocate_slow(std::size_t size, std::size_t align) noexcept {
+    if (mode_ == CacheMode::per_thread && cacheable(size, align))
+      if (void* p = cache_pop(cache_class(size, align))) return p;
     for (;;) {
       const std::uint64_t seen = limit();
       if (void* p = allocate_once_slow(size, align)) return p;
@@ -775,6 +813,16 @@ class Engine {
     return slab::FreeStatus::ok;
   }
 
+  // What deallocate's fast path does not serve (per-thread caches, no
+  // cache, large runs, keyed objects, checked engines, bad pointers).
+  __attribute__((noinline)) void deallocate_slow(void* p) noexcept {
+    const slab::FreeStatus s = free_or_status(p);
+    if (s != slab::FreeStatus::ok) misuse(p, slab::to_string(s));
+  }
+  __attribute__((noinline)) void drain_or_die(unsigned cls, std::byte* p) noexcept {
+    const slab::FreeStatus s = drain_slow(cls, p);
+    if (s != slab::FreeStatus::ok) misuse(p, slab::to_string(s));
+  }
   // The cache was full (or there is no slot): `p` and half the array go
   // back to their slabs under the lock.
   __attribute__((noinline)) slab::FreeStatus drain_slow(unsigned cls, std::byte* p) noexcept {
@@ -962,7 +1010,7 @@ class Engine {
   // Every array of this CPU (rseq) or of one thread slot, back to the slabs.
   void drain_current() noexcept {
     drain_with([&](unsigned cls) {
-      return rseq_pop(cache_.class_base(cls), kSlot.bytes, cache_.cpu_slots(),
+      return rseq_pop<kSlot.bytes>(cache_.class_base(cls), cache_.cpu_slots(),
                       class_capacity(cls));
     });
   }

@@ -71,8 +71,11 @@ inline struct rseq* rseq_area() noexcept {
                                         __rseq_offset);
 }
 
-// The parts both operations share. Operands: t (scratch, then the array),
-// cpu, n (the count), w (the word), rs, base, stride, ncpu, cap, sig.
+// The parts both operations share. Operands: t (scratch, then the CPU
+// number, then the array), n (the count), w (the word), rs, base, stride (an
+// immediate), ncpu, cap, sig. Few registers: base, ncpu and cap may be memory
+// operands, so that an inlined operation needs no callee-saved register
+// (and its caller no stack frame).
 //
 // ARM: emit the descriptor (start 1:, length to 2:, abort 4:) and point
 // rseq->rseq_cs at it (label 0:, where the abort handler comes back to).
@@ -90,11 +93,10 @@ inline struct rseq* rseq_area() noexcept {
 // FIND: this CPU's array into t, its word into w and count into n; out to 2:
 // if the CPU number is unknown or >= ncpu.
 #define MAPHEAP_RSEQ_FIND                              \
-  "movl 4(%[rs]), %[cpu]\n\t" /* rseq->cpu_id */       \
-  "cmpl %[ncpu], %[cpu]\n\t"                           \
+  "movl 4(%[rs]), %k[t]\n\t" /* rseq->cpu_id */       \
+  "cmpl %[ncpu], %k[t]\n\t"                            \
   "jae 2f\n\t"                                         \
-  "movl %[cpu], %k[t]\n\t"                             \
-  "imulq %[stride], %[t]\n\t"                          \
+  "imulq %[stride], %[t], %[t]\n\t"                    \
   "addq %[base], %[t]\n\t"                             \
   "movq (%[t]), %[w]\n\t"                              \
   "movzwl %w[w], %[n]\n\t" /* count */                 \
@@ -111,10 +113,10 @@ inline struct rseq* rseq_area() noexcept {
 // Pops the top item of this CPU's array: the item, or 0 when the array is
 // empty, the CPU number is >= ncpu (or unknown), or the count is above cap
 // (a corrupt array is never read past its end).
-inline std::uint64_t rseq_pop(std::byte* base, std::uint64_t stride, std::uint32_t ncpu,
-                              std::uint32_t cap) noexcept {
+template <std::uint32_t Stride>
+inline std::uint64_t rseq_pop(std::byte* base, std::uint32_t ncpu, std::uint32_t cap) noexcept {
   std::uint64_t t, item, w;
-  std::uint32_t cpu, n;
+  std::uint32_t n;
   asm volatile(MAPHEAP_RSEQ_ARM
                "xorl %k[item], %k[item]\n\t"  //
                MAPHEAP_RSEQ_FIND
@@ -125,19 +127,20 @@ inline std::uint64_t rseq_pop(std::byte* base, std::uint64_t stride, std::uint32
                "addq %[delta], %[w]\n\t"
                "movq %[w], (%[t])\n\t"  // commit
                MAPHEAP_RSEQ_END
-               : [t] "=&r"(t), [cpu] "=&r"(cpu), [n] "=&r"(n), [item] "=&r"(item), [w] "=&r"(w)
-               : [rs] "r"(rseq_area()), [base] "r"(base), [stride] "r"(stride),
-                 [ncpu] "r"(ncpu), [cap] "r"(cap), [delta] "i"(kPopDelta), [sig] "i"(RSEQ_SIG)
+               : [t] "=&r"(t), [n] "=&r"(n), [item] "=&r"(item), [w] "=&r"(w)
+               : [rs] "r"(rseq_area()), [base] "rm"(base), [stride] "i"(Stride),
+                 [ncpu] "rm"(ncpu), [cap] "rm"(cap), [delta] "i"(kPopDelta), [sig] "i"(RSEQ_SIG)
                : "memory", "cc");
   return item;
 }
 
 // Pushes `item` (non-zero) on this CPU's array; false when it is full (or
 // the CPU number is >= ncpu, or unknown).
-inline bool rseq_push(std::byte* base, std::uint64_t stride, std::uint32_t ncpu, std::uint32_t cap,
+template <std::uint32_t Stride>
+inline bool rseq_push(std::byte* base, std::uint32_t ncpu, std::uint32_t cap,
                       std::uint64_t item) noexcept {
   std::uint64_t t, w;
-  std::uint32_t cpu, n, ok;
+  std::uint32_t n, ok;
   asm volatile(MAPHEAP_RSEQ_ARM
                "xorl %[ok], %[ok]\n\t"  //
                MAPHEAP_RSEQ_FIND
@@ -147,9 +150,9 @@ inline bool rseq_push(std::byte* base, std::uint64_t stride, std::uint32_t ncpu,
                "movl $1, %[ok]\n\t"
                "movq %[w], (%[t])\n\t"  // commit
                MAPHEAP_RSEQ_END
-               : [t] "=&r"(t), [cpu] "=&r"(cpu), [n] "=&r"(n), [ok] "=&r"(ok), [w] "=&r"(w)
-               : [rs] "r"(rseq_area()), [base] "r"(base), [stride] "r"(stride),
-                 [ncpu] "r"(ncpu), [cap] "r"(cap), [item] "r"(item), [delta] "i"(kPushDelta),
+               : [t] "=&r"(t), [n] "=&r"(n), [ok] "=&r"(ok), [w] "=&r"(w)
+               : [rs] "r"(rseq_area()), [base] "rm"(base), [stride] "i"(Stride),
+                 [ncpu] "rm"(ncpu), [cap] "rm"(cap), [item] "r"(item), [delta] "i"(kPushDelta),
                  [sig] "i"(RSEQ_SIG)
                : "memory", "cc");
   return ok != 0;
@@ -158,11 +161,12 @@ inline bool rseq_push(std::byte* base, std::uint64_t stride, std::uint32_t ncpu,
 #undef MAPHEAP_RSEQ_FIND
 #undef MAPHEAP_RSEQ_END
 #else
-inline std::uint64_t rseq_pop(std::byte*, std::uint64_t, std::uint32_t, std::uint32_t) noexcept {
+template <std::uint32_t Stride>
+inline std::uint64_t rseq_pop(std::byte*, std::uint32_t, std::uint32_t) noexcept {
   return 0;
 }
-inline bool rseq_push(std::byte*, std::uint64_t, std::uint32_t, std::uint32_t,
-                      std::uint64_t) noexcept {
+template <std::uint32_t Stride>
+inline bool rseq_push(std::byte*, std::uint32_t, std::uint32_t, std::uint64_t) noexcept {
   return false;
 }
 #endif

@@ -34,17 +34,17 @@ struct Arrays {
 TEST(Rseq, PushAndPopOnThisCpu) {
   if (!rseq_available()) GTEST_SKIP() << "the C library registered no rseq area";
   Arrays a;
-  EXPECT_EQ(rseq_pop(a.base(), kStride, kCpus, kCap), 0u);  // empty
+  EXPECT_EQ(rseq_pop<kStride>(a.base(), kCpus, kCap), 0u);  // empty
   // A thread may migrate between operations, so each step is checked by the
   // sum over all CPUs, not one CPU's array.
   std::uint64_t pushed = 0;
-  for (std::uint64_t i = 1; i <= kCap; ++i) pushed += rseq_push(a.base(), kStride, kCpus, kCap, i);
+  for (std::uint64_t i = 1; i <= kCap; ++i) pushed += rseq_push<kStride>(a.base(), kCpus, kCap, i);
   std::uint32_t total = 0;
   for (std::uint32_t c = 0; c < kCpus; ++c) total += a.count(c);
   EXPECT_EQ(total, pushed);
   EXPECT_GE(pushed, 1u);
   std::vector<std::uint64_t> got;
-  for (std::uint64_t v; (v = rseq_pop(a.base(), kStride, kCpus, kCap)) != 0;) got.push_back(v);
+  for (std::uint64_t v; (v = rseq_pop<kStride>(a.base(), kCpus, kCap)) != 0;) got.push_back(v);
   for (std::uint32_t c = 0; c < kCpus; ++c)  // what migration left elsewhere
     for (std::uint32_t i = 0; i < a.count(c); ++i) got.push_back(a.item(c, i));
   EXPECT_EQ(got.size(), pushed);
@@ -61,14 +61,14 @@ TEST(Rseq, FullEmptyAndOutOfRangeAreRefused) {
   if (!rseq_available()) GTEST_SKIP() << "the C library registered no rseq area";
   Arrays a;
   // No CPU is below 0: every operation is refused and nothing is written.
-  EXPECT_FALSE(rseq_push(a.base(), kStride, 0, kCap, 42));
-  EXPECT_EQ(rseq_pop(a.base(), kStride, 0, kCap), 0u);
+  EXPECT_FALSE(rseq_push<kStride>(a.base(), 0, kCap, 42));
+  EXPECT_EQ(rseq_pop<kStride>(a.base(), 0, kCap), 0u);
   // Every array full: push refused, whichever CPU we are on.
   for (std::uint32_t c = 0; c < kCpus; ++c) a.word(c) = kCap;
-  EXPECT_FALSE(rseq_push(a.base(), kStride, kCpus, kCap, 42));
+  EXPECT_FALSE(rseq_push<kStride>(a.base(), kCpus, kCap, 42));
   // A count above the capacity (a corrupt array) is never read through.
   for (std::uint32_t c = 0; c < kCpus; ++c) a.word(c) = kCap + 1;
-  EXPECT_EQ(rseq_pop(a.base(), kStride, kCpus, kCap), 0u);
+  EXPECT_EQ(rseq_pop<kStride>(a.base(), kCpus, kCap), 0u);
   for (std::uint32_t c = 0; c < kCpus; ++c) ASSERT_EQ(a.word(c), kCap + 1);  // untouched
 }
 
@@ -85,9 +85,9 @@ TEST(Rseq, NothingLostOrDuplicatedUnderContention) {
     ts.emplace_back([&, t] {
       for (std::uint64_t i = 1; i <= kSteps; ++i) {
         const std::uint64_t item = (std::uint64_t(t + 1) << 32) | i;
-        if (rseq_push(a.base(), kStride, kCpus, kCap, item)) pushed[t].push_back(item);
+        if (rseq_push<kStride>(a.base(), kCpus, kCap, item)) pushed[t].push_back(item);
         if (i % 3 != 0) {
-          const std::uint64_t v = rseq_pop(a.base(), kStride, kCpus, kCap);
+          const std::uint64_t v = rseq_pop<kStride>(a.base(), kCpus, kCap);
           if (v != 0) popped[t].push_back(v);
         }
       }
@@ -149,9 +149,9 @@ TEST(Rseq, ProcessesKilledMidOperationLeaveArraysConsistent) {
         (void)::sched_setaffinity(0, sizeof(pin), &pin);  // both children on one CPU
         for (;;) {
           const std::uint64_t i = sh->next[c].fetch_add(1) + 1;
-          if (rseq_push(base, kStride, kCpus, kCap, (std::uint64_t(c + 1) << 40) | i))
+          if (rseq_push<kStride>(base, kCpus, kCap, (std::uint64_t(c + 1) << 40) | i))
             sh->pushes[c].fetch_add(1);
-          if (i % 2 == 0 && rseq_pop(base, kStride, kCpus, kCap) != 0) sh->pops[c].fetch_add(1);
+          if (i % 2 == 0 && rseq_pop<kStride>(base, kCpus, kCap) != 0) sh->pops[c].fetch_add(1);
         }
       }
     }
@@ -180,7 +180,7 @@ TEST(Rseq, ProcessesKilledMidOperationLeaveArraysConsistent) {
     ASSERT_LE(held - logged, 2) << "round " << round;
     ASSERT_GE(held - logged, -2) << "round " << round;
     // The survivors' view: the arrays still work (empty them for the next round).
-    while (rseq_pop(base, kStride, kCpus, kCap) != 0) {
+    while (rseq_pop<kStride>(base, kCpus, kCap) != 0) {
     }
     for (std::uint32_t c = 0; c < kCpus; ++c) sh->words[c * kStride / 8] = 0;
     for (int c = 0; c < 2; ++c) sh->pushes[c] = sh->pops[c] = 0;
