@@ -809,19 +809,18 @@ TEST_F(BadFiles, UnknownIncompatibleFeature) {
 // Heaps of the older engine layouts (v1: size classes to 32 KiB; v2: cache
 // arrays of 4 objects for the big classes) are refused with that reason,
 // not misread with this build's classes and cache slots.
-TEST_F(BadFiles, OlderEngineLayoutV1) {
-  heap::HeapHeader h = header();
-  h.incompat = heap::kIncompatEngineV1;
-  h.checksum = heap::header_checksum(h);
-  patch(0, &h, offsetof(heap::HeapHeader, clean));
-  expect_refused("older mapheap (engine v1");
-}
-TEST_F(BadFiles, OlderEngineLayoutV2) {
-  heap::HeapHeader h = header();
-  h.incompat = heap::kIncompatEngineV2;
-  h.checksum = heap::header_checksum(h);
-  patch(0, &h, offsetof(heap::HeapHeader, clean));
-  expect_refused("older mapheap (engine v2");
+TEST_F(BadFiles, OlderEngineLayouts) {
+  const std::pair<std::uint64_t, const char*> older[] = {
+      {heap::kIncompatEngineV1, "older mapheap (engine v1"},
+      {heap::kIncompatEngineV2, "older mapheap (engine v2"}};
+  for (const auto& [bit, why] : older) {
+    SCOPED_TRACE(why);
+    heap::HeapHeader h = header();
+    h.incompat = bit;
+    h.checksum = heap::header_checksum(h);
+    patch(0, &h, offsetof(heap::HeapHeader, clean));
+    expect_refused(why);
+  }
 }
 TEST_F(BadFiles, CorruptHeaderByte) {
   heap::HeapHeader h = header();
