@@ -295,11 +295,7 @@ class Engine {
   // each CPU in turn; this thread's slot and those of dead threads), the empty
   // slabs, and then every free-dirty page to the OS. Returns the pages released.
   std::uint64_t trim() noexcept {
-    drain_caches();
-    {
-      core::LockGuard<Lock> g(lock_);
-      slabs_.trim();
-    }
+    reclaim_parked();
     return release_older_than(0);
   }
 
@@ -673,13 +669,31 @@ class Engine {
   __attribute__((noinline)) void* allocate_slow(std::size_t size, std::size_t align) noexcept {
     if (mode_ == CacheMode::per_thread && cacheable(size, align))
       if (void* p = cache_pop(cache_class(size, align))) return p;
+    bool reclaimed = false;
     for (;;) {
       const std::uint64_t seen = limit();
       if (void* p = allocate_once_slow(size, align)) return p;
-      if (!grow_slow(size, align, seen)) break;
+      if (grow_slow(size, align, seen)) continue;
+      // The region cannot grow: before failing, take back what the caches
+      // park (every CPU's arrays, the transfer slot, this thread's and dead
+      // threads' slots) and the empty slabs, and try once more. The front
+      // caches may hold 14 MiB a CPU of objects no other size can use.
+      if (reclaimed) break;
+      reclaim_parked();
+      reclaimed = true;
     }
     failed_.add(1);
     return nullptr;
+  }
+  // What trim() does before it releases memory: cached objects back to
+  // their slabs and empty slabs back to the zone. A critical section per
+  // class and batch, so that a shared heap's undo journal stays small.
+  void reclaim_parked() noexcept {
+    drain_caches();
+    for (unsigned cls = 0; cls < slab::kClassCount; ++cls) {
+      core::LockGuard<Lock> g(lock_);
+      slabs_.release_empty(cls, 0);
+    }
   }
 
   void* allocate_once_slow(std::size_t size, std::size_t align) noexcept {
@@ -983,9 +997,10 @@ class Engine {
       }
     }
     (void)drain_thread_slots(true);
-    // The transfer slot (its pops are not the front caches' own: not counted).
-    const StampedLock g = lock_stamped();
+    // The transfer slot (its pops are not the front caches' own: not
+    // counted), a critical section per class.
     for (unsigned cls = 0; cls < slab::kClassCount; ++cls) {
+      const StampedLock g = lock_stamped();
       void* batch[kMaxCapacity];
       const unsigned n = transfer_take(cls, batch, kMaxCapacity);
       for (unsigned i = 0; i < n; ++i)

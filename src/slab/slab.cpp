@@ -404,20 +404,24 @@ std::size_t SlabHeap::usable_size(const void* ptr) const noexcept {
 
 std::uint64_t SlabHeap::release_empty(std::uint32_t min_age) noexcept {
   std::uint64_t pages = 0;
+  for (unsigned cls = 0; cls < kClassCount; ++cls) pages += release_empty(cls, min_age);
+  return pages;
+}
+
+std::uint64_t SlabHeap::release_empty(unsigned cls, std::uint32_t min_age) noexcept {
+  std::uint64_t pages = 0;
   const std::uint32_t now = zone_->header().clock;
-  for (unsigned cls = 0; cls < kClassCount; ++cls) {
-    for (std::uint32_t head = root_->cls[cls].head[static_cast<unsigned>(SlabList::empty)];
-         head != kNone;) {
-      const PageDesc& d = zone_->desc(PageIndex(head));
-      const std::uint32_t next = d.next;
-      // Unsigned difference: right across a wrap of the 32-bit clock.
-      if (min_age == 0 || static_cast<std::uint32_t>(now - d.freed_at) >= min_age) {
-        unlink(cls, head);
-        pages += d.run;
-        (void)zone_->free(PageIndex(head));
-      }
-      head = next;
+  for (std::uint32_t head = root_->cls[cls].head[static_cast<unsigned>(SlabList::empty)];
+       head != kNone;) {
+    const PageDesc& d = zone_->desc(PageIndex(head));
+    const std::uint32_t next = d.next;
+    // Unsigned difference: right across a wrap of the 32-bit clock.
+    if (min_age == 0 || static_cast<std::uint32_t>(now - d.freed_at) >= min_age) {
+      unlink(cls, head);
+      pages += d.run;
+      (void)zone_->free(PageIndex(head));
     }
+    head = next;
   }
   return pages;
 }

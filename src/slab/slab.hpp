@@ -124,6 +124,9 @@ class SlabHeap {
   // Returns the slabs empty for at least `min_age` ticks of the zone clock
   // (0: all of them) to the buddy allocator; the pages freed.
   std::uint64_t release_empty(std::uint32_t min_age) noexcept;
+  // The same for class `cls` alone (a caller that bounds its critical
+  // sections takes one class at a time).
+  std::uint64_t release_empty(unsigned cls, std::uint32_t min_age) noexcept;
   // Returns every empty slab to the buddy allocator; the pages freed.
   std::uint64_t trim() noexcept { return release_empty(0); }
   // Whether any slab is empty (and so will go back to the zone by decay).
