@@ -677,8 +677,9 @@ class Engine {
       // The region cannot grow: before failing, take back what the caches
       // park (every CPU's arrays, the transfer slot, this thread's and dead
       // threads' slots) and the empty slabs, and try once more. The front
-      // caches may hold 14 MiB a CPU of objects no other size can use.
-      if (reclaimed) break;
+      // caches may hold 14 MiB a CPU of objects no other size can use. (Not
+      // for a request larger than the whole region: nothing could serve it.)
+      if (reclaimed || size > zone_.region_bytes()) break;
       reclaim_parked();
       reclaimed = true;
     }
