@@ -191,8 +191,7 @@ class Engine {
   void* allocate(std::size_t size, std::size_t align = 0) noexcept {
     if (mode_ == CacheMode::per_cpu && cacheable(size, align)) [[likely]] {
       const unsigned cls = cache_class(size, align);
-      const std::uint64_t off =
-          rseq_pop<kSlot.bytes>(cache_.class_base(cls), cache_.cpu_slots(), class_capacity(cls));
+      const std::uint64_t off = cpu_pop(cls);
       if (in_arena(off, cls)) [[likely]]  // false for 0, an empty array
         return take(off, cls);
       if (off != 0) return take_after_refresh(off, cls);
@@ -216,8 +215,7 @@ class Engine {
 #ifdef MAPHEAP_TSAN
         __tsan_release(cache_.class_base(cls));
 #endif
-        if (rseq_push<kSlot.bytes>(cache_.class_base(cls), cache_.cpu_slots(),
-                      class_capacity(cls), off)) [[likely]]
+        if (cpu_push(cls, off)) [[likely]]
           return;
         return drain_or_die(cls, obj);
       }
@@ -577,11 +575,19 @@ class Engine {
       t_refs[0].slot = cache_.claim_thread_slot();
   }
 
+  // Pop and push on the calling CPU's array (rseq), by class.
+  std::uint64_t cpu_pop(unsigned cls) noexcept {
+    return rseq_pop<kSlot.bytes>(cache_.class_base(cls), cache_.cpu_slots(), class_capacity(cls));
+  }
+  bool cpu_push(unsigned cls, std::uint64_t off) noexcept {
+    return rseq_push<kSlot.bytes>(cache_.class_base(cls), cache_.cpu_slots(), class_capacity(cls),
+                                  off);
+  }
   // Raw pop and push on the calling CPU's (or thread's) array: offsets, no
   // key handling and no counting.
   std::uint64_t cache_take(unsigned cls) noexcept {
     if (mode_ == CacheMode::per_cpu)
-      return rseq_pop<kSlot.bytes>(cache_.class_base(cls), cache_.cpu_slots(), class_capacity(cls));
+      return cpu_pop(cls);
     if (mode_ != CacheMode::per_thread) return 0;
     const std::uint32_t slot = thread_slot();
     if (slot == kNoSlot) return 0;
@@ -589,8 +595,7 @@ class Engine {
   }
   bool cache_put(unsigned cls, std::uint64_t off) noexcept {
     if (mode_ == CacheMode::per_cpu)
-      return rseq_push<kSlot.bytes>(cache_.class_base(cls), cache_.cpu_slots(),
-                       class_capacity(cls), off);
+      return cpu_push(cls, off);
     if (mode_ != CacheMode::per_thread) return false;
     const std::uint32_t slot = thread_slot();
     if (slot == kNoSlot) return false;
@@ -1026,8 +1031,7 @@ class Engine {
   // Every array of this CPU (rseq) or of one thread slot, back to the slabs.
   void drain_current() noexcept {
     drain_with([&](unsigned cls) {
-      return rseq_pop<kSlot.bytes>(cache_.class_base(cls), cache_.cpu_slots(),
-                      class_capacity(cls));
+      return cpu_pop(cls);
     });
   }
   void drain_slot(std::uint32_t slot) noexcept {
