@@ -9,22 +9,34 @@
 //
 //   struct Node { int value; mapheap::offset_ptr<Node> next; };   // in a MappedHeap
 //
-// Encoding: the stored value is `target - this` in bytes, plus a constant
-// tag that marks the word as an offset_ptr (detail::kOffsetTag), and the
-// distance 1 means null. Offset 0 is a pointer to the offset_ptr itself, which node-based
-// containers need (an empty circular list's header points to itself, and its
-// `next` is its first member). Offset 1 is the one address an offset_ptr
-// never needs: it is inside the offset_ptr's own eight bytes, so no object
-// other than the offset_ptr can start there. (Boost.Interprocess chose the
-// same value for the same reason.) Memory that is merely zeroed is not an
-// offset_ptr at all (it lacks the tag): construct offset_ptrs, never conjure
-// them from zeroed bytes.
+// Encoding: a non-null offset_ptr stores `target - this` in bytes plus a
+// constant tag, detail::kOffsetTag (0xF7C3 << 48), which marks the word as an
+// offset_ptr and makes it negative as a signed integer. Any word whose sign
+// bit is clear is null; a new null stores null_offset (2^62). Every distance
+// is representable, 0 included (a pointer to the offset_ptr itself, which
+// node-based containers need: an empty circular list's header points to
+// itself).
 //
-// Copying an offset_ptr copies the target, not the stored distance: the copy
-// constructor and assignment recompute the distance from the copy's address.
-// So offset_ptr is not trivially copyable and must not be memcpy'd on its own;
-// copying a whole block that holds both the pointer and its target (memcpy,
-// another mapping) keeps the pointer pointing into the copy.
+// Copying an offset_ptr copies the target, not the stored word: the copy
+// constructor and assignment add the distance from the source to the copy.
+// The same add applies to a null word, which moves it by less than 2^47 and
+// keeps it far from the sign bit, so a copy needs no test for null: one load,
+// one add, one store. (Between any two places in one process the distance is
+// under 2^47, and a null word copied through any chain of copies, in any
+// processes, stays within 2^48 of null_offset: the distances telescope to
+// the one from its first place to its last, the parts inside a mapping being
+// the same in every process. A block memcpy'd elsewhere moves its nulls by
+// as far as it moved: 2^14 moves of 2^47 bytes each, all one way, would be
+// needed to reach the sign bit.) So offset_ptr is not trivially copyable and must
+// not be memcpy'd on its own; copying a whole block that holds both the
+// pointer and its target (memcpy, another mapping) keeps the pointer pointing
+// into the copy. Memory that is merely zeroed reads as null, but construct
+// offset_ptrs rather than conjure them from bytes.
+//
+// The fast paths of std::vector<T, allocator<T>> come out free of tests:
+// `v[i]` is one add to the stored word and a dereference (no null test: a null
+// pointer may not be dereferenced), `++p` and `p += n` are one add. get(),
+// `->`, comparisons and differences test for null (one sign test each).
 //
 // offset_ptr<T> is a fancy pointer: std::vector, std::basic_string and the
 // boost::container containers take it as allocator_traits<A>::pointer
@@ -36,8 +48,9 @@
 // valid only here and only while the mapping stays: never store it in a
 // mapping. Other offset_ptrs convert only through get().
 //
-// In MAPHEAP_CHECKED builds, pointing an offset_ptr into its own second byte
-// (the one unrepresentable target) aborts with a message.
+// In MAPHEAP_CHECKED builds, dereferencing a null offset_ptr, arithmetic on
+// one (but for adding 0) and a stored word that is neither null nor tagged
+// (memory that never held an offset_ptr) abort with a message.
 #pragma once
 
 #include <compare>
@@ -79,20 +92,18 @@ inline constexpr bool is_character_v =
     std::is_same_v<T, wchar_t> || std::is_same_v<T, char8_t> || std::is_same_v<T, char16_t> ||
     std::is_same_v<T, char32_t>;
 
-[[noreturn]] inline void offset_ptr_unrepresentable(const void* self) noexcept {
-  std::fprintf(stderr,
-               "mapheap: offset_ptr at %p cannot point to %p: that is inside the offset_ptr "
-               "itself and is the encoding of null\n",
-               self, static_cast<const void*>(static_cast<const char*>(self) + 1));
+[[noreturn]] inline void offset_ptr_misuse(const void* self, const char* what) noexcept {
+  std::fprintf(stderr, "mapheap: offset_ptr at %p: %s\n", self, what);
   std::abort();
 }
 
-// The stored word: the distance plus a tag, 0xF7C3 << 48 (any two user-space
-// addresses are less than 2^47 apart, so the word's top 16 bits are the tag
-// or one below it). One add to encode and one subtract to decode, as cheap as
-// the bare distance. The tag lets a reachability sweep (MappedHeap::gc) tell
-// an offset_ptr from an integer that happens to be a plausible distance:
-// without it, every small count in a block "points" at a neighbouring block.
+// The stored word of a non-null offset_ptr: the distance plus a tag,
+// 0xF7C3 << 48 (any two user-space addresses are less than 2^47 apart, so the
+// word's top 16 bits are the tag or one below it, and its sign bit is set).
+// One add to encode and one subtract to decode, as cheap as the bare
+// distance. The tag lets a reachability sweep (MappedHeap::gc) tell an
+// offset_ptr from an integer that happens to be a plausible distance: without
+// it, every small count in a block "points" at a neighbouring block.
 // 0xF7 never occurs in UTF-8 text, and such a word is a negative integer
 // near -2^63 + 2^59 or a double near -1e270.
 inline constexpr std::uint64_t kOffsetTag = std::uint64_t{0xF7C3} << 48;
@@ -105,6 +116,29 @@ constexpr std::int64_t offset_distance(std::ptrdiff_t stored) noexcept {
 constexpr bool offset_tagged(std::uint64_t word) noexcept {
   return (word - kOffsetTag + (std::uint64_t{1} << 47)) < (std::uint64_t{1} << 48);
 }
+// The address `self` + the stored word's distance. GCC's points-to analysis
+// follows integers computed from pointers: without the empty asm it takes the
+// result to point into *self (the 8-byte offset_ptr, or a temporary copy of
+// it on the stack) and may drop or reorder stores through it as stores to a
+// dead temporary (a vector's elements came out as zeros at -O3). The asm
+// costs no instruction: it only hides where the number came from. (Boost's
+// offset_ptr.hpp warns of the same hazard.)
+inline void* offset_address(const void* self, std::ptrdiff_t stored) noexcept {
+  std::uintptr_t a = reinterpret_cast<std::uintptr_t>(self) +
+                     static_cast<std::uintptr_t>(offset_distance(stored));
+  asm("" : "+r"(a));
+  return reinterpret_cast<void*>(a);
+}
+// Null is any word with the sign bit clear (see the encoding above).
+constexpr bool offset_is_null(std::ptrdiff_t stored) noexcept { return stored >= 0; }
+inline constexpr std::ptrdiff_t kOffsetNull = std::ptrdiff_t{1} << 62;
+// U* converts to T* implicitly and without changing the address:
+// cv-qualification added, or T is void.
+template <class U, class T>
+inline constexpr bool offset_ptr_same_address_v =
+    std::is_convertible_v<U*, T*> &&
+    (std::is_same_v<std::remove_cv_t<U>, std::remove_cv_t<T>> || std::is_void_v<T>);
+
 [[noreturn]] inline void offset_ptr_too_far(const void* self, const void* target) noexcept {
   std::fprintf(stderr, "mapheap: offset_ptr at %p cannot point to %p: more than 2^47 bytes away\n", self,
                target);
@@ -121,9 +155,9 @@ class offset_ptr : public detail::offset_ptr_iterator_types<T> {
   template <class U>
   using rebind = offset_ptr<U>;
 
-  // The stored value of a null offset_ptr (see the encoding above): the
-  // distance 1, tagged.
-  static constexpr std::ptrdiff_t null_offset = detail::offset_encode(1);
+  // The word a new null offset_ptr stores (see the encoding above); a copied
+  // null stores a word near it. Test for null with is_null_word.
+  static constexpr std::ptrdiff_t null_offset = detail::kOffsetNull;
 
   // ---- construction: every constructor computes the distance from `this`
   constexpr offset_ptr() noexcept = default;  // null
@@ -135,10 +169,17 @@ class offset_ptr : public detail::offset_ptr_iterator_types<T> {
   offset_ptr(U* p) noexcept {  // NOLINT: implicit like T*
     set(p);
   }
-  offset_ptr(const offset_ptr& o) noexcept { set(o.get()); }
-  // offset_ptr<Derived> -> offset_ptr<Base>, offset_ptr<T> -> offset_ptr<const T>, -> offset_ptr<void>.
+  offset_ptr(const offset_ptr& o) noexcept { copy_word(o); }
+  // offset_ptr<T> -> offset_ptr<const T>, -> offset_ptr<void>: the same
+  // address, so the word is copied as by the copy constructor.
   template <class U>
-    requires(!std::is_same_v<U, T> && std::is_convertible_v<U*, T*>)
+    requires(!std::is_same_v<U, T> && detail::offset_ptr_same_address_v<U, T>)
+  offset_ptr(const offset_ptr<U>& o) noexcept {  // NOLINT: implicit like T*
+    copy_word(o);
+  }
+  // offset_ptr<Derived> -> offset_ptr<Base>: the address may change.
+  template <class U>
+    requires(!detail::offset_ptr_same_address_v<U, T> && std::is_convertible_v<U*, T*>)
   offset_ptr(const offset_ptr<U>& o) noexcept : offset_ptr(static_cast<T*>(o.get())) {}  // NOLINT
   // What static_cast<T*> allows but no implicit conversion does: void -> T,
   // Base -> Derived. (The allocator requirements ask for
@@ -148,7 +189,7 @@ class offset_ptr : public detail::offset_ptr_iterator_types<T> {
   explicit offset_ptr(const offset_ptr<U>& o) noexcept : offset_ptr(static_cast<T*>(o.get())) {}
 
   offset_ptr& operator=(const offset_ptr& o) noexcept {
-    set(o.get());
+    copy_word(o);
     return *this;
   }
   template <class U>
@@ -158,7 +199,7 @@ class offset_ptr : public detail::offset_ptr_iterator_types<T> {
     return *this;
   }
   offset_ptr& operator=(std::nullptr_t) noexcept {
-    off_ = null_offset;
+    store(null_offset);
     return *this;
   }
   template <class U>
@@ -169,26 +210,25 @@ class offset_ptr : public detail::offset_ptr_iterator_types<T> {
   }
   ~offset_ptr() = default;
 
-  // The target's address in this process: one compare and one add.
-  T* get() const noexcept {
-    if (off_ == null_offset) return nullptr;
-    return reinterpret_cast<T*>(reinterpret_cast<std::uintptr_t>(this) +
-                                static_cast<std::uintptr_t>(detail::offset_distance(off_)));
-  }
-  // The stored word (null_offset when null): for code that follows
+  // The target's address in this process: one sign test and one add.
+  T* get() const noexcept { return detail::offset_is_null(word()) ? nullptr : target(); }
+  // The stored word (see the encoding above): for code that follows
   // offset_ptrs by reading a mapping's words (a reachability sweep).
-  std::ptrdiff_t stored_offset() const noexcept { return off_; }
-  // Whether a word read from a mapping has an offset_ptr's tag.
+  std::ptrdiff_t stored_offset() const noexcept { return word(); }
+  // Whether a stored word is null.
+  static constexpr bool is_null_word(std::ptrdiff_t word) noexcept {
+    return detail::offset_is_null(word);
+  }
+  // Whether a word read from a mapping has a non-null offset_ptr's tag.
   static bool is_encoded(std::uint64_t word) noexcept { return detail::offset_tagged(word); }
   // The target an offset_ptr found at `self` with stored word `off` refers to.
   static const void* decode(const void* self, std::ptrdiff_t off) noexcept {
-    if (off == null_offset) return nullptr;
-    return reinterpret_cast<const void*>(reinterpret_cast<std::uintptr_t>(self) +
-                                         static_cast<std::uintptr_t>(detail::offset_distance(off)));
+    if (detail::offset_is_null(off)) return nullptr;
+    return detail::offset_address(self, off);
   }
 
-  explicit operator bool() const noexcept { return off_ != null_offset; }
-  bool operator!() const noexcept { return off_ == null_offset; }
+  explicit operator bool() const noexcept { return !detail::offset_is_null(word()); }
+  bool operator!() const noexcept { return detail::offset_is_null(word()); }
   // Implicit for character types only, as libstdc++'s basic_string needs: it
   // passes its `pointer` where a CharT* is expected. Not for other types:
   // libstdc++'s node containers (std::map, std::list, ...) would then compile
@@ -204,15 +244,16 @@ class offset_ptr : public detail::offset_ptr_iterator_types<T> {
 
   // ---- access
   T* operator->() const noexcept { return get(); }  // also what std::to_address uses
+  // Dereferencing needs no null test (a null pointer may not be dereferenced).
   std::add_lvalue_reference_t<T> operator*() const noexcept
     requires(!std::is_void_v<T>)
   {
-    return *get();
+    return *checked_target();
   }
   template <std::integral I>
     requires std::is_object_v<T>
   std::add_lvalue_reference_t<T> operator[](I i) const noexcept {
-    return get()[i];
+    return checked_target()[i];
   }
 
   // For std::pointer_traits and boost::intrusive::pointer_traits.
@@ -239,9 +280,9 @@ class offset_ptr : public detail::offset_ptr_iterator_types<T> {
   }
 
   // ---- arithmetic (object types only)
-  // Moving the target moves the stored distance by as much: one add, no
-  // decoding (arithmetic on a null pointer, but for adding 0, is undefined,
-  // as for T*).
+  // Moving the target moves the stored word by as much: one add, no decoding
+  // and no test (arithmetic on a null pointer, but for adding 0, is undefined,
+  // as for T*; adding 0 to a null word leaves it null).
   offset_ptr& operator+=(difference_type n) noexcept
     requires std::is_object_v<T>
   {
@@ -285,50 +326,105 @@ class offset_ptr : public detail::offset_ptr_iterator_types<T> {
   }
 
  private:
-  void step(std::uint64_t bytes) noexcept {
-    if (bytes == 0) return;  // null + 0 stays null (an empty vector's begin() + size())
+  template <class U>
+  friend class offset_ptr;
+
+  // The target, assuming non-null.
+  T* target() const noexcept {
+    return static_cast<T*>(detail::offset_address(this, word()));
+  }
+  T* checked_target() const noexcept {
 #if MAPHEAP_CHECKED
+    check_word();
+    if (detail::offset_is_null(word()))
+      detail::offset_ptr_misuse(this, "dereferencing a null offset_ptr");
+#endif
+    return target();
+  }
+  // The word of `o` seen from here: the same target (or null), with no test.
+  template <class U>
+  void copy_word(const offset_ptr<U>& o) noexcept {
+#if MAPHEAP_CHECKED
+    o.check_word();
+#endif
+    store(static_cast<std::ptrdiff_t>(static_cast<std::uint64_t>(o.word()) +
+                                      (reinterpret_cast<std::uintptr_t>(&o) -
+                                       reinterpret_cast<std::uintptr_t>(this))));
+  }
+#if MAPHEAP_CHECKED
+  // A word that is neither null nor tagged never came from an offset_ptr.
+  void check_word() const noexcept {
+    const std::ptrdiff_t w = word();
+    if (!detail::offset_is_null(w) && !detail::offset_tagged(static_cast<std::uint64_t>(w)))
+      detail::offset_ptr_misuse(this,
+                                "the stored word is not an offset_ptr's (uninitialized or corrupt)");
+  }
+#endif
+  void step(std::uint64_t bytes) noexcept {
+#if MAPHEAP_CHECKED
+    check_word();
+    if (bytes != 0 && detail::offset_is_null(word()))
+      detail::offset_ptr_misuse(this, "arithmetic on a null offset_ptr");
     T* const want = reinterpret_cast<T*>(reinterpret_cast<std::uintptr_t>(get()) + bytes);
 #endif
-    off_ = static_cast<std::ptrdiff_t>(static_cast<std::uint64_t>(off_) + bytes);
+    store(static_cast<std::ptrdiff_t>(static_cast<std::uint64_t>(word()) + bytes));
 #if MAPHEAP_CHECKED
-    if (off_ == null_offset) detail::offset_ptr_unrepresentable(this);
     if (get() != want) detail::offset_ptr_too_far(this, want);
 #endif
   }
   void set(T* p) noexcept {
     if (p == nullptr) {
-      off_ = null_offset;
+      store(null_offset);
       return;
     }
     const auto d = static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(p) -
                                              reinterpret_cast<std::uintptr_t>(this));
-    off_ = detail::offset_encode(d);
+    store(detail::offset_encode(d));
 #if MAPHEAP_CHECKED
-    if (off_ == null_offset) detail::offset_ptr_unrepresentable(this);
-    if (!detail::offset_tagged(static_cast<std::uint64_t>(off_))) detail::offset_ptr_too_far(this, p);
+    if (!detail::offset_tagged(static_cast<std::uint64_t>(word()))) detail::offset_ptr_too_far(this, p);
 #endif
   }
+
+  // The word is read and written as bytes (a memcpy the compiler turns into
+  // one load or store that may alias anything). Containers type-pun their
+  // iterators: boost::container::flat_map copies its tree's iterator as its
+  // own through a reinterpret_cast (dtl::force_copy), so one word is written
+  // as a member of offset_ptr<A> and read as a member of offset_ptr<B>; with
+  // plain member accesses GCC's type-based alias analysis took the two for
+  // different objects and read the word before the write (end() came out
+  // equal to begin() at -O2). Memory accesses of character type alias
+  // everything, so the order of the program holds.
+  std::ptrdiff_t word() const noexcept {
+    std::ptrdiff_t w;
+    __builtin_memcpy(&w, &off_, sizeof w);
+    return w;
+  }
+  void store(std::ptrdiff_t w) noexcept { __builtin_memcpy(&off_, &w, sizeof w); }
 
   std::ptrdiff_t off_ = null_offset;
 };
 
 // ---- arithmetic: templates on the integer type, so that they are exact
 // matches and win over the built-in pointer operators (see operator T*).
+// A copy moved: no decoding, no test, so `*(p + n)` is p's word plus n.
 template <class T, std::integral I>
   requires std::is_object_v<T>
 offset_ptr<T> operator+(const offset_ptr<T>& p, I n) noexcept {
-  return offset_ptr<T>(p.get() + n);
+  offset_ptr<T> r(p);
+  r += static_cast<std::ptrdiff_t>(n);
+  return r;
 }
 template <class T, std::integral I>
   requires std::is_object_v<T>
 offset_ptr<T> operator+(I n, const offset_ptr<T>& p) noexcept {
-  return offset_ptr<T>(p.get() + n);
+  return p + n;
 }
 template <class T, std::integral I>
   requires std::is_object_v<T>
 offset_ptr<T> operator-(const offset_ptr<T>& p, I n) noexcept {
-  return offset_ptr<T>(p.get() - n);
+  offset_ptr<T> r(p);
+  r -= static_cast<std::ptrdiff_t>(n);
+  return r;
 }
 // Differences between offset_ptr<T>, offset_ptr<const T> and raw pointers.
 template <class T, class U>

@@ -50,6 +50,9 @@ std::string validate_header(const HeapHeader& h, std::uint64_t file_bytes, bool 
   if ((h.incompat & kIncompatEngineV1) != 0) return older("engine v1: slab classes up to 32 KiB");
   if ((h.incompat & kIncompatEngineV2) != 0) return older("engine v2: cache arrays of 4 objects or more");
   if ((h.incompat & kIncompatEngineV3) == 0) return "corrupt header: no engine feature bit";
+  if ((h.incompat & kIncompatOffsetPtrV2) == 0)
+    return "made by an older mapheap (offset_ptr v1: null stored as the distance 1); this build "
+           "reads null offset_ptrs as words with the sign bit clear";
   if ((h.incompat & ~kIncompatKnown) != 0)
     return "uses features this build does not have (incompatible feature bits " +
            std::to_string(h.incompat & ~kIncompatKnown) + ")";
@@ -270,7 +273,7 @@ struct MappedHeap::Impl {
     HeapHeader h{};
     h.version = heap::kHeapVersion;
     h.header_bytes = sizeof(HeapHeader);
-    h.incompat = heap::kIncompatEngineV3;
+    h.incompat = heap::kIncompatEngineV3 | heap::kIncompatOffsetPtrV2;
     h.page_size = static_cast<std::uint32_t>(page);
     h.zone_journal_entries = heap::kZoneJournalEntries;
     h.dir_journal_entries = heap::kDirJournalEntries;
@@ -734,27 +737,36 @@ void MappedHeap::close() {
 
 bool MappedHeap::is_open() const noexcept { return impl_ != nullptr; }
 
-MappedHeap* MappedHeap::of(const void* p) noexcept {
-  const auto a = reinterpret_cast<std::uintptr_t>(p);
-  // Containers call this on every allocation, almost always for the heap
-  // they asked about last: that one is tried first (a close changes the
-  // generation, which empties every thread's memo).
-  struct Memo {
-    std::uintptr_t lo = 0, hi = 0;
-    MappedHeap::Impl* impl = nullptr;
-    std::uint64_t generation = 0;
-  };
-  static thread_local Memo memo;
-  const std::uint64_t gen = g_registry_generation.load(std::memory_order_acquire);
-  if (memo.generation == gen && a >= memo.lo && a < memo.hi) return memo.impl->owner;
+namespace {
+// Containers call MappedHeap::of on every allocation, almost always for the
+// heap they asked about last: each thread remembers that one (a close changes
+// the generation, which empties every thread's memo).
+struct OfMemo {
+  std::uintptr_t lo = 0, hi = 0;
+  MappedHeap::Impl* impl = nullptr;
+  std::uint64_t generation = 0;
+};
+thread_local OfMemo t_of_memo __attribute__((tls_model("initial-exec")));
+
+// The scan of the table, out of line so that the memo's hit saves no registers.
+[[gnu::noinline]] MappedHeap* of_scan(std::uintptr_t a, std::uint64_t gen) noexcept {
   for (auto& r : g_registry) {
-    Impl* m = r.impl.load(std::memory_order_acquire);
+    MappedHeap::Impl* m = r.impl.load(std::memory_order_acquire);
     if (m != nullptr && a >= r.lo.load(std::memory_order_relaxed) && a < r.hi.load(std::memory_order_relaxed)) {
-      memo = {r.lo.load(std::memory_order_relaxed), r.hi.load(std::memory_order_relaxed), m, gen};
+      t_of_memo = {r.lo.load(std::memory_order_relaxed), r.hi.load(std::memory_order_relaxed), m, gen};
       return m->owner;
     }
   }
   return nullptr;
+}
+}  // namespace
+
+MappedHeap* MappedHeap::of(const void* p) noexcept {
+  const auto a = reinterpret_cast<std::uintptr_t>(p);
+  const std::uint64_t gen = g_registry_generation.load(std::memory_order_acquire);
+  const OfMemo& memo = t_of_memo;
+  if (memo.generation == gen && a >= memo.lo && a < memo.hi) return memo.impl->owner;
+  return of_scan(a, gen);
 }
 
 void* MappedHeap::allocate(std::size_t size, std::size_t align) noexcept {
@@ -1162,9 +1174,9 @@ GcReport MappedHeap::gc(GcPointers pointers) {
       for (std::uint64_t w = 0; w + 8 <= b->bytes; w += 8) {
         std::uint64_t v;
         std::memcpy(&v, p + w, 8);
-        if (!offset_ptr<void>::is_encoded(v)) continue;  // not an offset_ptr's word
+        if (!offset_ptr<void>::is_encoded(v)) continue;  // null, or not an offset_ptr's word
         const std::int64_t dist = detail::offset_distance(static_cast<std::ptrdiff_t>(v));
-        if (dist == 0 || dist == 1) continue;  // a pointer to itself, or null
+        if (dist == 0) continue;  // a pointer to itself
         const std::uint64_t target = b->off + w + static_cast<std::uint64_t>(dist);
         if (target >= eoff && target < end) mark(target);
       }

@@ -37,7 +37,11 @@ inline constexpr std::uint32_t kHeapVersion = 1;
 inline constexpr std::uint64_t kIncompatEngineV1 = 1u << 0;  // buddy v1 + slab (to 32 KiB) + cache run v2
 inline constexpr std::uint64_t kIncompatEngineV2 = 1u << 1;  // buddy v1 + slab (to 64 KiB) + cache run v2
 inline constexpr std::uint64_t kIncompatEngineV3 = 1u << 2;  // v2 + cache arrays of 16 to 256 objects
-inline constexpr std::uint64_t kIncompatKnown = kIncompatEngineV3;
+// The user data's offset_ptrs: null is any word with the sign bit clear
+// (mapheap/offset_ptr.hpp). Heaps without it stored null as the tagged
+// distance 1, which this build would read as a pointer.
+inline constexpr std::uint64_t kIncompatOffsetPtrV2 = 1u << 3;
+inline constexpr std::uint64_t kIncompatKnown = kIncompatEngineV3 | kIncompatOffsetPtrV2;
 inline constexpr std::uint64_t kRoCompatKnown = 0;
 
 inline constexpr std::uint32_t kZoneJournalEntries = 16384;  // 1 MiB

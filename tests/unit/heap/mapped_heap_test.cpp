@@ -831,7 +831,8 @@ TEST_F(BadFiles, UnknownIncompatibleFeature) {
 TEST_F(BadFiles, OlderEngineLayouts) {
   const std::pair<std::uint64_t, const char*> older[] = {
       {heap::kIncompatEngineV1, "older mapheap (engine v1"},
-      {heap::kIncompatEngineV2, "older mapheap (engine v2"}};
+      {heap::kIncompatEngineV2, "older mapheap (engine v2"},
+      {heap::kIncompatEngineV3, "older mapheap (offset_ptr v1"}};
   for (const auto& [bit, why] : older) {
     SCOPED_TRACE(why);
     heap::HeapHeader h = header();

@@ -148,7 +148,77 @@ TEST(OffsetPtr, NullPlusZeroIsNull) {
   EXPECT_FALSE(p);
   EXPECT_EQ(p + 0, nullptr);
   EXPECT_EQ(p - 0, nullptr);
+  const std::size_t zero = 0;  // an empty vector's begin() + size()
+  EXPECT_FALSE(p + zero);
 }
+
+// A copy adds the distance from the source without testing for null, so a
+// copied null's word moves; it must stay null through any chain of copies,
+// at addresses far apart, and its word must never look like an offset_ptr's
+// (the reachability sweep would follow it).
+TEST(OffsetPtr, NullStaysNullThroughCopiesAnywhere) {
+  static offset_ptr<int> far_away;  // static storage: far from the stack and the heap
+  auto heap_copy = std::make_unique<offset_ptr<int>>();
+  std::vector<offset_ptr<int>> many(64);  // each copied from the one before
+  offset_ptr<int> local;
+  for (int round = 0; round < 100; ++round) {
+    *heap_copy = local;
+    far_away = *heap_copy;
+    many[0] = far_away;
+    for (std::size_t i = 1; i < many.size(); ++i) many[i] = many[i - 1];
+    local = many.back();
+  }
+  for (const offset_ptr<int>* q : {&local, &far_away, heap_copy.get(), &many[17]}) {
+    EXPECT_FALSE(*q);
+    EXPECT_EQ(q->get(), nullptr);
+    EXPECT_EQ(*q, nullptr);
+    EXPECT_TRUE(offset_ptr<int>::is_null_word(q->stored_offset()));
+    EXPECT_FALSE(offset_ptr<int>::is_encoded(static_cast<std::uint64_t>(q->stored_offset())));
+    EXPECT_EQ(offset_ptr<int>::decode(q, q->stored_offset()), nullptr);
+  }
+  EXPECT_NE(heap_copy->stored_offset(), far_away.stored_offset());  // the words did move
+  EXPECT_EQ(*heap_copy, far_away);  // and two nulls are equal whatever their words
+  EXPECT_EQ(local - many[3], 0);
+  // A copy through the converting constructors too.
+  offset_ptr<const int> c = far_away;
+  offset_ptr<const void> v = c;
+  EXPECT_FALSE(c);
+  EXPECT_FALSE(v);
+  // Zeroed memory reads as null (the sign bit is clear).
+  EXPECT_TRUE(offset_ptr<int>::is_null_word(0));
+  EXPECT_FALSE(offset_ptr<int>::is_null_word(detail::offset_encode(0)));
+}
+
+// Null no longer takes a distance: every target is representable, the
+// offset_ptr's own second byte included (the distance 1, null before
+// OffsetPtrV2).
+TEST(OffsetPtr, EveryDistanceIsATarget) {
+  struct Holder {
+    offset_ptr<char> p;
+  } h;
+  char* second = reinterpret_cast<char*>(&h.p) + 1;
+  h.p = second;
+  EXPECT_TRUE(h.p);
+  EXPECT_EQ(h.p.get(), second);
+  EXPECT_EQ(detail::offset_distance(h.p.stored_offset()), 1);
+  Holder copy = h;  // a copy points at the original's byte, not its own
+  EXPECT_EQ(copy.p.get(), second);
+}
+
+#if MAPHEAP_CHECKED
+// Checked builds stop what release builds leave undefined, with a message.
+TEST(OffsetPtrDeathTest, CheckedBuildsStopMisuse) {
+  offset_ptr<int> null;
+  EXPECT_DEATH((void)*null, "dereferencing a null offset_ptr");
+  EXPECT_DEATH((void)null[2], "dereferencing a null offset_ptr");
+  EXPECT_DEATH(null += 1, "arithmetic on a null offset_ptr");
+  alignas(offset_ptr<int>) unsigned char junk[sizeof(offset_ptr<int>)];
+  const std::uint64_t word = 0x8000'0000'0000'1234ull;  // sign set, no tag
+  std::memcpy(junk, &word, sizeof word);
+  const auto* bad = reinterpret_cast<const offset_ptr<int>*>(junk);
+  EXPECT_DEATH({ offset_ptr<int> copy(*bad); }, "not an offset_ptr's");
+}
+#endif
 
 TEST(OffsetPtr, PointsToItselfWithOffsetZero) {
   Node n;
