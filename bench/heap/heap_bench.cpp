@@ -20,9 +20,11 @@
 // Every measurement runs in fork()ed processes of its own, so that each starts
 // from a fresh address space and a fresh malloc. Within a repetition every
 // contender runs once, in an order that rotates from one repetition to the
-// next, so that drift spreads over all of them. The tables show the median
-// pass and the ratio to mapheap (file) in the same row; --json keeps every
-// pass. Each workload checks what it reads back (block tags, a checksum of the
+// next, so that drift spreads over all of them. Before each measurement the
+// dirty pages the previous ones left (a file heap's, Boost's mapped file) are
+// written back (sync), so that no contender pays for another's writeback.
+// The tables show the median pass and the ratio to mapheap (file) in the same
+// row; --json keeps every pass. Each workload checks what it reads back (block tags, a checksum of the
 // graph, the id of the named object found) and reports a failure instead of a
 // figure when the check fails.
 //
@@ -1144,6 +1146,7 @@ int main(int argc, char** argv) {
       const std::string row = procs == 1 ? "1 process" : "2 processes, one heap";
       for (unsigned r = 0; r < o.reps; ++r)
         for (Kind k : rotated(kAllocKinds, r)) {
+          ::sync();  // the previous measurement's dirty pages: written back now, not during this one
           const AllocPasses p = measure_alloc(k, procs, ap, o.dir);
           res.add("alloc", row + kFirstPass, k, p.first);
           res.add("alloc", row + kSecondPass, k, p.second);
@@ -1172,6 +1175,7 @@ int main(int argc, char** argv) {
     for (unsigned r = 0; r < o.reps; ++r) {
       for (Kind k : rotated(kGraphKinds, r)) {
         std::uint64_t sum = 0;
+        ::sync();
         Pass p = measure_graph(k, sizing, g, o.dir, sum);
         if (p.error.empty()) sums.emplace_back(k, sum);
         if (p.error.empty() && k == Kind::glibc) reference = sum;
