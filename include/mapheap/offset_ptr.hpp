@@ -26,9 +26,9 @@
 // processes, stays within 2^48 of null_offset: the distances telescope to
 // the one from its first place to its last, the parts inside a mapping being
 // the same in every process. A block memcpy'd elsewhere moves its nulls by
-// as far as it moved: 2^14 moves of 2^47 bytes each, all one way, would be
-// needed to reach the sign bit.) So offset_ptr is not trivially copyable and must
-// not be memcpy'd on its own; copying a whole block that holds both the
+// as far as it moved: about 2^15 moves of 2^47 bytes each, all one way,
+// would be needed to reach the sign bit or zero.) So offset_ptr is not
+// trivially copyable and must not be memcpy'd on its own; copying a whole block that holds both the
 // pointer and its target (memcpy, another mapping) keeps the pointer pointing
 // into the copy. Memory that is merely zeroed reads as null, but construct
 // offset_ptrs rather than conjure them from bytes.
