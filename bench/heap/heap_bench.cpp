@@ -24,9 +24,9 @@
 // dirty pages the previous ones left (a file heap's, Boost's mapped file) are
 // written back (sync), so that no contender pays for another's writeback.
 // The tables show the median pass and the ratio to mapheap (file) in the same
-// row; --json keeps every pass. Each workload checks what it reads back (block tags, a checksum of the
-// graph, the id of the named object found) and reports a failure instead of a
-// figure when the check fails.
+// row; --json keeps every pass. Each workload checks what it reads back (block
+// tags, a checksum of the graph, the id of the named object found) and
+// reports a failure instead of a figure when the check fails.
 //
 // The graph's containers are the same class, std::vector (libstdc++ takes an
 // allocator's offset_ptr as its pointer), with each contender's allocator, so
@@ -1054,6 +1054,10 @@ std::string filesystem_of(const std::string& dir) {
   return buf;
 }
 
+// Before a measurement: the dirty pages the previous ones left are written
+// back now, not during this one.
+void settle() { ::sync(); }
+
 template <std::size_t N>
 std::array<Kind, N> rotated(const std::array<Kind, N>& kinds, unsigned by) {
   std::array<Kind, N> out;
@@ -1146,7 +1150,7 @@ int main(int argc, char** argv) {
       const std::string row = procs == 1 ? "1 process" : "2 processes, one heap";
       for (unsigned r = 0; r < o.reps; ++r)
         for (Kind k : rotated(kAllocKinds, r)) {
-          ::sync();  // the previous measurement's dirty pages: written back now, not during this one
+          settle();
           const AllocPasses p = measure_alloc(k, procs, ap, o.dir);
           res.add("alloc", row + kFirstPass, k, p.first);
           res.add("alloc", row + kSecondPass, k, p.second);
@@ -1175,7 +1179,7 @@ int main(int argc, char** argv) {
     for (unsigned r = 0; r < o.reps; ++r) {
       for (Kind k : rotated(kGraphKinds, r)) {
         std::uint64_t sum = 0;
-        ::sync();
+        settle();
         Pass p = measure_graph(k, sizing, g, o.dir, sum);
         if (p.error.empty()) sums.emplace_back(k, sum);
         if (p.error.empty() && k == Kind::glibc) reference = sum;

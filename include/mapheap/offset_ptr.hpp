@@ -28,10 +28,11 @@
 // the same in every process. A block memcpy'd elsewhere moves its nulls by
 // as far as it moved: about 2^15 moves of 2^47 bytes each, all one way,
 // would be needed to reach the sign bit or zero.) So offset_ptr is not
-// trivially copyable and must not be memcpy'd on its own; copying a whole block that holds both the
-// pointer and its target (memcpy, another mapping) keeps the pointer pointing
-// into the copy. Memory that is merely zeroed reads as null, but construct
-// offset_ptrs rather than conjure them from bytes.
+// trivially copyable and must not be memcpy'd on its own; copying a whole
+// block that holds both the pointer and its target (memcpy, another mapping)
+// keeps the pointer pointing into the copy. Memory that is merely zeroed
+// reads as null, but construct offset_ptrs rather than conjure them from
+// bytes.
 //
 // The fast paths of std::vector<T, allocator<T>> come out free of tests:
 // `v[i]` is one add to the stored word and a dereference (no null test: a null
