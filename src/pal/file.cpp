@@ -346,7 +346,8 @@ Result<int> memfd(const char* name, std::uint32_t flags) noexcept {
         .with_path(name)
         .with_flags(flags)
         .with_detail(err == EINVAL && std::strlen(name) > 249 ? "the name is longer than 249 bytes"
-                     : err == EINVAL && (flags & (kMemfdHuge2M | kMemfdHuge1G))
+                     : (err == EINVAL || err == ENODEV) && (flags & (kMemfdHuge2M | kMemfdHuge1G))
+                         // EINVAL: no hugetlb support; ENODEV: none of that size
                          ? "the kernel offers no hugetlb pages of that size"
                          : nullptr);
   }
