@@ -102,6 +102,14 @@ struct EngineOptions {
   HugeFn huge = nullptr;
   void* huge_ctx = nullptr;
   std::size_t huge_min = std::size_t{2} << 20;
+  // Prefaulting: called, without the lock, with the pages of slab objects a
+  // refill carved for the first time, just before the cache writes its key
+  // into each of them (the mapped heap populates them writable: one call
+  // instead of a page fault a page, which on a shared file mapping costs
+  // several microseconds). Null: they fault in one by one.
+  using PopulateFn = void (*)(void* ctx, void* addr, std::size_t bytes) noexcept;
+  PopulateFn populate = nullptr;
+  void* populate_ctx = nullptr;
 };
 
 // Counts since format. Allocations and frees are exact once the threads
@@ -734,13 +742,17 @@ class Engine {
     if (!has_array()) return nullptr;
     const std::uint32_t want = class_capacity(cls) / 2;
     void* batch[kMaxCapacity / 2];
+    slab::SlabHeap::FreshPages fresh;
     unsigned n;
     {
       core::LockGuard<Lock> g(lock_);
       n = transfer_take(cls, batch, want);
-      if (n == 0) n = slabs_.alloc_batch(cls, batch, want);
+      if (n == 0) n = slabs_.alloc_batch(cls, batch, want, options_.populate != nullptr ? &fresh : nullptr);
     }
     if (n == 0) return nullptr;  // the locked path reports the failure
+    for (unsigned i = 0; i < fresh.spans; ++i)
+      options_.populate(options_.populate_ctx, fresh.begin[i],
+                        static_cast<std::size_t>(fresh.end[i] - fresh.begin[i]));
     unsigned keep = 1;           // batch[1..keep) did not fit: back to the slabs
     for (unsigned i = n; i-- > 1;) {
       auto* obj = static_cast<std::byte*>(batch[i]);

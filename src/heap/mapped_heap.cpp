@@ -130,6 +130,7 @@ struct MappedHeap::Impl {
   int opener = 0;       // the pid that opened it (a fork()ed child does not close it)
   bool writable = true;  // allocation and named objects allowed
   bool shared = true;    // changes reach other processes and the file
+  std::atomic<bool> populate_works{true};  // see populate_fn
   HeapHeader* hdr = nullptr;
   HeapLocks* locks = nullptr;
   core::Journal zone_journal;
@@ -186,10 +187,25 @@ struct MappedHeap::Impl {
       return false;
     }
   }
+  // The pages a front-cache refill is about to write for the first time:
+  // one MADV_POPULATE_WRITE instead of a fault a page (on an ext4 file
+  // mapping here, about 8.5 us a fault against 1.5 us a page populated).
+  // Failing only means the pages fault in as they would have; a kernel
+  // without the advice (before 5.14) is not asked again.
+  static void populate_fn(void* ctx, void* addr, std::size_t bytes) noexcept {
+    auto* m = static_cast<Impl*>(ctx);
+    if (!m->populate_works.load(std::memory_order_relaxed)) return;
+    const auto off = static_cast<std::size_t>(static_cast<std::byte*>(addr) - m->base());
+    if (off + bytes > m->map.size()) return;  // past this process's view: a peer grew the heap
+    if (auto s = pal::advise(addr, bytes, pal::Advice::populate_write); !s && s.error().code == EINVAL)
+      m->populate_works.store(false, std::memory_order_relaxed);
+  }
   cache::EngineOptions engine_options() {
     cache::EngineOptions eo;
     eo.grow = grow_fn;
     eo.grow_ctx = this;
+    eo.populate = populate_fn;
+    eo.populate_ctx = this;
     // A file keeps its blocks (a hole would be a SIGBUS on a full disk, and
     // the kernel reclaims a file's clean pages anyway); RAM-backed heaps give
     // free pages back.

@@ -148,7 +148,8 @@ void* SlabHeap::alloc(std::size_t size, std::size_t align, std::size_t* usable) 
   std::size_t bytes = 0;
   void* p;
   if (cls != kNoClass) {
-    p = alloc_small(cls);
+    bool carved;
+    p = alloc_small(cls, carved);
     bytes = class_size(cls);
   } else {
     p = alloc_large(size, align, bytes);
@@ -157,7 +158,8 @@ void* SlabHeap::alloc(std::size_t size, std::size_t align, std::size_t* usable) 
   return p;
 }
 
-void* SlabHeap::alloc_small(unsigned cls) noexcept {
+void* SlabHeap::alloc_small(unsigned cls, bool& carved) noexcept {
+  carved = false;
   ClassLists& c = root_->cls[cls];
   const auto partial = static_cast<unsigned>(SlabList::partial);
   const auto empty = static_cast<unsigned>(SlabList::empty);
@@ -201,6 +203,7 @@ void* SlabHeap::alloc_small(unsigned cls) noexcept {
   } else {  // carve the next untouched object
     obj = base + static_cast<std::size_t>(d.slab_carved) * class_size(cls);
     d.slab_carved += 1;
+    carved = true;
   }
   d.slab_inuse += 1;
   c.inuse_objects += 1;
@@ -211,9 +214,32 @@ void* SlabHeap::alloc_small(unsigned cls) noexcept {
   return obj;
 }
 
-unsigned SlabHeap::alloc_batch(unsigned cls, void** out, unsigned n) noexcept {
+void SlabHeap::FreshPages::add(std::byte* obj, std::size_t size, std::size_t page) noexcept {
+  // Objects are laid from the run's first byte on: one that starts inside a
+  // page shares it with the object carved before it.
+  const auto addr = reinterpret_cast<std::uintptr_t>(obj);
+  std::byte* b = obj + ((page - addr % page) % page);
+  std::byte* e = obj + size;
+  e += (page - reinterpret_cast<std::uintptr_t>(e) % page) % page;
+  if (b >= e) return;
+  if (spans != 0 && b <= end[spans - 1] && b >= begin[spans - 1]) {
+    if (e > end[spans - 1]) end[spans - 1] = e;
+  } else if (spans < kSpans) {
+    begin[spans] = b;
+    end[spans] = e;
+    ++spans;
+  }
+}
+
+unsigned SlabHeap::alloc_batch(unsigned cls, void** out, unsigned n, FreshPages* fresh) noexcept {
+  const std::size_t page = zone_->header().page_size;
+  const std::size_t size = class_size(cls);
   unsigned got = 0;
-  while (got < n && (out[got] = alloc_small(cls)) != nullptr) ++got;
+  bool carved;
+  while (got < n && (out[got] = alloc_small(cls, carved)) != nullptr) {
+    if (carved && fresh != nullptr) fresh->add(static_cast<std::byte*>(out[got]), size, page);
+    ++got;
+  }
   return got;
 }
 

@@ -105,9 +105,23 @@ class SlabHeap {
   // in a slab that still has others in use is not told apart here.)
   std::size_t usable_size(const void* p) const noexcept;
 
+  // The pages of objects carved for the first time (never handed out
+  // before), less the page where the object carved before them ends: the
+  // memory a caller about to write into every object of a batch touches for
+  // the first time, which it may prefault in one call instead of one page
+  // fault a page. Up to kSpans runs of contiguous pages; the rest is dropped
+  // (it faults in as it would anyway).
+  struct FreshPages {
+    static constexpr unsigned kSpans = 4;
+    std::byte* begin[kSpans];
+    std::byte* end[kSpans];
+    unsigned spans = 0;
+    void add(std::byte* obj, std::size_t size, std::size_t page) noexcept;
+  };
   // Up to n objects of class cls into out (fewer when the zone runs out):
-  // the refill of a front cache. Returns how many.
-  unsigned alloc_batch(unsigned cls, void** out, unsigned n) noexcept;
+  // the refill of a front cache. Returns how many. `fresh`, if given,
+  // receives the pages of the carved ones.
+  unsigned alloc_batch(unsigned cls, void** out, unsigned n, FreshPages* fresh = nullptr) noexcept;
   // ok if p is an object of this heap that is allocated now (for a slab
   // object: carved and not on its slab's free list, which is searched); what
   // is wrong with it otherwise. Changes nothing.
@@ -156,7 +170,8 @@ class SlabHeap {
   }
   void push(unsigned cls, SlabList list, std::uint32_t head) noexcept;
   void unlink(unsigned cls, std::uint32_t head) noexcept;
-  void* alloc_small(unsigned cls) noexcept;
+  // `carved`: set when the object is new (never handed out before).
+  void* alloc_small(unsigned cls, bool& carved) noexcept;
   void* alloc_large(std::size_t size, std::size_t align, std::size_t& usable) noexcept;
   // Where a pointer handed to free lies: a large run's head, or a slab
   // object (its run's head and byte offset in the run).

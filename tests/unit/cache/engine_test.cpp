@@ -198,6 +198,62 @@ TEST(EngineHugePages, LargeRunsReachTheHook) {
   expect_valid(e);
 }
 
+// A refill hands the pages of the objects it carved for the first time to
+// the populate hook, before it writes into them: every page of every object
+// handed out is in some span, and no page is in two (none is populated
+// twice: objects that come back from a free are not populated again).
+TEST_P(EngineModes, FreshObjectsArePopulatedOnce) {
+  Mapping m = Mapping::create(MappingOptions::anonymous(32 << 20));
+  EngineOptions o = options_for(m, GetParam());
+  static std::vector<std::pair<std::uintptr_t, std::uintptr_t>> spans;
+  spans.clear();
+  o.populate = [](void*, void* addr, std::size_t bytes) noexcept {
+    const auto a = reinterpret_cast<std::uintptr_t>(addr);
+    spans.emplace_back(a, a + bytes);
+  };
+  TestEngine e;
+  ASSERT_TRUE(e.format(m.data(), m.size(), o));
+  const std::size_t page = pal::page_size();
+  const auto expect_covered = [&](const std::vector<void*>& objs, std::size_t size) {
+    for (void* q : objs) {
+      const auto a = reinterpret_cast<std::uintptr_t>(q);
+      for (std::uintptr_t pg = a / page * page; pg < a + size; pg += page)
+        ASSERT_TRUE(std::any_of(spans.begin(), spans.end(),
+                                [&](auto sp) { return pg >= sp.first && pg < sp.second; }))
+            << "size " << size << ": page " << pg << " of object " << q << " was not populated";
+    }
+  };
+  // 64 bytes: objects never straddle a page; 1,500: they do.
+  for (std::size_t size : {std::size_t{64}, std::size_t{1500}}) {
+    spans.clear();
+    std::vector<void*> held;
+    for (int i = 0; i < 2000; ++i) held.push_back(e.allocate(size));
+    // Every other one freed (no slab empties, so no page goes back to the
+    // OS) and as many taken again: recycled objects, or the untouched tails
+    // of partial slabs.
+    for (std::size_t i = 0; i < held.size(); i += 2) e.deallocate(held[i]);
+    for (std::size_t i = 0; i < held.size(); i += 2) held[i] = e.allocate(size);
+    if (GetParam() == CacheMode::none) {
+      EXPECT_TRUE(spans.empty()) << "no front cache, no refill: nothing to populate";
+    } else {
+      ASSERT_FALSE(spans.empty()) << "size " << size;
+      expect_covered(held, size);
+    }
+    for (const auto& sp : spans) {
+      EXPECT_EQ(sp.first % page, 0u);
+      EXPECT_EQ(sp.second % page, 0u);
+      EXPECT_LT(sp.first, sp.second);
+    }
+    std::sort(spans.begin(), spans.end());
+    for (std::size_t i = 1; i < spans.size(); ++i)
+      EXPECT_LE(spans[i - 1].second, spans[i].first) << "size " << size << ": a page populated twice";
+    // Freed: their slabs' pages may serve the next size, populated again
+    // then (they may have gone back to the OS meanwhile).
+    for (void* q : held) e.deallocate(q);
+  }
+  expect_valid(e);
+}
+
 TEST_P(EngineModes, InvalidFreeAbortsNamingTheAddress) {
   // Re-executes the binary for the death test: safe whatever threads exist.
   GTEST_FLAG_SET(death_test_style, "threadsafe");
