@@ -18,7 +18,8 @@
 //           one named object.
 //
 // Every measurement runs in fork()ed processes of its own, so that each starts
-// from a fresh address space and a fresh malloc. Within a repetition every
+// from a fresh address space and a fresh malloc, worker w pinned to the w-th
+// CPU the program may use (pin_worker). Within a repetition every
 // contender runs once, in an order that rotates from one repetition to the
 // next, so that drift spreads over all of them. Before each measurement the
 // dirty pages the previous ones left (a file heap's, Boost's mapped file) are
@@ -506,10 +507,33 @@ void write_all(int fd, const void* p, std::size_t n) {
   }
 }
 
+// Worker w runs on the w-th CPU this program may use (wrapping around), so
+// that a one-process measurement runs on the same CPU whatever the
+// contender, and the two of a two-process one on different CPUs. The VM
+// this was written on has two vCPUs that are at times not equally fast (the
+// graph took 1.5 s on one and 2.4 s on the other, minutes apart, 2026-12-01):
+// unpinned, a figure depended on where the scheduler put the worker.
+void pin_worker(unsigned w) {
+  cpu_set_t allowed;
+  if (::sched_getaffinity(0, sizeof allowed, &allowed) != 0) return;
+  const int count = CPU_COUNT(&allowed);
+  if (count <= 0) return;
+  int k = static_cast<int>(w % static_cast<unsigned>(count));
+  for (int c = 0; c < CPU_SETSIZE; ++c) {
+    if (!CPU_ISSET(c, &allowed) || k-- != 0) continue;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(c, &one);
+    (void)::sched_setaffinity(0, sizeof one, &one);
+    return;
+  }
+}
+
 // Runs body(worker, gate) in n fork()ed processes and returns their reports;
 // on failure (a worker threw, or died) returns {} and sets `error`. The body
 // returns a Report or throws; its process then exits without running
 // destructors or atexit handlers (_exit), like a process that is done.
+// Each worker is pinned first (pin_worker).
 template <class Body>
 std::vector<Report> run_workers(unsigned n, Body body, std::string& error) {
   int ready[2], go[2], reports[2];
@@ -524,6 +548,7 @@ std::vector<Report> run_workers(unsigned n, Body body, std::string& error) {
       ::close(ready[0]);
       ::close(go[1]);
       ::close(reports[0]);
+      pin_worker(w);
       Gate gate(ready[1], go[0]);
       Report r;
       try {
@@ -1134,6 +1159,8 @@ int main(int argc, char** argv) {
   std::printf("heap_bench --reps %u --scale %g: files in %s (%s), shm in /dev/shm; Boost %d.%d, glibc %s, %ld CPUs\n\n",
               o.reps, o.scale, o.dir.c_str(), filesystem_of(o.dir).c_str(), BOOST_VERSION / 100000,
               BOOST_VERSION / 100 % 1000, gnu_get_libc_version(), ::sysconf(_SC_NPROCESSORS_ONLN));
+  std::printf("Each measuring process is pinned: a lone one to the first CPU the benchmark may use, the\n"
+              "two of a two-process run one to each of the first two.\n\n");
   std::printf("Heaps are sized up front for Boost: a managed segment cannot grow while it is mapped\n"
               "(grow() works only offline), so each Boost segment is created at its full size: %s for\n"
               "alloc and graph, where mapheap starts at %s and grows online up to the same size;\n"
