@@ -963,8 +963,19 @@ HeapCheck MappedHeap::check() const {
     return r;
   };
   if (std::string why = heap::validate_header(*m.hdr, m.map.size(), false); !why.empty()) return bad(why);
-  if (m.zone_journal.pending() != 0) return bad("the allocator's journal holds an unfinished critical section");
-  if (m.dir_journal.pending() != 0) return bad("the directory's journal holds an unfinished critical section");
+  // Each journal is read under its lock: a section in progress in a live
+  // process is no fault, and taking a dead holder's lock rolls its section
+  // back first. (A read-only view cannot take the locks: it reads the
+  // journals as they are.)
+  const auto unfinished = [&](heap::RegionLock& lock, const auto& journal) {
+    if (!m.writable) return journal.pending() != 0;
+    core::LockGuard<heap::RegionLock> g(lock);
+    return journal.pending() != 0;
+  };
+  if (unfinished(m.engine.lock_policy(), m.zone_journal))
+    return bad("the allocator's journal holds an unfinished critical section");
+  if (unfinished(m.dir_lock, m.dir_journal))
+    return bad("the directory's journal holds an unfinished critical section");
   const page::CheckReport er = m.engine.check();
   if (!er.ok) return bad(std::string("allocator: ") + er.message);
   try {
