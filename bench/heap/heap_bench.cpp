@@ -515,7 +515,10 @@ void write_all(int fd, const void* p, std::size_t n) {
 // unpinned, a figure depended on where the scheduler put the worker.
 void pin_worker(unsigned w) {
   cpu_set_t allowed;
-  if (::sched_getaffinity(0, sizeof allowed, &allowed) != 0) return;
+  if (::sched_getaffinity(0, sizeof allowed, &allowed) != 0) {
+    std::fprintf(stderr, "heap_bench: worker %u not pinned: sched_getaffinity: %s\n", w, std::strerror(errno));
+    return;
+  }
   const int count = CPU_COUNT(&allowed);
   if (count <= 0) return;
   int k = static_cast<int>(w % static_cast<unsigned>(count));
@@ -524,7 +527,8 @@ void pin_worker(unsigned w) {
     cpu_set_t one;
     CPU_ZERO(&one);
     CPU_SET(c, &one);
-    (void)::sched_setaffinity(0, sizeof one, &one);
+    if (::sched_setaffinity(0, sizeof one, &one) != 0)
+      std::fprintf(stderr, "heap_bench: worker %u not pinned to CPU %d: %s\n", w, c, std::strerror(errno));
     return;
   }
 }

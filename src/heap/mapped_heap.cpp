@@ -190,13 +190,14 @@ struct MappedHeap::Impl {
   // The pages a front-cache refill is about to write for the first time:
   // one MADV_POPULATE_WRITE instead of a fault a page (on an ext4 file
   // mapping here, about 8.5 us a fault against 1.5 us a page populated).
-  // Failing only means the pages fault in as they would have; a kernel
-  // without the advice (before 5.14) is not asked again.
+  // Failing only means the pages fault in as they would have (madvise
+  // reports an unmapped range or a would-be SIGBUS as an error, it raises
+  // nothing); a kernel without the advice (before 5.14) is not asked again.
+  // No bounds test against map.size(): the hook runs without the lock that
+  // guards the mapping's size, and the caller writes these pages next anyway.
   static void populate_fn(void* ctx, void* addr, std::size_t bytes) noexcept {
     auto* m = static_cast<Impl*>(ctx);
     if (!m->populate_works.load(std::memory_order_relaxed)) return;
-    const auto off = static_cast<std::size_t>(static_cast<std::byte*>(addr) - m->base());
-    if (off + bytes > m->map.size()) return;  // past this process's view: a peer grew the heap
     if (auto s = pal::advise(addr, bytes, pal::Advice::populate_write); !s && s.error().code == EINVAL)
       m->populate_works.store(false, std::memory_order_relaxed);
   }

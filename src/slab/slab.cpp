@@ -217,10 +217,11 @@ void* SlabHeap::alloc_small(unsigned cls, bool& carved) noexcept {
 void SlabHeap::FreshPages::add(std::byte* obj, std::size_t size, std::size_t page) noexcept {
   // Objects are laid from the run's first byte on: one that starts inside a
   // page shares it with the object carved before it.
-  const auto addr = reinterpret_cast<std::uintptr_t>(obj);
-  std::byte* b = obj + ((page - addr % page) % page);
-  std::byte* e = obj + size;
-  e += (page - reinterpret_cast<std::uintptr_t>(e) % page) % page;
+  const auto page_up = [page](std::byte* p) {
+    return p + (page - reinterpret_cast<std::uintptr_t>(p) % page) % page;
+  };
+  std::byte* b = page_up(obj);
+  std::byte* e = page_up(obj + size);
   if (b >= e) return;
   if (spans != 0 && b <= end[spans - 1] && b >= begin[spans - 1]) {
     if (e > end[spans - 1]) end[spans - 1] = e;
