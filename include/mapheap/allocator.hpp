@@ -261,8 +261,10 @@ class heap_resource final : public std::pmr::memory_resource {
   MappedHeap* heap_;
 };
 
-template <class T>
-using vector = std::vector<T, allocator<T>>;
+// mapheap::vector<T> (mapheap/vector.hpp, included below) is the vector for
+// heaps; std::vector<T, allocator<T>> works too, more slowly (see there).
 using string = std::basic_string<char, std::char_traits<char>, allocator<char>>;
 
 }  // namespace mapheap
+
+#include "mapheap/vector.hpp"  // after allocator: mapheap::vector defaults to it

@@ -1,5 +1,6 @@
 // Containers in a MappedHeap through mapheap::allocator<T>: std::vector,
-// std::basic_string, boost::container::map and flat_map, a vector of strings.
+// std::basic_string, boost::container::map and flat_map, a vector of strings,
+// and mapheap::vector (of ints, of strings, of vectors).
 // Built by one process, read and extended by fork()ed children that map the
 // heap at another address (each opens the file itself), read again after the
 // heap is closed and reopened elsewhere; and heap_resource for std::pmr.
@@ -39,9 +40,12 @@
 namespace mapheap {
 namespace {
 
-using Ints = vector<int>;  // std::vector<int, allocator<int>>
-using Str = string;         // std::basic_string<char, ..., allocator<char>>
-using Strings = vector<Str>;
+using Ints = std::vector<int, allocator<int>>;
+using Str = string;  // std::basic_string<char, ..., allocator<char>>
+using Strings = std::vector<Str, allocator<Str>>;
+using HeapInts = vector<int>;  // mapheap::vector
+using HeapStrings = vector<Str>;
+using Rows = vector<vector<std::uint32_t>>;
 using Queue = std::deque<Str, allocator<Str>>;  // libstdc++'s deque keeps offset_ptrs too
 using Scoped = std::vector<Str, std::scoped_allocator_adaptor<allocator<Str>>>;
 // boost::container's maps construct their own pair type (not std::pair), so
@@ -79,6 +83,9 @@ void append_round(MappedHeap& h, int round) {
   auto* scoped_map = h.find_or_construct<ScopedMap>("scoped-map")(std::less<>(), alloc);
   auto* index = h.find_or_construct<Index>("index")(std::less<>(), alloc);
   auto* big = h.find_or_construct<BoostInts>("boost-ints")(alloc);
+  auto* heap_ints = h.find_or_construct<HeapInts>("heap-ints")(alloc);
+  auto* heap_strings = h.find_or_construct<HeapStrings>("heap-strings")(alloc);
+  auto* rows = h.find_or_construct<Rows>("rows")(alloc);
   for (int i = 0; i < kPerRound; ++i) {
     const std::string t = text(round, i);
     ints->push_back(key(round, i));
@@ -94,6 +101,12 @@ void append_round(MappedHeap& h, int round) {
     }
     index->emplace(Str(t, alloc), key(round, i));
     big->push_back(static_cast<std::uint64_t>(key(round, i)) << 32);
+    heap_ints->push_back(key(round, i));
+    heap_strings->emplace_back(t);  // the string gets the heap, as in strings
+    // Row i holds the keys of entry i of every round so far (the rows grow
+    // in place, moving their elements when they reallocate).
+    if (rows->size() <= static_cast<std::size_t>(i)) rows->emplace_back();
+    (*rows)[static_cast<std::size_t>(i)].push_back(static_cast<std::uint32_t>(key(round, i)));
   }
 }
 
@@ -108,7 +121,12 @@ std::string verify_rounds(MappedHeap& h, int rounds) {
   auto* scoped_map = h.find<ScopedMap>("scoped-map");
   auto* index = h.find<Index>("index");
   auto* big = h.find<BoostInts>("boost-ints");
-  if (!ints || !strings || !queue || !scoped || !map || !scoped_map || !index || !big) return "a named container is missing";
+  auto* heap_ints = h.find<HeapInts>("heap-ints");
+  auto* heap_strings = h.find<HeapStrings>("heap-strings");
+  auto* rows = h.find<Rows>("rows");
+  if (!ints || !strings || !queue || !scoped || !map || !scoped_map || !index || !big || !heap_ints ||
+      !heap_strings || !rows)
+    return "a named container is missing";
   const auto n = static_cast<std::size_t>(rounds * kPerRound);
   if (ints->size() != n) return "ints has " + std::to_string(ints->size()) + " entries";
   if (strings->size() != n) return "strings has " + std::to_string(strings->size()) + " entries";
@@ -118,7 +136,12 @@ std::string verify_rounds(MappedHeap& h, int rounds) {
   if (scoped_map->size() != n) return "scoped-map has " + std::to_string(scoped_map->size()) + " entries";
   if (index->size() != n) return "index has " + std::to_string(index->size()) + " entries";
   if (big->size() != n) return "boost-ints has " + std::to_string(big->size()) + " entries";
-  if (!h.contains(ints->data()) || !h.contains(strings->data()) || !h.contains(big->data()))
+  if (heap_ints->size() != n) return "heap-ints has " + std::to_string(heap_ints->size()) + " entries";
+  if (heap_strings->size() != n) return "heap-strings has " + std::to_string(heap_strings->size()) + " entries";
+  if (rows->size() != static_cast<std::size_t>(rounds > 0 ? kPerRound : 0))
+    return "rows has " + std::to_string(rows->size()) + " rows";
+  if (!h.contains(ints->data()) || !h.contains(strings->data()) || !h.contains(big->data()) ||
+      !h.contains(heap_ints->data()) || !h.contains(heap_strings->data()) || !h.contains(rows->data()))
     return "a vector's elements are outside the heap";
   std::size_t at = 0;
   for (int r = 0; r < rounds; ++r) {
@@ -141,6 +164,13 @@ std::string verify_rounds(MappedHeap& h, int rounds) {
       auto x = index->find(std::string_view(t));  // heterogeneous lookup
       if (x == index->end() || x->second != key(r, i)) return "index" + where;
       if ((*big)[at] != static_cast<std::uint64_t>(key(r, i)) << 32) return "boost-ints" + where;
+      if ((*heap_ints)[at] != key(r, i)) return "heap-ints" + where;
+      if (std::string_view((*heap_strings)[at]) != t) return "heap-strings" + where;
+      if (!h.contains((*heap_strings)[at].data())) return "a heap-strings string is outside the heap" + where;
+      const auto& row = (*rows)[static_cast<std::size_t>(i)];
+      if (row.size() != static_cast<std::size_t>(rounds)) return "a row has " + std::to_string(row.size()) + " keys" + where;
+      if (row[static_cast<std::size_t>(r)] != static_cast<std::uint32_t>(key(r, i))) return "rows" + where;
+      if (!h.contains(row.data())) return "a row's keys are outside the heap" + where;
     }
   }
   if (!std::is_sorted(index->begin(), index->end())) return "the flat map is not sorted";
@@ -265,6 +295,12 @@ TEST_F(ContainersTest, EverythingTheContainersHoldIsInTheHeap) {
   EXPECT_TRUE(h.contains(ints->data() + 9'999));
   ints->resize(2 * kPerRound);
   ints->shrink_to_fit();
+  auto* heap_ints = h.find<HeapInts>("heap-ints");
+  heap_ints->resize(10'000, 7);
+  EXPECT_TRUE(h.contains(heap_ints->data() + 9'999));
+  heap_ints->resize(2 * kPerRound);
+  heap_ints->shrink_to_fit();
+  EXPECT_EQ(heap_ints->capacity(), 2u * kPerRound);
   EXPECT_EQ(verify_rounds(h, 2), "");
   auto* strings = h.find<Strings>("strings");
   strings->resize(strings->size() + 3);  // default-constructed strings get the heap too
