@@ -110,6 +110,12 @@ struct EngineOptions {
   using PopulateFn = void (*)(void* ctx, void* addr, std::size_t bytes) noexcept;
   PopulateFn populate = nullptr;
   void* populate_ctx = nullptr;
+  // The clock that free runs are stamped with and decay measures their age
+  // by, in milliseconds (any origin; it may wrap). Null: CLOCK_MONOTONIC.
+  // Tests drive decay with a clock of their own rather than by sleeping.
+  using ClockFn = std::uint32_t (*)(void* ctx) noexcept;
+  ClockFn clock = nullptr;
+  void* clock_ctx = nullptr;
 };
 
 // Counts since format. Allocations and frees are exact once the threads
@@ -474,7 +480,9 @@ class Engine {
     static std::atomic<std::uint64_t> id{0};
     return id;
   }
-  static std::uint32_t now_ms() noexcept {
+  std::uint32_t now_ms() const noexcept {
+    if (options_.clock != nullptr) [[unlikely]]
+      return options_.clock(options_.clock_ctx);
     return static_cast<std::uint32_t>(pal::monotonic_ns() / 1000000u);
   }
 

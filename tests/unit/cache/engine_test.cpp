@@ -32,6 +32,16 @@ void expect_valid(TestEngine& e) {
   ASSERT_TRUE(r.ok) << r.message;
 }
 
+// A clock for the engine that moves only when the test says.
+struct TestClock {
+  std::atomic<std::uint32_t> ms{1000};
+  void attach(EngineOptions& o) {
+    o.clock = [](void* c) noexcept { return static_cast<TestClock*>(c)->ms.load(); };
+    o.clock_ctx = this;
+  }
+  void advance(std::uint32_t by) { ms.fetch_add(by); }
+};
+
 EngineOptions options_for(Mapping& m, CacheMode mode, std::uint32_t decay_ms = 1000) {
   EngineOptions o;
   o.cache = mode;
@@ -560,10 +570,14 @@ TEST(EngineDecay, HelperIsCalledAndPendingIsTold) {
 TEST(EngineDecay, EmptySlabsThenTheirPagesGoBack) {
   Mapping m = Mapping::create(MappingOptions::anonymous(64 << 20));
   TestEngine e;
-  // Half a second: longer than the loops below take even under sanitizers,
-  // so no slow path's decay step releases anything before the test's own.
+  // The engine's clock is the test's: it stands still while the loops run
+  // (however slowly, under a sanitizer on a loaded machine), so no slow
+  // path's decay step releases anything before the test's own.
   constexpr std::uint32_t kDecayMs = 500;
-  ASSERT_TRUE(e.format(m.data(), m.size(), options_for(m, CacheMode::automatic, kDecayMs)));
+  TestClock clock;
+  EngineOptions o = options_for(m, CacheMode::automatic, kDecayMs);
+  clock.attach(o);
+  ASSERT_TRUE(e.format(m.data(), m.size(), o));
   std::vector<void*> v;
   for (int i = 0; i < 20000; ++i) {
     v.push_back(e.allocate(1000));
@@ -583,14 +597,14 @@ TEST(EngineDecay, EmptySlabsThenTheirPagesGoBack) {
   EXPECT_EQ(e.decay(), 0u);  // nothing has been free that long yet
   EXPECT_EQ(e.buddyinfo().slab_pages, freed.slab_pages);
   const auto resident = m.residency().resident_pages;
-  std::this_thread::sleep_for(std::chrono::milliseconds(kDecayMs + 50));
+  clock.advance(kDecayMs + 50);
   // First step: the zone's free pages go back to the OS, and the kept
   // empty slabs go back to the zone.
   EXPECT_GT(e.decay(), total_pages * 8 / 10);
   EXPECT_LT(m.residency().resident_pages, resident - total_pages * 8 / 10);
   EXPECT_LT(e.buddyinfo().slab_pages, freed.slab_pages);
   // Second step, a decay time later: their pages go back too.
-  std::this_thread::sleep_for(std::chrono::milliseconds(kDecayMs + 50));
+  clock.advance(kDecayMs + 50);
   EXPECT_GT(e.decay(), 0u);
   const page::BuddyInfo after = e.buddyinfo();
   EXPECT_EQ(after.released_pages, after.free_pages);

@@ -6,6 +6,7 @@
 // across reopen it is tested with the other containers (containers_test.cpp).
 #include "mapheap/vector.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -257,6 +258,32 @@ TEST_F(VectorTest, ElementsAndNestedStorageAreInTheHeap) {
   h.destroy<Rows>("rows");
   h.destroy<vector<Str>>("names");
   EXPECT_TRUE(h.check().ok) << h.check().message;
+}
+
+// gc follows the storage's offset_ptr: every row and string a named vector
+// reaches stays, the blocks nothing reaches go.
+TEST_F(VectorTest, GcKeepsWhatAVectorReaches) {
+  auto h = heap("gc.heap");
+  using Rows = vector<vector<std::uint32_t>>;
+  auto* rows = h.find_or_construct<Rows>("rows")(h);
+  auto* names = h.find_or_construct<vector<Str>>("names")(h);
+  auto name = [](std::uint32_t i) { return "name " + std::to_string(i) + ", long enough to be outside the object"; };
+  for (std::uint32_t i = 0; i < 200; ++i) {
+    rows->emplace_back().assign(i % 50 + 1, i);
+    names->emplace_back(name(i));
+    ASSERT_NE(h.allocate(64), nullptr);  // reached by nothing
+  }
+  EXPECT_EQ(h.gc().freed_blocks, 200u);
+  ASSERT_EQ(rows->size(), 200u);
+  ASSERT_EQ(names->size(), 200u);
+  for (std::uint32_t i = 0; i < 200; ++i) {
+    const auto& row = (*rows)[i];
+    ASSERT_EQ(row.size(), i % 50 + 1) << i;
+    ASSERT_TRUE(std::all_of(row.begin(), row.end(), [i](std::uint32_t x) { return x == i; })) << i;
+    ASSERT_EQ(std::string((*names)[i]), name(i)) << i;
+  }
+  EXPECT_TRUE(h.check().ok) << h.check().message;
+  EXPECT_EQ(h.gc().freed_blocks, 0u) << "nothing more to free";
 }
 
 TEST_F(VectorTest, LayoutAndInterface) {
