@@ -324,16 +324,16 @@ class Engine {
         pushes += static_cast<std::int64_t>((ops_of(w) + count_of(w)) / 2);
         pops += static_cast<std::int64_t>((ops_of(w) - count_of(w)) / 2);
       }
-    c.alloc_hits = pops - internal_pops_.read();
-    c.free_hits = pushes - internal_pushes_.read();
-    c.allocations = c.alloc_hits + slow_allocs_.read();
-    c.frees = c.free_hits + slow_frees_.read();
-    c.failed_allocations = failed_.read();
-    c.alloc_misses = alloc_misses_.read();
-    c.free_misses = free_misses_.read();
-    c.decays = decays_.read();
-    c.grows = grows_.read();
-    c.released_pages = released_.read();
+    c.alloc_hits = pops - counts_.read(kInternalPops);
+    c.free_hits = pushes - counts_.read(kInternalPushes);
+    c.allocations = c.alloc_hits + counts_.read(kSlowAllocs);
+    c.frees = c.free_hits + counts_.read(kSlowFrees);
+    c.failed_allocations = counts_.read(kFailed);
+    c.alloc_misses = counts_.read(kAllocMisses);
+    c.free_misses = counts_.read(kFreeMisses);
+    c.decays = counts_.read(kDecays);
+    c.grows = counts_.read(kGrows);
+    c.released_pages = counts_.read(kReleased);
     std::uint64_t cached[slab::kClassCount];
     cached_objects(cached);
     core::LockGuard<Lock> g(lock_);
@@ -704,7 +704,7 @@ class Engine {
       reclaim_parked();
       reclaimed = true;
     }
-    failed_.add(1);
+    counts_.add(kFailed, 1);
     return nullptr;
   }
   // What trim() does before it releases memory: cached objects back to
@@ -736,7 +736,7 @@ class Engine {
     if (usable <= slab::kMaxSmallSize) store_key(static_cast<std::byte*>(p), 0);
     if (options_.huge != nullptr && usable >= options_.huge_min)
       options_.huge(options_.huge_ctx, p, usable);
-    slow_allocs_.add(1);
+    counts_.add(kSlowAllocs, 1);
     return p;
   }
 
@@ -773,14 +773,14 @@ class Engine {
         break;
       }
     }
-    internal_pushes_.add(n - keep);
+    counts_.add(kInternalPushes, n - keep);
     if (keep > 1) {
       const StampedLock g = lock_stamped();
       for (unsigned i = 1; i < keep; ++i) (void)slabs_.free(batch[i]);
     }
     tick();
-    alloc_misses_.add(1);
-    slow_allocs_.add(1);
+    counts_.add(kAllocMisses, 1);
+    counts_.add(kSlowAllocs, 1);
     store_key(static_cast<std::byte*>(batch[0]), 0);
     return batch[0];
   }
@@ -878,7 +878,7 @@ class Engine {
 #endif
       batch[n++] = base_ + off;
     }
-    internal_pops_.add(n - 1);
+    counts_.add(kInternalPops, n - 1);
     slab::FreeStatus bad = slab::FreeStatus::ok;
     const std::uint32_t now = now_ms();  // one clock read for the stamp and the tick
     {
@@ -895,8 +895,8 @@ class Engine {
     // The first object is the caller's; a cached one refused means the heap is corrupt.
     if (bad != slab::FreeStatus::ok && n > 1) corrupt(p, kCacheCorrupt);
     tick_after_free(now);
-    free_misses_.add(1);
-    slow_frees_.add(1);
+    counts_.add(kFreeMisses, 1);
+    counts_.add(kSlowFrees, 1);
     return bad;
   }
 
@@ -908,7 +908,7 @@ class Engine {
       s = slabs_.free(p);
       if (s == slab::FreeStatus::ok) bound_dirty();
     }
-    if (s == slab::FreeStatus::ok) slow_frees_.add(1);
+    if (s == slab::FreeStatus::ok) counts_.add(kSlowFrees, 1);
     tick_after_free(now);
     return s;
   }
@@ -945,7 +945,7 @@ class Engine {
     const std::size_t got = options_.grow(options_.grow_ctx, want);
     if (got <= have || got > region || !zone_.grow(got / page * page)) return false;
     limit_.store(zone_.committed_bytes(), std::memory_order_relaxed);
-    grows_.add(1);
+    counts_.add(kGrows, 1);
     return true;
   }
 
@@ -982,8 +982,8 @@ class Engine {
       slabs_.release_empty(age);
       if (options_.release != nullptr) pages = zone_.release_free(release_unlocked, this, age);
     }
-    decays_.add(1);
-    released_.add(static_cast<std::int64_t>(pages));
+    counts_.add(kDecays, 1);
+    counts_.add(kReleased, static_cast<std::int64_t>(pages));
     return pages;
   }
   // Under the lock: past the dirty bound (EngineOptions::dirty_floor), the
@@ -997,7 +997,7 @@ class Engine {
     if (dirty <= bound) return;
     const std::uint64_t pages =
         zone_.release_free(release_unlocked, this, 0, dirty - bound / 2);
-    released_.add(static_cast<std::int64_t>(pages));
+    counts_.add(kReleased, static_cast<std::int64_t>(pages));
   }
   // The zone isolated the block: the lock is dropped around the system call.
   static bool release_unlocked(void* ctx, std::byte* addr, std::size_t bytes) noexcept {
@@ -1075,7 +1075,7 @@ class Engine {
   }
   void give_back(void** batch, unsigned n) noexcept {
     if (n == 0) return;
-    internal_pops_.add(n);
+    counts_.add(kInternalPops, n);
     const StampedLock g = lock_stamped();
     for (unsigned i = 0; i < n; ++i)
       if (slabs_.free(batch[i]) != slab::FreeStatus::ok) corrupt(batch[i], kCacheCorrupt);
@@ -1188,8 +1188,12 @@ class Engine {
   alignas(64) std::atomic<std::uint32_t> last_decay_{0};
   std::atomic<bool> decaying_{false};
   std::atomic<int> releasing_{0};  // releases running with the lock dropped
-  core::PerCpuCounter<> slow_allocs_, slow_frees_, failed_, alloc_misses_, free_misses_, decays_,
-      released_, internal_pushes_, internal_pops_, grows_;
+  // The engine's event counts, each CPU's together (core::PerCpuCounters).
+  enum Count : unsigned {
+    kSlowAllocs, kSlowFrees, kFailed, kAllocMisses, kFreeMisses, kDecays,
+    kReleased, kInternalPushes, kInternalPops, kGrows, kCounts
+  };
+  core::PerCpuCounters<kCounts> counts_;
   page::Buddy zone_;
   slab::SlabHeap slabs_;
   FrontCache cache_;

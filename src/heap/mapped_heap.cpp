@@ -352,6 +352,17 @@ struct MappedHeap::Impl {
     hdr = reinterpret_cast<HeapHeader*>(base());
     if (std::memcmp(hdr, &h, offsetof(HeapHeader, checksum) + 8) != 0)
       fail(EAGAIN, "its header changed while it was being opened");
+    // Every writable open writes the header's page (the process table), the
+    // locks' and the zone header's (its clock): each prefaulted writable in
+    // one call, where touching them costs a read fault and then a write
+    // fault a page, about 10 us each on this machine's file mappings (from
+    // h, which validate_header checked; a range the file lacks is an error
+    // madvise reports, not a signal, and the checks below report it).
+    if (writable && shared) {
+      const std::size_t page = pal::page_size();
+      populate_fn(this, base(), (h.locks_offset + sizeof(HeapLocks) + page - 1) / page * page);
+      populate_fn(this, base() + h.engine_offset, page);
+    }
     // The zone header says how much of the heap is in use: the file must
     // hold it all before anything reads the page map.
     page::Buddy zone;

@@ -1,4 +1,5 @@
-// PerCpuCounter: exact once the adders are done, whatever CPUs they ran on.
+// PerCpuCounter and PerCpuCounters: exact once the adders are done, whatever
+// CPUs they ran on.
 #include <sched.h>
 
 #include <thread>
@@ -46,6 +47,28 @@ TEST(PerCpuCounter, AddsFromEveryCpu) {
     expected += 1000 * (cpu + 1);
   }
   EXPECT_EQ(c.read(), expected);
+}
+
+// A set of counters: each sums its own adds, from threads adding to all of
+// them at once; a reset clears one and leaves the others; a CPU's counters
+// share its lines, not another CPU's.
+TEST(PerCpuCounters, EachCounterOfASetIsExactAndSeparate) {
+  PerCpuCounters<10> set;
+  static_assert(sizeof(PerCpuCounters<10>) == 64 * 128);
+  static_assert(sizeof(PerCpuCounters<8>) == 64 * 64);
+  constexpr int kThreads = 4, kIters = 100000;
+  std::vector<std::thread> ts;
+  for (int t = 0; t < kThreads; ++t)
+    ts.emplace_back([&] {
+      for (int i = 0; i < kIters; ++i)
+        for (unsigned k = 0; k < 10; ++k) set.add(k, k + 1);
+    });
+  for (auto& t : ts) t.join();
+  for (unsigned k = 0; k < 10; ++k) EXPECT_EQ(set.read(k), std::int64_t{kThreads} * kIters * (k + 1)) << k;
+  set.reset(3);
+  EXPECT_EQ(set.read(3), 0);
+  EXPECT_EQ(set.read(2), std::int64_t{kThreads} * kIters * 3);
+  EXPECT_EQ(set.read(4), std::int64_t{kThreads} * kIters * 5);
 }
 
 }  // namespace
