@@ -1,6 +1,7 @@
 // MappedHeap: one conformance suite run against every backing, then the
 // multi-process, crash, persistence, snapshot and untrusted-file contracts.
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -412,10 +413,16 @@ TEST(MappedHeapProcesses, ExecChild) {
 // ---------------------------------------------------------------- crashes
 
 // A child that allocates, frees and constructs until it is killed.
-[[noreturn]] void churn(MappedHeap& h, unsigned seed) {
+// ready_fd, if given, gets a byte once the child holds blocks (after its
+// first 64 operations), and is closed.
+[[noreturn]] void churn(MappedHeap& h, unsigned seed, int ready_fd = -1) {
   std::mt19937 rng(seed);
   std::vector<void*> mine;
   for (long i = 0;; ++i) {
+    if (i == 64 && ready_fd >= 0) {
+      (void)!::write(ready_fd, "r", 1);
+      ::close(ready_fd);
+    }
     const unsigned op = rng() % 16;
     if (op < 8 || mine.empty()) {
       const std::size_t n = rng() % 10 == 0 ? 33000 + rng() % 3000000 : 1 + rng() % 3000;
@@ -533,9 +540,22 @@ TEST(MappedHeapCrash, SurvivorsKeepAllocatingWhileOthersDie) {
   std::mt19937 rng(11);
   std::uint64_t reclaimed = 0;
   for (int round = 0; round < kill_rounds() / 4; ++round) {
+    // The child is killed at a random moment after it has started to hold
+    // blocks: a fork()ed child can take longer than the random window to
+    // get going (under TSan it did, in every round), and then leaks nothing.
+    int ready[2];
+    ASSERT_EQ(::pipe(ready), 0);
     const pid_t pid = ::fork();
-    if (pid == 0) churn(h, static_cast<unsigned>(round) + 1000);
+    if (pid == 0) {
+      ::close(ready[0]);
+      churn(h, static_cast<unsigned>(round) + 1000, ready[1]);
+    }
     Killed child{pid};
+    ::close(ready[1]);
+    pollfd pf{ready[0], POLLIN, 0};
+    const int got = ::poll(&pf, 1, 60'000);
+    ::close(ready[0]);
+    ASSERT_EQ(got, 1) << "round " << round << ": the child did not start churning within a minute";
     // Meanwhile this process allocates too.
     std::vector<void*> mine;
     const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(rng() % 4000);
