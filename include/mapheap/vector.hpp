@@ -103,24 +103,36 @@ class vector {
     requires std::default_initializable<Alloc>
       : alloc_() {}
   explicit vector(const Alloc& a) noexcept : alloc_(a) {}
-  explicit vector(size_type n, const Alloc& a = Alloc()) : alloc_(a) { resize(n); }
-  vector(size_type n, const T& value, const Alloc& a = Alloc()) : alloc_(a) { assign(n, value); }
+  // A constructor that throws has no destructor run: each frees what it
+  // built before passing the exception on (built_or_released).
+  explicit vector(size_type n, const Alloc& a = Alloc()) : alloc_(a) {
+    built_or_released([&] { resize(n); });
+  }
+  vector(size_type n, const T& value, const Alloc& a = Alloc()) : alloc_(a) {
+    built_or_released([&] { assign(n, value); });
+  }
   template <std::input_iterator It>
   vector(It first, It last, const Alloc& a = Alloc()) : alloc_(a) {
-    assign(first, last);
+    built_or_released([&] { assign(first, last); });
   }
-  vector(std::initializer_list<T> il, const Alloc& a = Alloc()) : alloc_(a) { assign(il); }
+  vector(std::initializer_list<T> il, const Alloc& a = Alloc()) : alloc_(a) {
+    built_or_released([&] { assign(il); });
+  }
   vector(const vector& o) : alloc_(traits::select_on_container_copy_construction(o.alloc_)) {
-    assign(o.begin(), o.end());
+    built_or_released([&] { assign(o.begin(), o.end()); });
   }
-  vector(const vector& o, const std::type_identity_t<Alloc>& a) : alloc_(a) { assign(o.begin(), o.end()); }
+  vector(const vector& o, const std::type_identity_t<Alloc>& a) : alloc_(a) {
+    built_or_released([&] { assign(o.begin(), o.end()); });
+  }
   vector(vector&& o) noexcept : alloc_(std::move(o.alloc_)) { steal(o); }
   vector(vector&& o, const std::type_identity_t<Alloc>& a) : alloc_(a) {
     if (alloc_ == o.alloc_) {
       steal(o);
     } else {
-      reserve(o.size());
-      for (T& x : o) emplace_back_unchecked(std::move(x));
+      built_or_released([&] {
+        reserve(o.size());
+        for (T& x : o) emplace_back_unchecked(std::move(x));
+      });
       o.clear();
     }
   }
@@ -414,6 +426,16 @@ class vector {
     Alloc& alloc_;
     alignas(T) unsigned char bytes_[sizeof(T)];
   };
+
+  template <class F>
+  void built_or_released(F&& build) {
+    try {
+      build();
+    } catch (...) {
+      release();
+      throw;
+    }
+  }
 
   // The storage as a plain pointer, decoded once per operation.
   T* raw() const noexcept {

@@ -360,6 +360,50 @@ TEST_F(VectorTest, StrongGuaranteeWhenGrowthThrows) {
   EXPECT_TRUE(h.check().ok) << h.check().message;
 }
 
+// A single-pass iterator over Fragiles, so that the vector cannot size its
+// storage first and builds element by element as it reads.
+struct OnePass {
+  using iterator_concept = std::input_iterator_tag;
+  using iterator_category = std::input_iterator_tag;
+  using value_type = Fragile;
+  using difference_type = std::ptrdiff_t;
+  const Fragile* p = nullptr;
+  const Fragile& operator*() const { return *p; }
+  OnePass& operator++() {
+    ++p;
+    return *this;
+  }
+  void operator++(int) { ++p; }
+  bool operator==(const OnePass& o) const { return p == o.p; }
+};
+static_assert(std::input_iterator<OnePass> && !std::forward_iterator<OnePass>);
+
+// A constructor that throws part-way has no destructor run: what it built
+// (elements and storage) goes back before the exception leaves it.
+TEST_F(VectorTest, AConstructorThatThrowsLeavesNothingBehind) {
+  auto h = heap("ctor.heap");
+  std::vector<Fragile> source;
+  for (int i = 0; i < 40; ++i) source.emplace_back(i);
+  const int alive = g_alive;
+  const std::uint64_t used = h.stats().used_bytes;
+  for (int fail_at : {0, 1, 17, 39}) {
+    g_copies_left = fail_at;
+    EXPECT_THROW((vector<Fragile>(OnePass{source.data()}, OnePass{source.data() + 40}, allocator<Fragile>(h))),
+                 std::runtime_error);
+    g_copies_left = fail_at;
+    EXPECT_THROW((vector<Fragile>(40, source[0], allocator<Fragile>(h))), std::runtime_error);
+    g_copies_left = -1;
+    EXPECT_EQ(g_alive, alive) << fail_at;
+    EXPECT_EQ(h.stats().used_bytes, used) << fail_at;
+  }
+  vector<Fragile> whole(OnePass{source.data()}, OnePass{source.data() + 40}, allocator<Fragile>(h));
+  ASSERT_EQ(whole.size(), 40u);
+  EXPECT_EQ(whole[39].v, 39);
+  whole = vector<Fragile>(allocator<Fragile>(h));  // gone: used bytes as before
+  EXPECT_EQ(h.stats().used_bytes, used);
+  EXPECT_TRUE(h.check().ok) << h.check().message;
+}
+
 // Allocators of two heaps do not propagate: a vector keeps its heap, and the
 // elements cross.
 TEST_F(VectorTest, VectorsOfTwoHeaps) {
