@@ -366,13 +366,7 @@ class vector {
       destroy_tail(n);
       return;
     }
-    if (n > cap_) {
-      value_holder v(alloc_, value);  // value may be one of ours
-      reserve(n);
-      while (size_ < n) emplace_back_unchecked(v.get());
-      return;
-    }
-    while (size_ < n) emplace_back_unchecked(value);
+    insert(end(), n - size_, value);  // which reads value before growing
   }
 
   void swap(vector& o) noexcept(traits::propagate_on_container_swap::value || traits::is_always_equal::value) {
@@ -468,39 +462,35 @@ class vector {
     ++size_;
     return *p;
   }
-  // Growth with the new element built first in the new storage, so that an
-  // argument referring to an element of this vector is read before the
-  // elements move, and so that a throwing constructor leaves *this as it was.
   template <class... Args>
   [[gnu::noinline]] reference grow_and_emplace_back(Args&&... args) {
-    const size_type n = grown_capacity(1);
+    return *regrow<true>(grown_capacity(1), std::forward<Args>(args)...);
+  }
+  void reallocate(size_type n) { (void)regrow<false>(n); }
+  // Moves the elements into new storage of n; with kAppend, first builds one
+  // more element at the end of it from args (so that an argument referring
+  // to an element of this vector is read before the elements move) and
+  // returns it. If anything throws, what was built is undone and *this is
+  // as it was.
+  template <bool kAppend, class... Args>
+  T* regrow(size_type n, Args&&... args) {
     pointer fresh = traits::allocate(alloc_, n);
-    T* q = std::to_address(fresh);
+    T* const q = std::to_address(fresh);
+    bool appended = false;
     try {
-      traits::construct(alloc_, q + size_, std::forward<Args>(args)...);
-    } catch (...) {
-      traits::deallocate(alloc_, fresh, n);
-      throw;
-    }
-    try {
+      if constexpr (kAppend) {
+        traits::construct(alloc_, q + size_, std::forward<Args>(args)...);
+        appended = true;
+      }
       move_into(q);
     } catch (...) {
-      traits::destroy(alloc_, q + size_);
+      if (appended) traits::destroy(alloc_, q + size_);
       traits::deallocate(alloc_, fresh, n);
       throw;
     }
-    adopt(fresh, n, size_ + 1);
-    return q[size_ - 1];
-  }
-  void reallocate(size_type n) {
-    pointer fresh = traits::allocate(alloc_, n);
-    try {
-      move_into(std::to_address(fresh));
-    } catch (...) {
-      traits::deallocate(alloc_, fresh, n);
-      throw;
-    }
-    adopt(fresh, n, size_);
+    const size_type old = size_;
+    adopt(fresh, n, old + (kAppend ? 1 : 0));
+    return q + old;
   }
   // The elements into fresh storage q: memcpy for trivially copyable T,
   // moves where they cannot throw (or T cannot be copied), copies otherwise;

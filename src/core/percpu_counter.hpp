@@ -1,4 +1,4 @@
-// core/percpu_counter.hpp — a statistics counter split per CPU, as the
+// core/percpu_counter.hpp — statistics counters split per CPU, as the
 // kernel's percpu_counter: add() touches only the slot of the CPU the thread
 // runs on (read from rseq, no syscall), so counting on a hot path does not
 // bounce one cache line between CPUs; read() sums the slots.
@@ -45,18 +45,6 @@ class PerCpuCounters {
     std::atomic<std::int64_t> v[kCounters] = {};
   };
   Slot slots_[kSlots];
-};
-
-// One counter alone.
-template <unsigned kSlots = 64>
-class PerCpuCounter {
- public:
-  void add(std::int64_t delta) noexcept { set_.add(0, delta); }
-  std::int64_t read() const noexcept { return set_.read(0); }
-  void reset() noexcept { set_.reset(0); }
-
- private:
-  PerCpuCounters<1, kSlots> set_;
 };
 
 }  // namespace mapheap::core

@@ -1,5 +1,4 @@
-// PerCpuCounter and PerCpuCounters: exact once the adders are done, whatever
-// CPUs they ran on.
+// PerCpuCounters: exact once the adders are done, whatever CPUs they ran on.
 #include <sched.h>
 
 #include <thread>
@@ -13,23 +12,23 @@
 namespace mapheap::core {
 namespace {
 
-TEST(PerCpuCounter, SumIsExactAfterConcurrentAdds) {
-  PerCpuCounter<> c;
+TEST(PerCpuCounters, SumIsExactAfterConcurrentAdds) {
+  PerCpuCounters<1> c;
   constexpr int kThreads = 4, kIters = 250000;
   std::vector<std::thread> ts;
   for (int t = 0; t < kThreads; ++t)
     ts.emplace_back([&, t] {
-      for (int i = 0; i < kIters; ++i) c.add(t % 2 == 0 ? 3 : -1);
+      for (int i = 0; i < kIters; ++i) c.add(0, t % 2 == 0 ? 3 : -1);
     });
   for (auto& t : ts) t.join();
-  EXPECT_EQ(c.read(), std::int64_t{kIters} * (3 + 3 - 1 - 1));
-  c.reset();
-  EXPECT_EQ(c.read(), 0);
+  EXPECT_EQ(c.read(0), std::int64_t{kIters} * (3 + 3 - 1 - 1));
+  c.reset(0);
+  EXPECT_EQ(c.read(0), 0);
 }
 
 // Pinned to each CPU in turn, adds land in that CPU's slot; the sum is the same.
-TEST(PerCpuCounter, AddsFromEveryCpu) {
-  PerCpuCounter<8> c;
+TEST(PerCpuCounters, AddsFromEveryCpu) {
+  PerCpuCounters<1, 8> c;
   cpu_set_t allowed;
   ASSERT_EQ(::sched_getaffinity(0, sizeof(allowed), &allowed), 0);
   std::int64_t expected = 0;
@@ -41,12 +40,12 @@ TEST(PerCpuCounter, AddsFromEveryCpu) {
       CPU_SET(cpu, &one);
       ASSERT_EQ(::sched_setaffinity(0, sizeof(one), &one), 0);
       EXPECT_EQ(pal::current_cpu(), static_cast<unsigned>(cpu));
-      for (int i = 0; i < 1000; ++i) c.add(cpu + 1);
+      for (int i = 0; i < 1000; ++i) c.add(0, cpu + 1);
     });
     t.join();
     expected += 1000 * (cpu + 1);
   }
-  EXPECT_EQ(c.read(), expected);
+  EXPECT_EQ(c.read(0), expected);
 }
 
 // A set of counters: each sums its own adds, from threads adding to all of

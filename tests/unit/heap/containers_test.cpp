@@ -36,6 +36,7 @@
 
 #include "mapheap/heap.hpp"
 #include "mapheap/offset_ptr.hpp"
+#include "support/temp_dir.hpp"
 
 namespace mapheap {
 namespace {
@@ -180,21 +181,12 @@ std::string verify_rounds(MappedHeap& h, int rounds) {
 // A heap file in a fresh directory, removed at the end.
 class ContainersTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/mapheap-containers-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr) << std::strerror(errno);
-    dir_ = tmpl;
-    path_ = dir_ + "/containers.heap";
-  }
-  void TearDown() override {
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
-  }
   HeapOptions options(HeapMode mode) const {
     return HeapOptions::file(path_, mode).with_size(std::size_t{8} << 20, std::size_t{64} << 20);
   }
-  std::string dir_;
-  std::string path_;
+  test::TempDir tmp_;
+  const std::string& dir_ = tmp_.path;
+  const std::string path_ = tmp_.file("containers.heap");
 };
 
 // Keeps [addr, addr + len) taken so that the next mapping lands elsewhere.

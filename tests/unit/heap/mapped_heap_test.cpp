@@ -26,6 +26,7 @@
 #include "mapheap/heap.hpp"
 #include "mapheap/offset_ptr.hpp"
 #include "support/process.hpp"
+#include "support/temp_dir.hpp"
 
 namespace mapheap {
 namespace {
@@ -34,15 +35,7 @@ namespace fs = std::filesystem;
 
 constexpr std::size_t kMiB = std::size_t{1} << 20;
 
-struct TempDir {
-  TempDir() {
-    char tmpl[] = "/tmp/mapheap-heap-XXXXXX";
-    path = ::mkdtemp(tmpl);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string file(const std::string& name) const { return path + "/" + name; }
-  std::string path;
-};
+using test::TempDir;
 
 std::string unique_shm() {
   static std::atomic<int> n{0};

@@ -7,10 +7,8 @@
 #include "mapheap/vector.hpp"
 
 #include <algorithm>
-#include <cerrno>
 #include <cstdint>
 #include <cstring>
-#include <filesystem>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -18,11 +16,10 @@
 #include <type_traits>
 #include <vector>
 
-#include <unistd.h>
-
 #include <gtest/gtest.h>
 
 #include "mapheap/heap.hpp"
+#include "support/temp_dir.hpp"
 
 namespace mapheap {
 namespace {
@@ -31,20 +28,11 @@ using Str = string;
 
 class VectorTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/mapheap-vector-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr) << std::strerror(errno);
-    dir_ = tmpl;
-  }
-  void TearDown() override {
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
-  }
   MappedHeap heap(const char* name) const {
-    return MappedHeap::open(HeapOptions::file(dir_ + "/" + name, HeapMode::create)
+    return MappedHeap::open(HeapOptions::file(tmp_.file(name), HeapMode::create)
                                 .with_size(std::size_t{8} << 20, std::size_t{256} << 20));
   }
-  std::string dir_;
+  test::TempDir tmp_;
 };
 
 // The three kinds of element the random test runs on: a trivially copyable
