@@ -110,6 +110,15 @@ struct EngineOptions {
   using PopulateFn = void (*)(void* ctx, void* addr, std::size_t bytes) noexcept;
   PopulateFn populate = nullptr;
   void* populate_ctx = nullptr;
+  // Prefetching at attach: called with each metadata page attach() is about
+  // to read (the slab root's and the cache header's first pages and their
+  // page-map entries), before it reads it (the mapped heap populates them
+  // readable: in a new process each is otherwise a page fault of its own).
+  // The range is only bounds-checked against the zone; the hook must not
+  // fail on a bad one (madvise reports it). Null: they fault in as read.
+  using PrefetchFn = void (*)(void* ctx, const void* addr, std::size_t bytes) noexcept;
+  PrefetchFn prefetch = nullptr;
+  void* prefetch_ctx = nullptr;
   // The clock that free runs are stamped with and decay measures their age
   // by, in milliseconds (any origin; it may wrap). Null: CLOCK_MONOTONIC.
   // Tests drive decay with a clock of their own rather than by sleeping.
@@ -188,7 +197,9 @@ class Engine {
   bool attach(void* base, std::size_t bytes, const EngineOptions& options = {}) noexcept {
     options_ = options;
     if (page::Buddy::attach(base, bytes, zone_) != page::AttachError::none) return false;
+    prefetch_run(zone_.header().root);
     if (!slab::SlabHeap::attach(zone_, slabs_)) return false;
+    prefetch_run(slabs_.cache_run());
     if (!FrontCache::attach(zone_, page::PageIndex(slabs_.cache_run()), cache_)) return false;
     return open_view(base);
   }
@@ -450,6 +461,16 @@ class Engine {
     x ^= x >> 33;
     const auto key = static_cast<std::uint32_t>(x);
     return key == 0 ? 0x6d617068u : key;
+  }
+
+  // Hands the page-map entry and the first page of the run at `index` to
+  // options_.prefetch, before attach reads them. An index outside the arena
+  // is skipped here and refused by the attach that follows.
+  void prefetch_run(std::uint32_t index) noexcept {
+    if (options_.prefetch == nullptr || index < zone_.first_page() || index >= zone_.end_page()) return;
+    const page::PageIndex run(index);
+    options_.prefetch(options_.prefetch_ctx, &zone_.desc(run), sizeof(page::PageDesc));
+    options_.prefetch(options_.prefetch_ctx, zone_.address(run), zone_.header().page_size);
   }
 
   bool open_view(void* base) noexcept {

@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "mapheap/mapping.hpp"
+#include "pal/pal.hpp"
 #include "support/death.hpp"
 #include "support/engine_modes.hpp"
 #include "support/release.hpp"
@@ -770,6 +771,68 @@ TEST(EngineFormat, ReformatOverAUsedRegionStartsEmpty) {
       (std::uint64_t{kSlot.bytes} * e.front_cache().slots()) / pal::page_size();
   EXPECT_LT(fresh.residency().resident_pages, 200u + cache_pages / 4)
       << "cache run pages: " << cache_pages;
+}
+
+// attach() hands each metadata page it reads past the zone header (the slab
+// root's and the cache header's first pages, and their page-map entries) to
+// the prefetch hook before reading it. Here the hook is what makes a page
+// readable in a region otherwise PROT_NONE: a page read before it was handed
+// over is a SIGSEGV. Without the hook the same attach dies, which shows the
+// pages really are unreadable until then.
+struct Prefetched {
+  std::vector<std::pair<std::uintptr_t, std::size_t>> ranges;
+  static void unprotect(void* ctx, const void* addr, std::size_t bytes) noexcept {
+    static_cast<Prefetched*>(ctx)->ranges.emplace_back(reinterpret_cast<std::uintptr_t>(addr), bytes);
+    const std::uintptr_t page = pal::page_size();
+    const std::uintptr_t lo = reinterpret_cast<std::uintptr_t>(addr) & ~(page - 1);
+    const std::uintptr_t hi = (reinterpret_cast<std::uintptr_t>(addr) + bytes + page - 1) & ~(page - 1);
+    if (!pal::protect(reinterpret_cast<void*>(lo), hi - lo, pal::Prot::read)) std::abort();
+  }
+  bool covers(const void* p) const {
+    const auto a = reinterpret_cast<std::uintptr_t>(p);
+    return std::any_of(ranges.begin(), ranges.end(), [&](const auto& r) { return a >= r.first && a < r.first + r.second; });
+  }
+};
+
+TEST(EngineAttach, ReadsNoMetadataPageBeforeItIsPrefetched) {
+  Mapping m = Mapping::create(MappingOptions::anonymous(32 << 20));
+  const void* root_page = nullptr;
+  const void* cache_page = nullptr;
+  {
+    TestEngine e;
+    ASSERT_TRUE(e.format(m.data(), m.size(), options_for(m, CacheMode::automatic)));
+    e.deallocate(e.allocate(100));
+    root_page = e.zone().address(page::PageIndex(e.zone().header().root));
+    cache_page = e.zone().address(page::PageIndex(e.slabs().cache_run()));
+  }
+  const std::size_t page = pal::page_size();
+  auto hide_all_but_the_zone_header = [&] {
+    ASSERT_TRUE(pal::protect(m.data() + page, m.size() - page, pal::Prot::none));
+  };
+  hide_all_but_the_zone_header();
+  EXPECT_EXIT(
+      {
+        TestEngine e;
+        (void)e.attach(m.data(), m.size(), options_for(m, CacheMode::automatic));
+        std::_Exit(0);
+      },
+      test::DiedOf{SIGSEGV}, test::fault_pattern(SIGSEGV));
+
+  Prefetched seen;
+  EngineOptions o = options_for(m, CacheMode::automatic);
+  o.prefetch = Prefetched::unprotect;
+  o.prefetch_ctx = &seen;
+  TestEngine e;
+  ASSERT_TRUE(e.attach(m.data(), m.size(), o));
+  EXPECT_EQ(seen.ranges.size(), 4u);
+  EXPECT_TRUE(seen.covers(root_page));
+  EXPECT_TRUE(seen.covers(cache_page));
+  // The engine works once the region is writable again.
+  ASSERT_TRUE(pal::protect(m.data(), m.size(), pal::Prot::read_write));
+  void* p = e.allocate(100);
+  ASSERT_NE(p, nullptr);
+  e.deallocate(p);
+  expect_valid(e);
 }
 
 // The process heap's shape: a large reservation of which little is usable
