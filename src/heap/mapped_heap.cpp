@@ -93,11 +93,6 @@ constexpr std::uint32_t kFlagCachesUntrusted = 1;       // HeapHeader::reserved1
 constexpr std::size_t kMinEngineBytes = std::size_t{4} << 20;
 constexpr std::size_t kMaxName = 1024;
 
-std::uint64_t realtime_ns() {
-  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                        std::chrono::system_clock::now().time_since_epoch())
-                                        .count());
-}
 std::size_t round_up(std::size_t v, std::size_t a) { return (v + a - 1) / a * a; }
 
 std::string describe(const pal::Error& e) {
@@ -123,6 +118,23 @@ std::atomic<std::uint64_t> g_registry_generation{1};  // changes when a heap clo
 }  // namespace
 
 struct MappedHeap::Impl {
+  // The engine's lines make Impl 64-byte aligned, which `new` would serve
+  // with the aligned operator new: in a process that has not called it yet,
+  // that is a lazy binding into libstdc++, libgcc and libc, and page faults
+  // in each, on every open of a new process. The plain operator new (which
+  // copying the options has already called) with the alignment done here
+  // costs 64 bytes instead. The word before the object keeps the block's start.
+  static void* operator new(std::size_t n) {
+    static_assert(alignof(Impl) >= 2 * sizeof(void*) && alignof(Impl) <= 4096);
+    void* raw = ::operator new(n + alignof(Impl));
+    const std::uintptr_t at = (reinterpret_cast<std::uintptr_t>(raw) + alignof(Impl)) & ~(alignof(Impl) - 1);
+    reinterpret_cast<void**>(at)[-1] = raw;  // at - raw >= 16: operator new's blocks are 16-aligned
+    return reinterpret_cast<void*>(at);
+  }
+  static void operator delete(void* p) noexcept {
+    if (p != nullptr) ::operator delete(static_cast<void**>(p)[-1]);
+  }
+
   MappedHeap* owner = nullptr;
   HeapOptions opt;
   Mapping map;
@@ -201,12 +213,40 @@ struct MappedHeap::Impl {
     if (auto s = pal::advise(addr, bytes, pal::Advice::populate_write); !s && s.error().code == EINVAL)
       m->populate_works.store(false, std::memory_order_relaxed);
   }
+  // Pages about to be read for the first time (the engine's metadata at
+  // attach, the directory at open): one MADV_POPULATE_READ maps them, where
+  // each would otherwise be a read fault of its own, 10-20 us apiece in a
+  // new process on this project's test machine against 1-2 us a call. As
+  // populate_fn, failing only means the pages fault in as they would have.
+  static void prefetch_fn(void* ctx, const void* addr, std::size_t bytes) noexcept {
+    auto* m = static_cast<Impl*>(ctx);
+    if (bytes == 0 || !m->populate_works.load(std::memory_order_relaxed)) return;
+    const std::uintptr_t page = pal::page_size();
+    const auto lo = reinterpret_cast<std::uintptr_t>(addr) & ~(page - 1);
+    const auto hi = (reinterpret_cast<std::uintptr_t>(addr) + bytes + page - 1) & ~(page - 1);
+    if (auto s = pal::advise(reinterpret_cast<void*>(lo), hi - lo, pal::Advice::populate_read);
+        !s && s.error().code == EINVAL)
+      m->populate_works.store(false, std::memory_order_relaxed);
+  }
+  // The directory's table, which find() reads next in most opens: its first
+  // page, then (the capacity read from it) up to 64 KiB of its entries. What
+  // is read here only sizes a prefetch; table() checks it before any use.
+  void prefetch_directory() {
+    const std::uint64_t off = hdr->directory;
+    if (off == 0 || off % 8 != 0 || !in_heap(off, sizeof(DirTable))) return;
+    prefetch_fn(this, base() + off, sizeof(DirTable));
+    const std::uint32_t cap = reinterpret_cast<const DirTable*>(base() + off)->capacity;
+    const std::uint64_t bytes = std::min<std::uint64_t>(DirTable::bytes_for(cap), std::uint64_t{64} << 10);
+    if (cap != 0 && in_heap(off, bytes)) prefetch_fn(this, base() + off, bytes);
+  }
   cache::EngineOptions engine_options() {
     cache::EngineOptions eo;
     eo.grow = grow_fn;
     eo.grow_ctx = this;
     eo.populate = populate_fn;
     eo.populate_ctx = this;
+    eo.prefetch = prefetch_fn;
+    eo.prefetch_ctx = this;
     // A file keeps its blocks (a hole would be a SIGBUS on a full disk, and
     // the kernel reclaims a file's clean pages anyway); RAM-backed heaps give
     // free pages back.
@@ -306,7 +346,7 @@ struct MappedHeap::Impl {
     h.zone_journal_offset = zone_journal_off;
     h.dir_journal_offset = dir_journal_off;
     h.engine_offset = engine_off;
-    h.created_ns = realtime_ns();
+    h.created_ns = pal::realtime_ns();
     h.magic = heap::kHeapMagic;
     h.checksum = heap::header_checksum(h);
     // Everything but the magic first: a heap half-created is not a heap.
@@ -331,6 +371,8 @@ struct MappedHeap::Impl {
     // the reservation the header asks for.
     Mapping probe = Mapping::create(mapping_options(OpenMode::open_existing, 0, 0));
     const std::size_t have = probe.size();
+    // The header's page, mapped before it is read (see prefetch_fn).
+    if (have >= sizeof(HeapHeader)) prefetch_fn(this, probe.data(), sizeof(HeapHeader));
     // Empty, or zeros where the magic goes: maybe a heap being created (its
     // magic is written last); open_or_create waits a little for it.
     unformatted = have < sizeof(HeapHeader) ||
@@ -352,17 +394,7 @@ struct MappedHeap::Impl {
     hdr = reinterpret_cast<HeapHeader*>(base());
     if (std::memcmp(hdr, &h, offsetof(HeapHeader, checksum) + 8) != 0)
       fail(EAGAIN, "its header changed while it was being opened");
-    // Every writable open writes the header's page (the process table), the
-    // locks' and the zone header's (its clock): each prefaulted writable in
-    // one call, where touching them costs a read fault and then a write
-    // fault a page, about 10 us each on this machine's file mappings (from
-    // h, which validate_header checked; a range the file lacks is an error
-    // madvise reports, not a signal, and the checks below report it).
-    if (writable && shared) {
-      const std::size_t page = pal::page_size();
-      populate_fn(this, base(), (h.locks_offset + sizeof(HeapLocks) + page - 1) / page * page);
-      populate_fn(this, base() + h.engine_offset, page);
-    }
+    prefault_open(h);
     // The zone header says how much of the heap is in use: the file must
     // hold it all before anything reads the page map.
     page::Buddy zone;
@@ -376,6 +408,26 @@ struct MappedHeap::Impl {
     if (zone_journal.area()->capacity != hdr->zone_journal_entries ||
         dir_journal.area()->capacity != hdr->dir_journal_entries)
       fail(EINVAL, "corrupt journal header");
+  }
+
+  // The pages every open touches next, each mapped in one call rather than
+  // by a fault (offsets from h, which validate_header checked; a range the
+  // file lacks is an error madvise reports, not a signal, and the checks
+  // that follow report it). A writable open writes the header's page (the
+  // process table), the locks' and the zone header's (its clock): populated
+  // writable, where touching them costs a read fault and then a write fault
+  // a page. The zone header (in a read-only view) and the two journals'
+  // headers are only read here.
+  void prefault_open(const HeapHeader& h) {
+    const std::size_t page = pal::page_size();
+    if (writable && shared) {
+      populate_fn(this, base(), round_up(h.locks_offset + sizeof(HeapLocks), page));
+      populate_fn(this, base() + h.engine_offset, page);
+    } else {
+      prefetch_fn(this, base() + h.engine_offset, page);
+    }
+    prefetch_fn(this, base() + h.zone_journal_offset, sizeof(core::JournalArea));
+    prefetch_fn(this, base() + h.dir_journal_offset, sizeof(core::JournalArea));
   }
 
   // ---- presence (named, shared heaps): who else has it open
@@ -436,7 +488,7 @@ struct MappedHeap::Impl {
       std::int32_t cur = pid.load(std::memory_order_acquire);
       if (cur != 0 && pid_alive(cur)) continue;
       if (pid.compare_exchange_strong(cur, ::getpid(), std::memory_order_acq_rel)) {
-        slot.opened_ns = realtime_ns();
+        slot.opened_ns = pal::realtime_ns();
         proc_slot = static_cast<int>(i);
         return;
       }
@@ -520,6 +572,7 @@ struct MappedHeap::Impl {
       throw;
     }
     if (alone_possible) (void)lock(kGateByte, pal::RangeLock::unlock, true);
+    if (!report.created) prefetch_directory();
     opener = ::getpid();
     // Heap pages are touched at random: no readahead (DESIGN contract 9).
     if (opt.backing == Backing::file) {
@@ -712,7 +765,7 @@ MappedHeap& MappedHeap::operator=(MappedHeap&& o) noexcept {
 }
 
 MappedHeap MappedHeap::open(const HeapOptions& options) {
-  const auto t0 = std::chrono::steady_clock::now();
+  const std::uint64_t t0 = pal::monotonic_ns();
   MappedHeap h;
   h.impl_ = std::make_unique<Impl>();
   Impl& m = *h.impl_;
@@ -734,8 +787,7 @@ MappedHeap MappedHeap::open(const HeapOptions& options) {
         break;
       }
   }
-  m.report.open_seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  m.report.open_seconds = static_cast<double>(pal::monotonic_ns() - t0) * 1e-9;
   return h;
 }
 

@@ -43,12 +43,16 @@ unsigned cpu_count() noexcept {
   return n > 0 ? static_cast<unsigned>(n) : 1u;
 }
 
-std::uint64_t monotonic_ns() noexcept {
+namespace {
+std::uint64_t clock_ns(clockid_t clock) noexcept {
   timespec ts{};
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000u +
-         static_cast<std::uint64_t>(ts.tv_nsec);
+  ::clock_gettime(clock, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000u + static_cast<std::uint64_t>(ts.tv_nsec);
 }
+}  // namespace
+
+std::uint64_t monotonic_ns() noexcept { return clock_ns(CLOCK_MONOTONIC); }
+std::uint64_t realtime_ns() noexcept { return clock_ns(CLOCK_REALTIME); }
 
 unsigned cpus_configured() noexcept {
   const long n = ::sysconf(_SC_NPROCESSORS_CONF);

@@ -376,6 +376,7 @@ inline void cpu_relax() noexcept {
 // ---------------------------------------------------------------- process & time
 
 std::uint64_t monotonic_ns() noexcept;
+std::uint64_t realtime_ns() noexcept;  // CLOCK_REALTIME: wall-clock stamps kept in files
 int process_id() noexcept;
 
 // Runs argv[0] (PATH lookup) with argv, waits, returns its exit status
