@@ -15,7 +15,9 @@
 //           a vector of 2^20 vectors of uint32_t, built by push_back in the heap.
 //   reopen  a 1 GiB and a 4 GiB heap filled with blocks and named objects and
 //           closed cleanly: the time a new process takes to open it and find
-//           one named object.
+//           one named object, and the page faults it takes meanwhile. All
+//           contenders' heaps of a size are filled first, then reopened in
+//           passes, each pass reopening every one of them.
 //
 // Every measurement runs in fork()ed processes of its own, so that each starts
 // from a fresh address space and a fresh malloc, worker w pinned to the w-th
@@ -43,7 +45,9 @@
 #include <limits.h>
 #include <linux/magic.h>
 #include <sched.h>
+#include <linux/perf_event.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/vfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -935,14 +939,51 @@ void drop_page_cache(const std::string& path) {
   ::close(fd);
 }
 
-// One reopen in a new process: open + find, timed; the close is not.
+// The page faults this process takes from construction to read(), from the
+// kernel's software event: faults taken, not the pages a MADV_POPULATE_*
+// call maps (getrusage counts those as faults too). Needs perf events for
+// the process's own user mode (perf_event_paranoid <= 2); else read() is -1.
+class FaultCounter {
+ public:
+  FaultCounter() {
+    perf_event_attr a{};
+    a.type = PERF_TYPE_SOFTWARE;
+    a.size = sizeof a;
+    a.config = PERF_COUNT_SW_PAGE_FAULTS;
+    a.exclude_kernel = 1;
+    a.exclude_hv = 1;
+    fd_ = static_cast<int>(::syscall(SYS_perf_event_open, &a, 0, -1, -1, PERF_FLAG_FD_CLOEXEC));
+  }
+  FaultCounter(const FaultCounter&) = delete;
+  FaultCounter& operator=(const FaultCounter&) = delete;
+  ~FaultCounter() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  std::int64_t read() const {
+    std::uint64_t v = 0;
+    if (fd_ < 0 || ::read(fd_, &v, sizeof v) != static_cast<ssize_t>(sizeof v)) return -1;
+    return static_cast<std::int64_t>(v);
+  }
+
+ private:
+  int fd_ = -1;
+};
+constexpr std::uint64_t kNoFaultCount = ~std::uint64_t{0};
+
+// One reopen in a new process: open + find, timed, with the page faults it
+// took; the close is not timed. The worker waits at the gate first, so that
+// the parent is done forking and asleep when the clock starts.
 template <class Arena>
-Report reopen_worker(const Place& place, const std::string& name, std::uint64_t id) {
+Report reopen_worker(const Place& place, const std::string& name, std::uint64_t id, Gate& gate) {
   Report rep;
+  gate.arrive_and_wait();
+  const FaultCounter faults;
   rep.start_ns = now_ns();
   Arena arena = Arena::open(place);
   const Named* obj = arena.template find<Named>(name.c_str());
   rep.end_ns = now_ns();
+  const std::int64_t took = faults.read();
+  rep.values[0] = took < 0 ? kNoFaultCount : static_cast<std::uint64_t>(took);
   if (obj == nullptr) fail("reopened, but '" + name + "' is not there");
   if (obj->id != id || obj->check != kNamedCheck) fail("reopened, but '" + name + "' holds another value");
   arena.close();
@@ -951,42 +992,70 @@ Report reopen_worker(const Place& place, const std::string& name, std::uint64_t 
 
 struct ReopenResult {
   std::vector<double> warm_us, cold_us;  // cold: files only
+  std::vector<double> warm_faults;       // page faults of each warm reopen (if counted)
   std::string error;
   std::uint64_t blocks = 0, named = 0, bytes = 0;
 };
 
-// REQUIRES: k is not glibc.
-ReopenResult measure_reopen(Kind k, std::size_t size, unsigned reopens, const std::string& dir) {
-  return with_mapped_arena(k, [&]<class Arena>(std::type_identity<Arena>) -> ReopenResult {
-    ReopenResult out;
-    PlaceGuard guard(make_place(k, dir, "reopen"));
+// One contender's heap for the reopen workload: filled once, then reopened
+// pass after pass, its passes interleaved with the other contenders' so that
+// a slow spell of the machine falls on all of them alike.
+struct ReopenSubject {
+  Kind kind;
+  std::unique_ptr<PlaceGuard> guard;  // the heap, removed with the subject
+  std::string name;                   // the named object each reopen finds
+  std::uint64_t id = 0;               // and the id it holds
+  ReopenResult result;
+};
+
+// Creates and fills k's heap of `size` bytes, closed cleanly. On failure
+// result.error says why. REQUIRES: k is not glibc.
+ReopenSubject fill_for_reopen(Kind k, std::size_t size, const std::string& dir) {
+  ReopenSubject s{k, std::make_unique<PlaceGuard>(make_place(k, dir, "reopen")), {}, 0, {}};
+  with_mapped_arena(k, [&]<class Arena>(std::type_identity<Arena>) {
     try {
-      const auto filled =
-          run_workers(1, [&](unsigned, Gate&) { return fill_worker<Arena>(guard.place(), size); }, out.error);
-      if (!out.error.empty()) return out;
-      out.blocks = filled[0].values[0];
-      out.named = filled[0].values[1];
-      out.bytes = filled[0].values[2];
-      const std::uint64_t id = out.named / 2;
-      const std::string name = object_name(id);
-      // Nothing of the fill is still being written back while we time.
-      if (on_file(k)) drop_page_cache(guard.place().name);
-      auto once = [&](std::vector<double>& into) {
-        const auto rep = run_workers(
-            1, [&](unsigned, Gate&) { return reopen_worker<Arena>(guard.place(), name, id); }, out.error);
-        if (out.error.empty()) into.push_back(static_cast<double>(rep[0].end_ns - rep[0].start_ns) * 1e-3);
-      };
-      for (unsigned i = 0; i < reopens && out.error.empty(); ++i) {
-        if (on_file(k)) {
-          drop_page_cache(guard.place().name);
-          once(out.cold_us);
-        }
-        if (out.error.empty()) once(out.warm_us);
+      const auto filled = run_workers(
+          1, [&](unsigned, Gate&) { return fill_worker<Arena>(s.guard->place(), size); }, s.result.error);
+      if (!s.result.error.empty()) return;
+      s.result.blocks = filled[0].values[0];
+      s.result.named = filled[0].values[1];
+      s.result.bytes = filled[0].values[2];
+      s.id = s.result.named / 2;
+      s.name = object_name(s.id);
+      // Written back now: the fill's dirty pages are not flushed while other
+      // contenders are timed.
+      if (on_file(k)) drop_page_cache(s.guard->place().name);
+    } catch (const std::exception& e) {
+      s.result.error = e.what();
+    }
+  });
+  return s;
+}
+
+// One pass over a filled heap: for a file, a reopen with its pages dropped
+// from the page cache first; then a reopen with them warm.
+void reopen_pass(ReopenSubject& s) {
+  if (!s.result.error.empty()) return;
+  with_mapped_arena(s.kind, [&]<class Arena>(std::type_identity<Arena>) {
+    ReopenResult& out = s.result;
+    auto once = [&](std::vector<double>& into, std::vector<double>* faults) {
+      const auto rep = run_workers(
+          1, [&](unsigned, Gate& gate) { return reopen_worker<Arena>(s.guard->place(), s.name, s.id, gate); },
+          out.error);
+      if (!out.error.empty()) return;
+      into.push_back(static_cast<double>(rep[0].end_ns - rep[0].start_ns) * 1e-3);
+      if (faults != nullptr && rep[0].values[0] != kNoFaultCount)
+        faults->push_back(static_cast<double>(rep[0].values[0]));
+    };
+    try {
+      if (on_file(s.kind)) {
+        drop_page_cache(s.guard->place().name);
+        once(out.cold_us, nullptr);
       }
+      if (out.error.empty()) once(out.warm_us, &out.warm_faults);
     } catch (const std::exception& e) {
       out.error = e.what();
     }
-    return out;
   });
 }
 
@@ -1280,8 +1349,15 @@ int main(int argc, char** argv) {
 
   if (wants(o, "reopen")) {
     for (std::size_t size : reopen_sizes) {
-      for (Kind k : kMappedKinds) {
-        const ReopenResult rr = measure_reopen(k, size, reopens, o.dir);
+      // Every contender's heap of this size is filled first; then each pass
+      // reopens all of them, in an order that rotates from pass to pass.
+      std::vector<ReopenSubject> subjects;
+      for (Kind k : kMappedKinds) subjects.push_back(fill_for_reopen(k, size, o.dir));
+      for (unsigned i = 0; i < reopens; ++i)
+        for (std::size_t j = 0; j < subjects.size(); ++j) reopen_pass(subjects[(i + j) % subjects.size()]);
+      for (const ReopenSubject& subject : subjects) {
+        const Kind k = subject.kind;
+        const ReopenResult& rr = subject.result;
         const std::string warm = fmt_bytes(size) + ", page cache warm";
         const std::string cold = fmt_bytes(size) + ", page cache dropped";
         if (!rr.error.empty()) {
@@ -1290,6 +1366,7 @@ int main(int argc, char** argv) {
         }
         for (double us : rr.warm_us) res.add("reopen", warm, k, Pass{us, {}});
         for (double us : rr.cold_us) res.add("reopen", cold, k, Pass{us, {}});
+        for (double n : rr.warm_faults) res.add("reopen-faults", warm, k, Pass{n, {}});
         reopen_fill.push_back({{"contender", label(k)}, {"heap_bytes", size}, {"blocks", rr.blocks},
                                {"named", rr.named}, {"bytes", rr.bytes}});
       }
@@ -1298,10 +1375,17 @@ int main(int argc, char** argv) {
                 "process; ratio = time / mapheap (file)'s)\n\n",
                 reopens);
     std::printf("Each heap is filled to 85%% (or until full) with blocks of 8 B-64 KiB and a named object every\n"
-                "%u blocks, closed cleanly, then opened again by a new process that finds the middle named\n"
-                "object. \"Page cache dropped\": the file's pages written back and evicted (posix_fadvise) first.\n\n",
+                "%u blocks, closed cleanly, then opened again by a new (fork()ed) process that finds the middle\n"
+                "named object; the clock starts once the parent is asleep. The contenders' reopens alternate,\n"
+                "in an order that rotates from pass to pass. \"Page cache dropped\": the file's pages written\n"
+                "back and evicted (posix_fadvise) first.\n\n",
                 kNamedEvery);
     print_table(res, "reopen", "heap", "us", false);
+    if (std::any_of(res.cells.begin(), res.cells.end(), [](const Cell& c) { return c.workload == "reopen-faults"; })) {
+      std::printf("\nPage faults taken during the same open + find (median; from the kernel's software event, so\n"
+                  "pages mapped by a MADV_POPULATE_* call are not among them; ratio = faults / mapheap (file)'s):\n\n");
+      print_table(res, "reopen-faults", "heap", "", false);
+    }
     std::printf("\nWhat the heaps held when closed:\n\n");
     for (const auto& f : reopen_fill)
       std::printf("- %s, %s: %s blocks and %s named objects, %s requested\n",
@@ -1390,9 +1474,12 @@ int main(int argc, char** argv) {
     j["alloc"] = {{"window", ap.window}, {"rounds", ap.rounds}, {"seed", kSeed}};
     j["graph"] = {{"vertices", vertices}, {"edges", edges}};
     j["reopen"] = {{"reopens", reopens}, {"named_every", kNamedEvery}, {"filled", reopen_fill}};
-    const std::array<const char*, 3> units{"Mops/s", "s", "us"};
+    const std::array<const char*, 4> units{"Mops/s", "s", "us", "faults"};
     for (const Cell& c : res.cells) {
-      const std::size_t u = c.workload == "alloc" ? 0 : c.workload == "graph" ? 1 : 2;
+      const std::size_t u = c.workload == "alloc"           ? 0
+                            : c.workload == "graph"         ? 1
+                            : c.workload == "reopen-faults" ? 3
+                                                            : 2;
       nlohmann::json cell = {{"workload", c.workload}, {"case", c.row},     {"contender", label(c.kind)},
                              {"unit", units[u]},       {"passes", c.passes}};
       if (c.ok()) cell["median"] = c.value();
