@@ -47,6 +47,7 @@
 #include <sched.h>
 #include <linux/perf_event.h>
 #include <sys/mman.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/vfs.h>
 #include <sys/wait.h>
@@ -972,7 +973,7 @@ constexpr std::uint64_t kNoFaultCount = ~std::uint64_t{0};
 
 // One reopen in a new process: open + find, timed, with the page faults it
 // took; the close is not timed. The worker waits at the gate first, so that
-// the parent is done forking and asleep when the clock starts.
+// the parent is done forking (and about to sleep) when the clock starts.
 template <class Arena>
 Report reopen_worker(const Place& place, const std::string& name, std::uint64_t id, Gate& gate) {
   Report rep;
@@ -1030,6 +1031,14 @@ ReopenSubject fill_for_reopen(Kind k, std::size_t size, const std::string& dir) 
     }
   });
   return s;
+}
+
+// Whether `bytes` more fit in the file system holding `path`, with a tenth
+// to spare (statvfs; false if it cannot tell).
+bool room_for(const std::string& path, std::uint64_t bytes) {
+  struct statvfs v {};
+  if (::statvfs(path.c_str(), &v) != 0) return false;
+  return static_cast<double>(v.f_bavail) * static_cast<double>(v.f_frsize) >= 1.1 * static_cast<double>(bytes);
 }
 
 // One pass over a filled heap: for a file, a reopen with its pages dropped
@@ -1123,7 +1132,7 @@ void print_table(const Results& res, const std::string& workload, const char* fi
         std::printf(" failed* |");
       } else {
         std::printf(" %s%s%s", fmt_num(c->value()).c_str(), *unit != '\0' ? " " : "", unit);
-        if (k != Kind::mapheap_file && base != nullptr && base->ok()) {
+        if (k != Kind::mapheap_file && base != nullptr && base->ok() && base->value() > 0 && c->value() > 0) {
           const double ratio = higher_is_better ? base->value() / c->value() : c->value() / base->value();
           std::printf(" (%sx)", fmt_num(ratio).c_str());
         }
@@ -1350,11 +1359,27 @@ int main(int argc, char** argv) {
   if (wants(o, "reopen")) {
     for (std::size_t size : reopen_sizes) {
       // Every contender's heap of this size is filled first; then each pass
-      // reopens all of them, in an order that rotates from pass to pass.
+      // reopens all of them, in an order that rotates from pass to pass. That
+      // needs room for two heaps in /dev/shm and two in --dir at once; with
+      // less, each contender is filled, reopened and removed in turn.
       std::vector<ReopenSubject> subjects;
-      for (Kind k : kMappedKinds) subjects.push_back(fill_for_reopen(k, size, o.dir));
-      for (unsigned i = 0; i < reopens; ++i)
-        for (std::size_t j = 0; j < subjects.size(); ++j) reopen_pass(subjects[(i + j) % subjects.size()]);
+      auto passes = [&](std::size_t first) {
+        const std::size_t n = subjects.size() - first;
+        for (unsigned i = 0; i < reopens; ++i)
+          for (std::size_t j = 0; j < n; ++j) reopen_pass(subjects[first + (i + j) % n]);
+      };
+      if (room_for("/dev/shm", 2 * std::uint64_t{size}) && room_for(o.dir, 2 * std::uint64_t{size})) {
+        for (Kind k : kMappedKinds) subjects.push_back(fill_for_reopen(k, size, o.dir));
+        passes(0);
+      } else {
+        std::printf("(reopen, %s: no room for every contender's heap at once; each is measured alone)\n",
+                    fmt_bytes(size).c_str());
+        for (Kind k : kMappedKinds) {
+          subjects.push_back(fill_for_reopen(k, size, o.dir));
+          passes(subjects.size() - 1);
+          subjects.back().guard.reset();  // the heap, removed
+        }
+      }
       for (const ReopenSubject& subject : subjects) {
         const Kind k = subject.kind;
         const ReopenResult& rr = subject.result;
@@ -1376,12 +1401,15 @@ int main(int argc, char** argv) {
                 reopens);
     std::printf("Each heap is filled to 85%% (or until full) with blocks of 8 B-64 KiB and a named object every\n"
                 "%u blocks, closed cleanly, then opened again by a new (fork()ed) process that finds the middle\n"
-                "named object; the clock starts once the parent is asleep. The contenders' reopens alternate,\n"
+                "named object; the clock starts once the parent is done forking. The contenders' reopens alternate,\n"
                 "in an order that rotates from pass to pass. \"Page cache dropped\": the file's pages written\n"
                 "back and evicted (posix_fadvise) first.\n\n",
                 kNamedEvery);
     print_table(res, "reopen", "heap", "us", false);
-    if (std::any_of(res.cells.begin(), res.cells.end(), [](const Cell& c) { return c.workload == "reopen-faults"; })) {
+    if (std::none_of(res.cells.begin(), res.cells.end(), [](const Cell& c) { return c.workload == "reopen-faults"; }))
+      std::printf("\n(Page faults not counted: perf_event_open is not allowed here; see\n"
+                  "/proc/sys/kernel/perf_event_paranoid, which must be 2 or less.)\n");
+    else {
       std::printf("\nPage faults taken during the same open + find (median; from the kernel's software event, so\n"
                   "pages mapped by a MADV_POPULATE_* call are not among them; ratio = faults / mapheap (file)'s):\n\n");
       print_table(res, "reopen-faults", "heap", "", false);

@@ -128,7 +128,7 @@ struct MappedHeap::Impl {
     static_assert(alignof(Impl) >= 2 * sizeof(void*) && alignof(Impl) <= 4096);
     void* raw = ::operator new(n + alignof(Impl));
     const std::uintptr_t at = (reinterpret_cast<std::uintptr_t>(raw) + alignof(Impl)) & ~(alignof(Impl) - 1);
-    reinterpret_cast<void**>(at)[-1] = raw;  // at - raw >= 16: operator new's blocks are 16-aligned
+    reinterpret_cast<void**>(at)[-1] = raw;  // at - raw >= 8: blocks are at least 8-aligned
     return reinterpret_cast<void*>(at);
   }
   static void operator delete(void* p) noexcept {
@@ -143,6 +143,7 @@ struct MappedHeap::Impl {
   bool writable = true;  // allocation and named objects allowed
   bool shared = true;    // changes reach other processes and the file
   std::atomic<bool> populate_works{true};  // see populate_fn
+  std::atomic<bool> prefetch_works{true};  // see prefetch_fn
   HeapHeader* hdr = nullptr;
   HeapLocks* locks = nullptr;
   core::Journal zone_journal;
@@ -220,13 +221,13 @@ struct MappedHeap::Impl {
   // populate_fn, failing only means the pages fault in as they would have.
   static void prefetch_fn(void* ctx, const void* addr, std::size_t bytes) noexcept {
     auto* m = static_cast<Impl*>(ctx);
-    if (bytes == 0 || !m->populate_works.load(std::memory_order_relaxed)) return;
+    if (bytes == 0 || !m->prefetch_works.load(std::memory_order_relaxed)) return;
     const std::uintptr_t page = pal::page_size();
     const auto lo = reinterpret_cast<std::uintptr_t>(addr) & ~(page - 1);
     const auto hi = (reinterpret_cast<std::uintptr_t>(addr) + bytes + page - 1) & ~(page - 1);
     if (auto s = pal::advise(reinterpret_cast<void*>(lo), hi - lo, pal::Advice::populate_read);
         !s && s.error().code == EINVAL)
-      m->populate_works.store(false, std::memory_order_relaxed);
+      m->prefetch_works.store(false, std::memory_order_relaxed);
   }
   // The directory's table, which find() reads next in most opens: its first
   // page, then (the capacity read from it) up to 64 KiB of its entries. What
@@ -235,7 +236,8 @@ struct MappedHeap::Impl {
     const std::uint64_t off = hdr->directory;
     if (off == 0 || off % 8 != 0 || !in_heap(off, sizeof(DirTable))) return;
     prefetch_fn(this, base() + off, sizeof(DirTable));
-    const std::uint32_t cap = reinterpret_cast<const DirTable*>(base() + off)->capacity;
+    auto* t = reinterpret_cast<DirTable*>(base() + off);
+    const std::uint32_t cap = std::atomic_ref<std::uint32_t>(t->capacity).load(std::memory_order_relaxed);
     const std::uint64_t bytes = std::min<std::uint64_t>(DirTable::bytes_for(cap), std::uint64_t{64} << 10);
     if (cap != 0 && in_heap(off, bytes)) prefetch_fn(this, base() + off, bytes);
   }

@@ -833,6 +833,23 @@ TEST(EngineAttach, ReadsNoMetadataPageBeforeItIsPrefetched) {
   ASSERT_NE(p, nullptr);
   e.deallocate(p);
   expect_valid(e);
+
+  // A slab root index past the arena (a corrupt zone header): attach refuses
+  // it without handing the hook anything outside the zone.
+  auto* zh = reinterpret_cast<page::ZoneHeader*>(m.data());
+  const std::uint32_t root = zh->root;
+  for (std::uint32_t bad : {zh->total_pages, ~std::uint32_t{0}, std::uint32_t{0}}) {
+    zh->root = bad;
+    Prefetched none;
+    o.prefetch_ctx = &none;
+    TestEngine corrupt;
+    EXPECT_FALSE(corrupt.attach(m.data(), m.size(), o)) << bad;
+    const auto lo = reinterpret_cast<std::uintptr_t>(m.data());
+    for (const auto& [addr, bytes] : none.ranges)
+      EXPECT_TRUE(addr >= lo && addr + bytes <= lo + m.size()) << bad;
+    EXPECT_TRUE(none.ranges.empty()) << bad;
+  }
+  zh->root = root;
 }
 
 // The process heap's shape: a large reservation of which little is usable

@@ -3,6 +3,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <latch>
 #include <thread>
 #include <vector>
 
@@ -88,13 +89,16 @@ TEST(PerCpuCounters, SlotsAreMappedAtTheFirstAdd) {
   EXPECT_EQ(set.read(0), 0);
 }
 
-// Threads racing to make the first add: one mapping wins, no add is lost.
+// Threads racing to make the first add (released together): one mapping
+// wins, the others' are unmapped, and no add is lost.
 TEST(PerCpuCounters, FirstAddsRacingLoseNothing) {
   for (int round = 0; round < 50; ++round) {
     PerCpuCounters<2> c;
+    std::latch start(4);
     std::vector<std::thread> ts;
     for (int t = 0; t < 4; ++t)
       ts.emplace_back([&] {
+        start.arrive_and_wait();
         for (int i = 0; i < 100; ++i) c.add(1, 1);
       });
     for (auto& t : ts) t.join();
