@@ -292,7 +292,9 @@ class Engine {
   // The bytes usable at p; 0 if p is not an object of this heap.
   std::size_t usable_size(const void* p) const noexcept {
     const std::uint64_t off = offset_of(p);
-    if (off < arena_off_ || off >= limit()) return 0;
+    // Past this process's last view: the zone's own bound (another process
+    // sharing the region may have grown it and handed the object over).
+    if (off < arena_off_ || (off >= limit() && off >= zone_.committed_bytes())) return 0;
     const page::PageDesc& d =
         zone_.desc(page::PageIndex(static_cast<std::uint32_t>(off >> shift_)));
     if (d.state == page::PageState::large)
@@ -399,6 +401,10 @@ class Engine {
   // free runs meanwhile (caches are read without their users' consent).
   page::CheckReport check() noexcept {
     core::LockGuard<Lock> g(lock_);
+    // Another process sharing the region may have grown it, and left objects
+    // of the grown part in the shared caches: the bound the cache entries
+    // are checked against is the zone's, not this process's last view.
+    limit_.store(zone_.committed_bytes(), std::memory_order_relaxed);
     page::CheckReport r = slabs_.check();
     if (!r.ok) return r;
     return check_caches();

@@ -193,6 +193,33 @@ TEST_P(Backings, GrowsPastItsInitialSizeWithoutMoving) {
   for (void* p : blocks) h.deallocate(p);
 }
 
+// Another open of the same heap (here in this process; another process in
+// the kill tests) grows it, hands over objects from the grown part and
+// leaves some in the shared front caches: this open's usable_size and check
+// must take them for what they are, not for strangers past the size it saw
+// last (check called them corrupt).
+TEST(MappedHeapGrowth, CheckSeesWhatAnotherOpenGrew) {
+  TempDir dir;
+  const std::string path = dir.file("grown.heap");
+  MappedHeap a = MappedHeap::open(HeapOptions::file(path, HeapMode::create).with_size(16 * kMiB, 512 * kMiB));
+  MappedHeap b = MappedHeap::open(HeapOptions::file(path, HeapMode::open));
+  const std::uint64_t seen = b.stats().committed_bytes;
+  std::vector<void*> large, small;
+  for (int i = 0; i < 8; ++i) large.push_back(a.allocate(8 * kMiB));
+  for (int i = 0; i < 4000; ++i) small.push_back(a.allocate(64));
+  ASSERT_EQ(std::count(large.begin(), large.end(), nullptr) + std::count(small.begin(), small.end(), nullptr), 0);
+  std::uint64_t beyond = 0;
+  for (void* p : small) beyond += static_cast<std::uint64_t>(static_cast<std::byte*>(p) - a.base()) >= seen;
+  ASSERT_GT(beyond, 0u) << "no small object past the size b saw: the test tests nothing";
+  for (void* p : small)  // the same object in b's view of the heap
+    ASSERT_GE(b.usable_size(b.base() + (static_cast<std::byte*>(p) - a.base())), 64u);
+  for (void* p : small) a.deallocate(p);  // into the shared caches
+  const HeapCheck chk = b.check();
+  EXPECT_TRUE(chk.ok) << chk.message;
+  EXPECT_TRUE(a.check().ok);
+  for (void* p : large) a.deallocate(p);
+}
+
 TEST_P(Backings, NamedObjects) {
   MappedHeap h = MappedHeap::open(create_options());
   Point* p = h.construct<Point>("origin")(3, 4);
