@@ -1289,10 +1289,11 @@ int main(int argc, char** argv) {
   nlohmann::json reopen_fill = nlohmann::json::array();
   std::vector<Headline> headlines;
 
-  // Reopen is measured first and printed in its place below: after alloc and
-  // graph this process's malloc heap is large and fragmented, and a reopen
-  // worker's first malloc copied its pages on write (5-6 more page faults a
-  // reopen, for every contender: run G, 2026-12-05).
+  // Reopen is measured first and printed in its place below, so that its
+  // workers are forked from the same parent state as in a reopen-only run:
+  // after alloc and graph this process's malloc heap is large and
+  // fragmented, and a worker's first malloc copies some of its pages on
+  // write (docs/BENCHMARKS.md, runs G-I).
   if (wants(o, "reopen")) {
     for (std::size_t size : reopen_sizes) {
       // Every contender's heap of this size is filled first; then each pass
