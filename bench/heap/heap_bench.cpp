@@ -1200,6 +1200,48 @@ std::string filesystem_of(const std::string& dir) {
 // back now, not during this one.
 void settle() { ::sync(); }
 
+// The reopen workload at one heap size: every contender's heap is filled
+// first; then each pass reopens all of them, in an order that rotates from
+// pass to pass. That needs room for two heaps in /dev/shm and two in `dir`
+// at once; with less, each contender is filled, reopened and removed in turn.
+// Results go to `res` and what each heap held to `fill`.
+void measure_reopen(std::size_t size, unsigned reopens, const std::string& dir, Results& res,
+                    nlohmann::json& fill) {
+  std::vector<ReopenSubject> subjects;
+  auto passes = [&](std::size_t first) {
+    const std::size_t n = subjects.size() - first;
+    for (unsigned i = 0; i < reopens; ++i)
+      for (std::size_t j = 0; j < n; ++j) reopen_pass(subjects[first + (i + j) % n]);
+  };
+  if (room_for("/dev/shm", 2 * std::uint64_t{size}) && room_for(dir, 2 * std::uint64_t{size})) {
+    for (Kind k : kMappedKinds) subjects.push_back(fill_for_reopen(k, size, dir));
+    passes(0);
+  } else {
+    std::printf("(reopen, %s: no room for every contender's heap at once; each is measured alone)\n",
+                fmt_bytes(size).c_str());
+    for (Kind k : kMappedKinds) {
+      subjects.push_back(fill_for_reopen(k, size, dir));
+      passes(subjects.size() - 1);
+      subjects.back().guard.reset();  // the heap, removed
+    }
+  }
+  const std::string warm = fmt_bytes(size) + ", page cache warm";
+  const std::string cold = fmt_bytes(size) + ", page cache dropped";
+  for (const ReopenSubject& subject : subjects) {
+    const Kind k = subject.kind;
+    const ReopenResult& rr = subject.result;
+    if (!rr.error.empty()) {
+      res.add("reopen", warm, k, Pass::failed(rr.error));
+      continue;
+    }
+    for (double us : rr.warm_us) res.add("reopen", warm, k, Pass{us, {}});
+    for (double us : rr.cold_us) res.add("reopen", cold, k, Pass{us, {}});
+    for (double n : rr.warm_faults) res.add("reopen-faults", warm, k, Pass{n, {}});
+    fill.push_back({{"contender", label(k)}, {"heap_bytes", size}, {"blocks", rr.blocks},
+                    {"named", rr.named}, {"bytes", rr.bytes}});
+  }
+}
+
 template <std::size_t N>
 std::array<Kind, N> rotated(const std::array<Kind, N>& kinds, unsigned by) {
   std::array<Kind, N> out;
@@ -1294,47 +1336,8 @@ int main(int argc, char** argv) {
   // after alloc and graph this process's malloc heap is large and
   // fragmented, and a worker's first malloc copies some of its pages on
   // write (docs/BENCHMARKS.md, runs G-I).
-  if (wants(o, "reopen")) {
-    for (std::size_t size : reopen_sizes) {
-      // Every contender's heap of this size is filled first; then each pass
-      // reopens all of them, in an order that rotates from pass to pass. That
-      // needs room for two heaps in /dev/shm and two in --dir at once; with
-      // less, each contender is filled, reopened and removed in turn.
-      std::vector<ReopenSubject> subjects;
-      auto passes = [&](std::size_t first) {
-        const std::size_t n = subjects.size() - first;
-        for (unsigned i = 0; i < reopens; ++i)
-          for (std::size_t j = 0; j < n; ++j) reopen_pass(subjects[first + (i + j) % n]);
-      };
-      if (room_for("/dev/shm", 2 * std::uint64_t{size}) && room_for(o.dir, 2 * std::uint64_t{size})) {
-        for (Kind k : kMappedKinds) subjects.push_back(fill_for_reopen(k, size, o.dir));
-        passes(0);
-      } else {
-        std::printf("(reopen, %s: no room for every contender's heap at once; each is measured alone)\n",
-                    fmt_bytes(size).c_str());
-        for (Kind k : kMappedKinds) {
-          subjects.push_back(fill_for_reopen(k, size, o.dir));
-          passes(subjects.size() - 1);
-          subjects.back().guard.reset();  // the heap, removed
-        }
-      }
-      for (const ReopenSubject& subject : subjects) {
-        const Kind k = subject.kind;
-        const ReopenResult& rr = subject.result;
-        const std::string warm = fmt_bytes(size) + ", page cache warm";
-        const std::string cold = fmt_bytes(size) + ", page cache dropped";
-        if (!rr.error.empty()) {
-          res.add("reopen", warm, k, Pass::failed(rr.error));
-          continue;
-        }
-        for (double us : rr.warm_us) res.add("reopen", warm, k, Pass{us, {}});
-        for (double us : rr.cold_us) res.add("reopen", cold, k, Pass{us, {}});
-        for (double n : rr.warm_faults) res.add("reopen-faults", warm, k, Pass{n, {}});
-        reopen_fill.push_back({{"contender", label(k)}, {"heap_bytes", size}, {"blocks", rr.blocks},
-                               {"named", rr.named}, {"bytes", rr.bytes}});
-      }
-    }
-  }
+  if (wants(o, "reopen"))
+    for (std::size_t size : reopen_sizes) measure_reopen(size, reopens, o.dir, res, reopen_fill);
 
   if (wants(o, "alloc")) {
     for (unsigned procs : {1u, 2u}) {

@@ -401,10 +401,7 @@ class Engine {
   // free runs meanwhile (caches are read without their users' consent).
   page::CheckReport check() noexcept {
     core::LockGuard<Lock> g(lock_);
-    // Another process sharing the region may have grown it, and left objects
-    // of the grown part in the shared caches: the bound the cache entries
-    // are checked against is the zone's, not this process's last view.
-    limit_.store(zone_.committed_bytes(), std::memory_order_relaxed);
+    refresh_limit();  // the cache entries are checked against the zone's bound
     page::CheckReport r = slabs_.check();
     if (!r.ok) return r;
     return check_caches();
@@ -483,7 +480,7 @@ class Engine {
     base_ = static_cast<std::byte*>(base);
     shift_ = static_cast<unsigned>(std::countr_zero(zone_.header().page_size));
     arena_off_ = std::uint64_t{zone_.first_page()} << shift_;
-    limit_.store(zone_.committed_bytes(), std::memory_order_relaxed);
+    refresh_limit();
     key_ = cache_.key();
 #if MAPHEAP_CHECKED
     verify_all_ = true;
@@ -532,16 +529,20 @@ class Engine {
     core::LockGuard<Lock> guard;
     StampedLock(Engine& e, std::uint32_t now) noexcept : guard(e.lock_) {
       e.zone_.set_clock(now);
-      // Another process sharing the region may have grown it: the fast
-      // path's bound follows the zone.
-      const std::uint64_t committed = e.zone_.committed_bytes();
-      if (committed != e.limit()) e.limit_.store(committed, std::memory_order_relaxed);
+      e.refresh_limit();
     }
   };
   StampedLock lock_stamped() noexcept { return StampedLock(*this, now_ms()); }
   static constexpr const char* kCacheCorrupt = "a front cache held an object its slab refuses";
 
   std::uint64_t limit() const noexcept { return limit_.load(std::memory_order_relaxed); }
+  // Another process sharing the region may have grown it since this one
+  // last looked (and cached objects of the grown part): the bound follows
+  // the zone's committed size.
+  void refresh_limit() noexcept {
+    const std::uint64_t committed = zone_.committed_bytes();
+    if (committed != limit()) limit_.store(committed, std::memory_order_relaxed);
+  }
   std::uint64_t offset_of(const void* p) const noexcept {
     return reinterpret_cast<std::uintptr_t>(p) - reinterpret_cast<std::uintptr_t>(base_);
   }
@@ -698,7 +699,7 @@ class Engine {
   // Another process sharing the region may have grown it (and cached an
   // object there) since this one last looked: read the bound again.
   __attribute__((noinline)) std::byte* take_after_refresh(std::uint64_t off, unsigned cls) noexcept {
-    limit_.store(zone_.committed_bytes(), std::memory_order_relaxed);
+    refresh_limit();
     if (!in_arena(off, cls)) corrupt(base_ + off, "a front cache holds an offset outside the arena");
     return take(off, cls);
   }
@@ -971,7 +972,7 @@ class Engine {
     want = std::min((want + kStep - 1) / kStep * kStep, region);
     const std::size_t got = options_.grow(options_.grow_ctx, want);
     if (got <= have || got > region || !zone_.grow(got / page * page)) return false;
-    limit_.store(zone_.committed_bytes(), std::memory_order_relaxed);
+    refresh_limit();
     counts_.add(kGrows, 1);
     return true;
   }
