@@ -155,6 +155,14 @@ constexpr bool is_raw_pointer_node() noexcept {
 
 }  // namespace detail
 
+// What allocate_at_least returns: storage for `count` elements, at least
+// the number asked for (C++23's std::allocation_result, which C++20 lacks).
+template <class Pointer, class SizeType = std::size_t>
+struct allocation_result {
+  Pointer ptr;
+  SizeType count;
+};
+
 template <class T>
 class allocator {
   static_assert(!detail::is_raw_pointer_node<T>(),
@@ -196,6 +204,14 @@ class allocator {
     void* p = heap().allocate(bytes, alignof(T));
     if (p == nullptr) throw std::bad_alloc();
     return pointer(static_cast<T*>(p));
+  }
+  // Storage for at least n elements: the whole of the block allocate(n)
+  // would take (its size class), as C++23's allocate_at_least. count is
+  // what deallocate must be given back. mapheap::vector grows by it.
+  [[nodiscard]] allocation_result<pointer> allocate_at_least(size_type n) {
+    const pointer p = allocate(n);
+    const size_type fits = MappedHeap::good_size(n == 0 ? 1 : n * sizeof(T), alignof(T)) / sizeof(T);
+    return {p, fits > n ? fits : n};
   }
   void deallocate(pointer p, size_type n) noexcept {
     if (!p) return;

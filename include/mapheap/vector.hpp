@@ -24,7 +24,13 @@
 // stored in the heap (the storage pointer, the size, the capacity, the
 // allocator) is position-independent.
 //
-// Growth doubles the capacity (as libstdc++ does). Insertion at the end has
+// Growth doubles the capacity (as libstdc++ does), from at least 4 elements
+// (8 of a byte; 1 above 1 KiB) as Rust's Vec, and every allocation that may
+// take more (growth, reserve) takes all of its size class, which the
+// allocator reports (allocator<T>::allocate_at_least): a vector of uint32_t
+// grown by push_back reallocates at 4, 8, 16, ... elements, where
+// std::vector does at 1, 2, 4, 8, 16. shrink_to_fit allocates exactly
+// size() elements. Insertion at the end has
 // the strong exception guarantee when T's move constructor cannot throw or T
 // is copyable (as std::vector's); insertion elsewhere, the basic one.
 // Allocators propagate as their allocator_traits say; a vector in heap A
@@ -274,7 +280,7 @@ class vector {
       release();
       return;
     }
-    reallocate(size_);
+    (void)regrow<false, true>(size_);  // exactly: capacity() == size() after it
   }
 
   // ---- modifiers
@@ -467,15 +473,32 @@ class vector {
     return *regrow<true>(grown_capacity(1), std::forward<Args>(args)...);
   }
   void reallocate(size_type n) { (void)regrow<false>(n); }
-  // Moves the elements into new storage of n; with kAppend, first builds one
-  // more element at the end of it from args (so that an argument referring
-  // to an element of this vector is read before the elements move) and
-  // returns it. If anything throws, what was built is undone and *this is
-  // as it was.
-  template <bool kAppend, class... Args>
+  // Storage for at least n elements: all that the allocator's block holds
+  // when the allocator says how much that is (allocate_at_least, as
+  // mapheap::allocator does: the size class's bytes, which would otherwise
+  // go unused until the next reallocation), exactly n otherwise or if kExact.
+  struct storage {
+    pointer ptr;
+    size_type count;
+  };
+  template <bool kExact>
+  storage allocate_storage(size_type n) {
+    if constexpr (!kExact && requires(Alloc& a) { a.allocate_at_least(n); }) {
+      auto got = alloc_.allocate_at_least(n);
+      return {got.ptr, static_cast<size_type>(got.count)};
+    } else {
+      return {traits::allocate(alloc_, n), n};
+    }
+  }
+  // Moves the elements into new storage of at least n (exactly n if
+  // kExact); with kAppend, first builds one more element at the end of it
+  // from args (so that an argument referring to an element of this vector
+  // is read before the elements move) and returns it. If anything throws,
+  // what was built is undone and *this is as it was.
+  template <bool kAppend, bool kExact = false, class... Args>
   T* regrow(size_type n, Args&&... args) {
-    pointer fresh = traits::allocate(alloc_, n);
-    T* const q = std::to_address(fresh);
+    const storage fresh = allocate_storage<kExact>(n);
+    T* const q = std::to_address(fresh.ptr);
     bool appended = false;
     try {
       if constexpr (kAppend) {
@@ -485,11 +508,11 @@ class vector {
       move_into(q);
     } catch (...) {
       if (appended) traits::destroy(alloc_, q + size_);
-      traits::deallocate(alloc_, fresh, n);
+      traits::deallocate(alloc_, fresh.ptr, fresh.count);
       throw;
     }
     const size_type old = size_;
-    adopt(fresh, n, old + (kAppend ? 1 : 0));
+    adopt(fresh.ptr, fresh.count, old + (kAppend ? 1 : 0));
     return q + old;
   }
   // The elements into fresh storage q: memcpy for trivially copyable T,
@@ -525,13 +548,18 @@ class vector {
   void make_room(size_type extra) {
     if (cap_ - size_ < extra) reallocate(grown_capacity(extra));
   }
+  // The first allocation of a vector that grows takes room for a few
+  // elements, as Rust's Vec does (8 of a byte, 4 up to 1 KiB, else 1): one
+  // grown from empty by push_back would otherwise reallocate at 1, 2 and 4
+  // elements, each time a block to take, a copy and a block to free.
+  static constexpr size_type kMinGrowth = sizeof(T) == 1 ? 8 : sizeof(T) <= 1024 ? 4 : 1;
   size_type grown_capacity(size_type extra) const {
     const size_type limit = max_size();
     if (limit - size_ < extra) throw std::length_error("mapheap::vector: more than max_size() elements");
     const size_type want = size_ + extra;
     const size_type doubled = size_ + std::max(size_, extra);  // as libstdc++ grows
     const size_type n = doubled < size_ || doubled > limit ? limit : doubled;
-    return std::max(std::max(n, want), cap_);
+    return std::max({n, want, cap_, std::min(kMinGrowth, limit)});
   }
   void destroy_tail(size_type n) noexcept {
     if constexpr (!std::is_trivially_destructible_v<T>) {

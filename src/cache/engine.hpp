@@ -250,8 +250,9 @@ class Engine {
   // What deallocate would do, without aborting on a bad pointer.
   slab::FreeStatus try_deallocate(void* p) noexcept { return free_or_status(p); }
 
-  // Frees p, allocated by allocate(size, align) with this very size and
-  // alignment (what a C++ allocator's deallocate(p, n) guarantees): the class
+  // Frees p, allocated by allocate(size, align) with this very size (or any
+  // size up to good_size(size, align)) and alignment (what a C++
+  // allocator's deallocate(p, n) guarantees): the class
   // comes from the size, so the free does not read the page map, which is far
   // from the object and costs the plain free its one likely cache miss. The
   // in-cache key is still checked (a double free takes the full path and is
@@ -287,6 +288,13 @@ class Engine {
     std::memcpy(q, p, std::min(have, size));
     deallocate(p);
     return q;
+  }
+
+  // The bytes allocate(size, align) promises to a caller that may use them
+  // all (a container's allocate_at_least): its size class's, or size for a
+  // large block. deallocate_sized takes any size from the request up to it.
+  static std::size_t good_size(std::size_t size, std::size_t align) noexcept {
+    return slab::SlabHeap::good_size(size, align);
   }
 
   // The bytes usable at p; 0 if p is not an object of this heap.

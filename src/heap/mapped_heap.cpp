@@ -882,6 +882,9 @@ void MappedHeap::deallocate(void* p) noexcept {
 void MappedHeap::deallocate(void* p, std::size_t size, std::size_t align) noexcept {
   if (p != nullptr && impl_->writable) impl_->engine.deallocate_sized(p, size, align);
 }
+std::size_t MappedHeap::good_size(std::size_t size, std::size_t align) noexcept {
+  return Engine::good_size(size, align);
+}
 std::size_t MappedHeap::usable_size(const void* p) const noexcept { return impl_->engine.usable_size(p); }
 bool MappedHeap::contains(const void* p) const noexcept {
   const auto* b = static_cast<const std::byte*>(p);

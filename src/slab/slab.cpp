@@ -140,11 +140,7 @@ void SlabHeap::unlink(unsigned cls, std::uint32_t head) noexcept {
 void* SlabHeap::alloc(std::size_t size, std::size_t align, std::size_t* usable) noexcept {
   if (size == 0) size = 1;
   if ((align & (align - 1)) != 0) return nullptr;
-  // Classes of 16 bytes and up are 16-byte aligned, the 8-byte class only
-  // 8: a small request that asks for 16 takes the 16-byte class.
-  if (align == kQuantum && size < kQuantum) size = kQuantum;
-  const unsigned cls = align <= kQuantum ? (size <= kMaxSmallSize ? class_of(size) : kNoClass)
-                                         : class_for(size, align);
+  const unsigned cls = request_class(size, align);
   std::size_t bytes = 0;
   void* p;
   if (cls != kNoClass) {

@@ -23,6 +23,7 @@
 // engine's zone lock); the front caches (src/cache) keep it off the fast path.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 
@@ -94,6 +95,22 @@ class SlabHeap {
   // exhausted or the request cannot be met. size 0 is served as 1.
   // If `usable` is given, it receives the bytes usable at the result.
   void* alloc(std::size_t size, std::size_t align = 0, std::size_t* usable = nullptr) noexcept;
+  // The class alloc(size, align) serves from, kNoClass if the page layer
+  // serves it (a large block) or it cannot be met. Reads no memory.
+  static unsigned request_class(std::size_t size, std::size_t align) noexcept {
+    if (size == 0) size = 1;
+    // Classes of 16 bytes and up are 16-byte aligned, the 8-byte class only
+    // 8: a small request that asks for 16 takes the 16-byte class.
+    if (align == kQuantum && size < kQuantum) size = kQuantum;
+    if (align <= kQuantum) return size <= kMaxSmallSize && (align & (align - 1)) == 0 ? class_of(size) : kNoClass;
+    return class_for(size, align);
+  }
+  // The bytes alloc(size, align) promises: its class's object size, or
+  // size itself for a large block (which may get more). Reads no memory.
+  static std::size_t good_size(std::size_t size, std::size_t align) noexcept {
+    const unsigned cls = request_class(size, align);
+    return cls != kNoClass ? class_size(cls) : std::max<std::size_t>(size, 1);
+  }
   // Frees what alloc returned; a bad pointer is reported and changes nothing.
   // In checked builds (MAPHEAP_CHECKED) a double free of a slab object is
   // always found (the slab's free list is searched); otherwise only when the

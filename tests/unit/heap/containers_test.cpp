@@ -332,6 +332,18 @@ TEST_F(ContainersTest, AllocatorBasics) {
   auto q = w.allocate(3);
   EXPECT_EQ(reinterpret_cast<std::uintptr_t>(q.get()) % 64, 0u);
   w.deallocate(q, 3);
+  // allocate_at_least: the whole size class, every element of it usable,
+  // given back with the count it returned.
+  const auto r = a.allocate_at_least(3);  // 12 bytes, from the 16-byte class
+  EXPECT_EQ(r.count, 4u);
+  std::fill(r.ptr, r.ptr + r.count, 5);
+  const auto big = a.allocate_at_least(75);  // 300 bytes, from the 320-byte class
+  EXPECT_EQ(big.count, 80u);
+  std::fill(big.ptr, big.ptr + big.count, 6);
+  EXPECT_EQ(r.ptr[3], 5);
+  a.deallocate(r.ptr, r.count);
+  a.deallocate(big.ptr, big.count);
+  EXPECT_EQ(w.allocate_at_least(3).count, 3u) << "64-byte elements fill their class exactly";
   // Full: bad_alloc, as from new.
   EXPECT_THROW((void)a.allocate(std::size_t{1} << 40), std::bad_alloc);
   EXPECT_THROW((void)a.allocate(a.max_size() + 1), std::bad_array_new_length);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstring>
 #include <filesystem>
@@ -156,6 +157,57 @@ TEST_P(Backings, SizedFreeCachesTheBlockAndCatchesADoubleFree) {
   ASSERT_NE(p, nullptr);
   h.deallocate(p, 48);
   EXPECT_DEATH(h.deallocate(p, 48), "double free");
+}
+
+// good_size(size, align): at least size, at most what usable_size reports,
+// every byte of it usable without touching a neighbour, and the sized free
+// takes any size from the request up to it. A window of live blocks, each
+// filled to its good size with its own byte and checked before its free.
+TEST_P(Backings, GoodSizeIsAllUsableAndFreesBySize) {
+  MappedHeap h = MappedHeap::open(create_options());
+  EXPECT_EQ(MappedHeap::good_size(0), 8u);
+  EXPECT_EQ(MappedHeap::good_size(12), 16u);
+  EXPECT_EQ(MappedHeap::good_size(8, 16), 16u);  // 16-aligned: the 8-byte class is only 8-aligned
+  EXPECT_EQ(MappedHeap::good_size(300), 320u);
+  EXPECT_EQ(MappedHeap::good_size(65536), 65536u);
+  EXPECT_EQ(MappedHeap::good_size(100000), 100000u);  // a large block promises what was asked
+  struct Live {
+    unsigned char* p;
+    std::size_t size, good, align;
+    unsigned char fill;
+  };
+  std::vector<Live> live;
+  std::mt19937_64 rng(11);
+  const auto release = [&](const Live& b, std::size_t told) {
+    for (std::size_t i = 0; i < b.good; ++i)
+      if (b.p[i] != b.fill) return ::testing::AssertionFailure() << "byte " << i << " of a " << b.good << "-byte block";
+    h.deallocate(b.p, told, b.align);
+    return ::testing::AssertionSuccess();
+  };
+  for (int i = 0; i < 3000; ++i) {
+    const std::size_t align = std::array<std::size_t, 5>{0, 8, 16, 64, 4096}[rng() % 5];
+    const std::size_t size = (std::size_t{1} << (rng() % 17)) + rng() % 512;  // 1 B to ~64 KiB and past
+    const std::size_t good = MappedHeap::good_size(size, align);
+    ASSERT_GE(good, size);
+    auto* p = static_cast<unsigned char*>(h.allocate(size, align));
+    ASSERT_NE(p, nullptr) << size;
+    ASSERT_GE(h.usable_size(p), good) << size << " aligned to " << align;
+    const auto fill = static_cast<unsigned char>(i);
+    std::memset(p, fill, good);
+    live.push_back({p, size, good, align, fill});
+    if (live.size() > 64) {
+      const std::size_t k = rng() % live.size();
+      const Live b = live[k];
+      live[k] = live.back();
+      live.pop_back();
+      // Told the request, all of the good size, or something between.
+      const std::size_t told = b.size + (b.good - b.size) * (rng() % 3) / 2;
+      ASSERT_TRUE(release(b, told));
+    }
+  }
+  for (const Live& b : live) ASSERT_TRUE(release(b, b.good));
+  const auto c = h.check();
+  EXPECT_TRUE(c.ok) << c.message;
 }
 
 // A heap that cannot grow takes back what its front caches and empty slabs

@@ -304,6 +304,52 @@ TEST_F(VectorTest, LayoutAndInterface) {
   EXPECT_EQ(std::vector<int>(n.begin(), n.end()), std::vector<int>(5, 0));
 }
 
+// Growth starts at 4 elements (8 of a byte) and takes the whole size class
+// the allocator reports, reserve too; every element up to the capacity is
+// usable; shrink_to_fit is exact.
+TEST_F(VectorTest, GrowthTakesWholeSizeClasses) {
+  auto h = heap("growth.heap");
+  vector<std::uint32_t> v(h);
+  std::vector<std::size_t> capacities;
+  for (std::uint32_t i = 0; i < 100; ++i) {
+    v.push_back(i);
+    if (capacities.empty() || v.capacity() != capacities.back()) capacities.push_back(v.capacity());
+  }
+  EXPECT_EQ(capacities, (std::vector<std::size_t>{4, 8, 16, 32, 64, 128}));
+  vector<char> c(h);
+  c.push_back('a');
+  EXPECT_EQ(c.capacity(), 8u);
+  vector<std::uint32_t> r(h);
+  r.reserve(3);  // 12 bytes: the 16-byte class holds 4
+  EXPECT_EQ(r.capacity(), 4u);
+  vector<char> s(h);
+  s.reserve(300);
+  EXPECT_EQ(s.capacity(), MappedHeap::good_size(300, 1));
+  EXPECT_EQ(s.capacity(), 320u);
+  // Filled to the capacity, next to each other in their classes: nothing
+  // overlaps, and the heap's structures are intact.
+  s.resize(s.capacity(), 'x');
+  r.resize(r.capacity(), 0x52525252u);
+  v.resize(v.capacity(), 0x56565656u);
+  EXPECT_EQ(std::count(s.begin(), s.end(), 'x'), 320);
+  EXPECT_EQ(std::count(r.begin(), r.end(), 0x52525252u), 4);
+  EXPECT_EQ(v[99], 99u);
+  EXPECT_TRUE(h.check().ok) << h.check().message;
+  v.resize(5);
+  v.shrink_to_fit();
+  EXPECT_EQ(v.capacity(), 5u);
+  EXPECT_EQ(v[4], 4u);
+  v.clear();
+  r.clear();
+  s.clear();
+  c.clear();
+  for (auto* x : {&v, &r}) x->shrink_to_fit();
+  s.shrink_to_fit();
+  c.shrink_to_fit();
+  EXPECT_TRUE(h.check().ok) << h.check().message;
+  EXPECT_EQ(h.stats().used_bytes, 0u) << "every block given back with the count allocate_at_least returned";
+}
+
 // Growth copies a type whose move may throw; when a copy throws, the vector
 // is as it was (the strong guarantee of push_back), and nothing leaks.
 int g_copies_left = -1;  // throw when it reaches 0; -1: never
