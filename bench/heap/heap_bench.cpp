@@ -36,9 +36,10 @@
 // contender, std::vector (libstdc++ takes an allocator's offset_ptr as its
 // pointer) with each contender's allocator, which measures the allocators
 // and not vector implementations with different growth factors; and with
-// each library's own vector, what its users write: std::vector on glibc,
-// mapheap::vector, boost::interprocess::vector (boost::container::vector,
-// which grows by 1.6x, not 2x). Two references that are not contenders: a
+// each library's own vector, what its users write: std::vector on glibc
+// (doubling from one element), mapheap::vector (doubling from four, whole
+// size classes), boost::interprocess::vector (boost::container::vector,
+// which grows by 1.6x). Two references that are not contenders: a
 // floor for alloc (FloorArena: next to no allocator) and, for the graph,
 // mapheap's shm heap through plain pointers (RawMapheapArena).
 #include <fcntl.h>
@@ -1478,8 +1479,9 @@ int main(int argc, char** argv) {
                 "from the outer vector's construction to the last push_back (not the heap's creation or\n"
                 "close). Every contender's lists are checked against glibc's. Two rows: std::vector with each\n"
                 "contender's allocator (boost::interprocess::allocator, mapheap::allocator, std::allocator),\n"
-                "the same class for all; and each library's own vector (std::vector, mapheap::vector,\n"
-                "boost::interprocess::vector, which grows by 1.6x where the others double).\n"
+                "the same class for all; and each library's own vector: std::vector (which doubles from one\n"
+                "element), mapheap::vector (which doubles from four and takes whole size classes, what\n"
+                "allocate_at_least reports) and boost::interprocess::vector (which grows by 1.6x).\n"
                 "\"mapheap (shm), plain pointers\" is not a contender: the same shm heap through a stateless\n"
                 "allocator of plain pointers and std::vector, valid in this process only, which tells what the\n"
                 "allocator costs from what offset_ptr and a stateful allocator (32-byte inner vectors) cost.\n\n",
