@@ -47,10 +47,8 @@
 #include <limits.h>
 #include <linux/magic.h>
 #include <sched.h>
-#include <linux/perf_event.h>
 #include <sys/mman.h>
 #include <sys/statvfs.h>
-#include <sys/syscall.h>
 #include <sys/vfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -85,6 +83,7 @@
 #include <nlohmann/json.hpp>
 
 #include "mapheap/allocator.hpp"
+#include "support/page_faults.hpp"
 #include "support/rng.hpp"
 #include "mapheap/heap.hpp"
 
@@ -942,35 +941,7 @@ void drop_page_cache(const std::string& path) {
   ::close(fd);
 }
 
-// The page faults this process takes from construction to read(), from the
-// kernel's software event: faults taken, not the pages a MADV_POPULATE_*
-// call maps (getrusage counts those as faults too). Needs perf events for
-// the process's own user mode (perf_event_paranoid <= 2); else read() is -1.
-class FaultCounter {
- public:
-  FaultCounter() {
-    perf_event_attr a{};
-    a.type = PERF_TYPE_SOFTWARE;
-    a.size = sizeof a;
-    a.config = PERF_COUNT_SW_PAGE_FAULTS;
-    a.exclude_kernel = 1;
-    a.exclude_hv = 1;
-    fd_ = static_cast<int>(::syscall(SYS_perf_event_open, &a, 0, -1, -1, PERF_FLAG_FD_CLOEXEC));
-  }
-  FaultCounter(const FaultCounter&) = delete;
-  FaultCounter& operator=(const FaultCounter&) = delete;
-  ~FaultCounter() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  std::int64_t read() const {
-    std::uint64_t v = 0;
-    if (fd_ < 0 || ::read(fd_, &v, sizeof v) != static_cast<ssize_t>(sizeof v)) return -1;
-    return static_cast<std::int64_t>(v);
-  }
-
- private:
-  int fd_ = -1;
-};
+using FaultCounter = mapheap::bench::PageFaultCounter;
 constexpr std::uint64_t kNoFaultCount = ~std::uint64_t{0};
 
 // One reopen: open + find, timed, with the page faults it took; the close

@@ -1,12 +1,10 @@
 // MappedHeap: one conformance suite run against every backing, then the
 // multi-process, crash, persistence, snapshot and untrusted-file contracts.
 #include <fcntl.h>
-#include <linux/perf_event.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -28,6 +26,7 @@
 #include "heap/mapped_heap_format.hpp"
 #include "mapheap/heap.hpp"
 #include "mapheap/offset_ptr.hpp"
+#include "support/page_faults.hpp"  // bench/support
 #include "support/process.hpp"
 #include "support/temp_dir.hpp"
 
@@ -717,31 +716,21 @@ TEST(MappedHeapOpen, FirstFindsPopulateWhatTheyRead) {
     h.close();
   }
   const int rc = test::in_child([&] {
-    perf_event_attr a{};
-    a.type = PERF_TYPE_SOFTWARE;
-    a.size = sizeof a;
-    a.config = PERF_COUNT_SW_PAGE_FAULTS;
-    a.exclude_kernel = 1;
-    a.exclude_hv = 1;
-    const int fd = static_cast<int>(::syscall(SYS_perf_event_open, &a, 0, -1, -1, 0));
-    if (fd < 0) return 100;  // not allowed here
-    const auto faults = [fd] {
-      std::uint64_t v = 0;
-      return ::read(fd, &v, sizeof v) == static_cast<ssize_t>(sizeof v) ? v : ~std::uint64_t{0};
-    };
+    const bench::PageFaultCounter counter;
+    const auto faults = [&counter] { return counter.read(); };
+    if (faults() < 0) return 100;  // not allowed here
     MappedHeap h = MappedHeap::open(HeapOptions::file(path));
     // The same code, stack and malloc pages, run once before counting: a
     // find that walks the directory and does not match.
     if (h.find<Big>(std::string(300, 'y').c_str()) != nullptr) return 2;
-    const std::uint64_t before = faults();
+    const std::int64_t before = faults();
     const Big* x = h.find<Big>(cold.c_str());
     const char seen = x != nullptr ? x->bytes[0] : 0;
-    const std::uint64_t after = faults();
+    const std::int64_t after = faults();
     if (seen != 'x') return 3;
-    if (before == ~std::uint64_t{0} || after == ~std::uint64_t{0}) return 100;
+    if (before < 0 || after < 0) return 100;
     if (after != before) {
-      std::fprintf(stderr, "find + first read took %llu page faults\n",
-                   static_cast<unsigned long long>(after - before));
+      std::fprintf(stderr, "find + first read took %lld page faults\n", static_cast<long long>(after - before));
       return 4;
     }
     return 0;
