@@ -969,14 +969,20 @@ Report timed_reopen(const Place& place, const std::string& name, std::uint64_t i
 constexpr const char* kReopenProgram = "--internal-reopen";
 Report reopen_in_new_program(const Place& place, const std::string& name, std::uint64_t id) {
   int pipe_fds[2];
-  if (::pipe(pipe_fds) != 0) fail(std::string("pipe: ") + std::strerror(errno));
+  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) fail(std::string("pipe2: ") + std::strerror(errno));
   const std::string kind = std::to_string(static_cast<int>(place.kind));
   const std::string ident = std::to_string(id);
   const std::string fd = std::to_string(pipe_fds[1]);
   const pid_t pid = ::fork();
-  if (pid < 0) fail(std::string("fork: ") + std::strerror(errno));
-  if (pid == 0) {
+  if (pid < 0) {
+    const int e = errno;
     ::close(pipe_fds[0]);
+    ::close(pipe_fds[1]);
+    fail(std::string("fork: ") + std::strerror(e));
+  }
+  if (pid == 0) {
+    // Only the write end crosses exec.
+    if (::fcntl(pipe_fds[1], F_SETFD, 0) != 0) ::_exit(127);
     const char* args[] = {"heap_bench", kReopenProgram, kind.c_str(), place.name.c_str(), name.c_str(),
                           ident.c_str(), fd.c_str(), nullptr};
     ::execv("/proc/self/exe", const_cast<char* const*>(args));
@@ -993,6 +999,9 @@ Report reopen_in_new_program(const Place& place, const std::string& name, std::u
   }
   if (got != static_cast<ssize_t>(sizeof rep)) {
     if (WIFEXITED(status) && WEXITSTATUS(status) == 127) fail("cannot execute /proc/self/exe for a reopen");
+    if (WIFSIGNALED(status))
+      fail(std::string("the reopening program died of signal ") + std::to_string(WTERMSIG(status)) + " (" +
+           strsignal(WTERMSIG(status)) + ")");
     fail("the reopening program ended without a report");
   }
   if (rep.ok == 0) fail(rep.message);

@@ -156,12 +156,19 @@ constexpr bool is_raw_pointer_node() noexcept {
 }  // namespace detail
 
 // What allocate_at_least returns: storage for `count` elements, at least
-// the number asked for (C++23's std::allocation_result, which C++20 lacks).
+// the number asked for. C++23's std::allocation_result where the library
+// has it (std::allocator_traits::allocate_at_least passes it on), the same
+// two members otherwise.
+#if defined(__cpp_lib_allocate_at_least) && __cpp_lib_allocate_at_least >= 202302L
+template <class Pointer, class SizeType = std::size_t>
+using allocation_result = std::allocation_result<Pointer, SizeType>;
+#else
 template <class Pointer, class SizeType = std::size_t>
 struct allocation_result {
   Pointer ptr;
   SizeType count;
 };
+#endif
 
 template <class T>
 class allocator {

@@ -182,10 +182,10 @@ class MappedHeap {
   // ---- memory
   void* allocate(std::size_t size, std::size_t align = 0) noexcept;  // nullptr when full
   void deallocate(void* p) noexcept;  // a pointer the heap did not hand out aborts with the reason
-  // The same, for p = allocate(size, align) with this size (or any size up
-  // to good_size(size, align)) and alignment: quicker (the size names the
-  // block's class, the page map is not read). A wrong size is the caller's
-  // bug, found only by checked heaps.
+  // The same, for p = allocate(size, align), told its alignment and a size
+  // from the request up to good_size(size, align): quicker (the size names
+  // the block's class, the page map is not read). A wrong size is the
+  // caller's bug, found only by checked heaps.
   void deallocate(void* p, std::size_t size, std::size_t align = 0) noexcept;
   // The bytes allocate(size, align) hands out that the caller may use, all
   // of them (a container sizes its capacity by it): the size class's for a

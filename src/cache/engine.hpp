@@ -250,8 +250,8 @@ class Engine {
   // What deallocate would do, without aborting on a bad pointer.
   slab::FreeStatus try_deallocate(void* p) noexcept { return free_or_status(p); }
 
-  // Frees p, allocated by allocate(size, align) with this very size (or any
-  // size up to good_size(size, align)) and alignment (what a C++
+  // Frees p, allocated by allocate(size, align), told that alignment and a
+  // size from the request up to good_size(size, align) (what a C++
   // allocator's deallocate(p, n) guarantees): the class
   // comes from the size, so the free does not read the page map, which is far
   // from the object and costs the plain free its one likely cache miss. The
@@ -527,7 +527,7 @@ class Engine {
     return align <= slab::kQuantum && size <= slab::kMaxSmallSize && (align & (align - 1)) == 0;
   }
   static unsigned cache_class(std::size_t size, std::size_t align) noexcept {
-    return slab::class_of(align == slab::kQuantum && size < slab::kQuantum ? slab::kQuantum : size);
+    return slab::small_request_class(size, align);  // the slab layer's own rule
   }
 
   // The zone lock, with the zone clock set to the time read just before

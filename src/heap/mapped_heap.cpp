@@ -138,8 +138,8 @@ struct MappedHeap::Impl {
   MappedHeap* owner = nullptr;
   HeapOptions opt;
   Mapping map;
-  int lock_fd = -1;     // a description of our own, for the presence locks
-  bool own_lock_fd = false;  // opened for them (else it is the mapping's)
+  int lock_fd = -1;     // the presence locks' descriptor (see open_lock_fd)
+  bool own_lock_fd = false;  // opened for them, else it is the mapping's (closed with it)
   int opener = 0;       // the pid that opened it (a fork()ed child does not close it)
   bool writable = true;  // allocation and named objects allowed
   bool shared = true;    // changes reach other processes and the file
@@ -158,7 +158,7 @@ struct MappedHeap::Impl {
   bool unformatted = false;  // open_existing found no header yet (being created?)
 
   ~Impl() {
-    if (own_lock_fd) ::close(lock_fd);  // a close() that threw leaves it open
+    if (own_lock_fd) ::close(lock_fd);  // a close() that threw left it open; the mapping's closes with map
   }
 
   std::byte* base() const { return map.data(); }
@@ -253,13 +253,24 @@ struct MappedHeap::Impl {
   // no page table yet cost 60-140 us in a new process, a populate call for
   // it 10-25 us. A budget of kFirstTouches calls per open, then none: a
   // process that has been finding for a while has these pages mapped, and
-  // a call would be a wasted system call.
+  // a call would be a wasted system call; so would one in the process that
+  // created the heap (create() zeroes the budget). The object's page is
+  // populated after the directory lock is released (touch_object), so that
+  // the call does not hold up other processes. A populate for reading maps
+  // a shared file's page read-only: an object written next still takes a
+  // write fault, but not the read fault before it.
   static constexpr std::uint32_t kFirstTouches = 8;
   void first_touch(const void* p, std::size_t bytes) const noexcept {
     std::uint32_t left = first_touches.load(std::memory_order_relaxed);
     while (left != 0 && !first_touches.compare_exchange_weak(left, left - 1, std::memory_order_relaxed)) {
     }
     if (left != 0) prefetch_fn(const_cast<Impl*>(this), p, bytes);
+  }
+  // The object find() hands back: its first page, within the budget.
+  // Called without the directory lock, with what the entry said under it.
+  void* touch_object(std::uint64_t object, std::uint64_t size) const noexcept {
+    first_touch(base() + object, std::min<std::uint64_t>(size, pal::page_size()));
+    return base() + object;
   }
   cache::EngineOptions engine_options() {
     cache::EngineOptions eo;
@@ -342,6 +353,7 @@ struct MappedHeap::Impl {
       throw;
     }
     report.created = true;
+    first_touches.store(0, std::memory_order_relaxed);  // this process wrote every page it has
   }
 
   void format(std::size_t size, std::uint64_t engine_off, std::uint64_t locks_off, std::uint64_t zone_journal_off,
@@ -700,7 +712,6 @@ struct MappedHeap::Impl {
     if (e != nullptr) {
       check_type(*e, name, type);
       check_object(*e, name);
-      first_touch(base() + e->object, std::min<std::uint64_t>(e->size, pal::page_size()));
     }
     return e;
   }
@@ -920,56 +931,69 @@ void* MappedHeap::named_construct(std::string_view name, const detail::TypeTag& 
     m.fail(EINVAL, "a name must have 1 to " + std::to_string(kMaxName) + " bytes");
   if (!m.writable) m.fail(EROFS, "opened read-only: cannot construct '" + std::string(name) + "'");
   const std::uint64_t hash = heap::fnv1a(name.data(), name.size());
-  DirGuard g(m.dir_lock);
-  if (const DirEntry* e = m.find_typed(name, hash, type)) {
-    if (if_exists == 1) return m.base() + e->object;
-    m.fail(EEXIST, "named object '" + std::string(name) + "' exists");
-  }
-  DirTable* t = m.reserve_entry();
-  const std::size_t type_len = std::strlen(type.name);
-  void* obj = m.engine.allocate(type.size == 0 ? 1 : type.size, type.align);
-  void* str = obj != nullptr ? m.engine.allocate(name.size() + 1 + type_len + 1) : nullptr;
-  if (str == nullptr) {
-    if (obj != nullptr) m.engine.deallocate(obj);
-    m.fail(ENOMEM, "full: no room to construct '" + std::string(name) + "' (" + std::to_string(type.size) + " bytes)");
-  }
-  auto* s = static_cast<char*>(str);
-  std::memcpy(s, name.data(), name.size());
-  s[name.size()] = '\0';
-  std::memcpy(s + name.size() + 1, type.name, type_len + 1);
-  try {
-    ctor(obj, ctx);
-  } catch (...) {
-    m.engine.deallocate(obj);
-    m.engine.deallocate(str);
-    throw;
-  }
-  const std::uint32_t mask = t->capacity - 1;
-  std::uint32_t i = static_cast<std::uint32_t>(hash) & mask;
-  while (t->entries[i].state == DirState::live) i = (i + 1) & mask;
-  DirEntry& e = t->entries[i];
-  core::undo_save(e);
-  core::undo_save(&t->live, sizeof(std::uint32_t) * 2);  // live, deleted
-  const bool reuse = e.state == DirState::deleted;
-  e.name_len = static_cast<std::uint32_t>(name.size());
-  e.hash = hash;
-  e.strings = static_cast<std::uint64_t>(static_cast<std::byte*>(str) - m.base());
-  e.object = static_cast<std::uint64_t>(static_cast<std::byte*>(obj) - m.base());
-  e.size = type.size;
-  e.count = 1;
-  e.type_len = static_cast<std::uint32_t>(type_len);
-  e.align = static_cast<std::uint32_t>(type.align);
-  e.state = DirState::live;
-  t->live += 1;
-  if (reuse) t->deleted -= 1;
-  return obj;
+  // Found: its first page is populated once the lock is released.
+  std::uint64_t existing = 0, existing_size = 0;
+  void* made = [&]() -> void* {
+    DirGuard g(m.dir_lock);
+    if (const DirEntry* e = m.find_typed(name, hash, type)) {
+      if (if_exists != 1) m.fail(EEXIST, "named object '" + std::string(name) + "' exists");
+      existing = e->object;
+      existing_size = e->size;
+      return nullptr;
+    }
+    DirTable* t = m.reserve_entry();
+    const std::size_t type_len = std::strlen(type.name);
+    void* obj = m.engine.allocate(type.size == 0 ? 1 : type.size, type.align);
+    void* str = obj != nullptr ? m.engine.allocate(name.size() + 1 + type_len + 1) : nullptr;
+    if (str == nullptr) {
+      if (obj != nullptr) m.engine.deallocate(obj);
+      m.fail(ENOMEM, "full: no room to construct '" + std::string(name) + "' (" + std::to_string(type.size) + " bytes)");
+    }
+    auto* s = static_cast<char*>(str);
+    std::memcpy(s, name.data(), name.size());
+    s[name.size()] = '\0';
+    std::memcpy(s + name.size() + 1, type.name, type_len + 1);
+    try {
+      ctor(obj, ctx);
+    } catch (...) {
+      m.engine.deallocate(obj);
+      m.engine.deallocate(str);
+      throw;
+    }
+    const std::uint32_t mask = t->capacity - 1;
+    std::uint32_t i = static_cast<std::uint32_t>(hash) & mask;
+    while (t->entries[i].state == DirState::live) i = (i + 1) & mask;
+    DirEntry& e = t->entries[i];
+    core::undo_save(e);
+    core::undo_save(&t->live, sizeof(std::uint32_t) * 2);  // live, deleted
+    const bool reuse = e.state == DirState::deleted;
+    e.name_len = static_cast<std::uint32_t>(name.size());
+    e.hash = hash;
+    e.strings = static_cast<std::uint64_t>(static_cast<std::byte*>(str) - m.base());
+    e.object = static_cast<std::uint64_t>(static_cast<std::byte*>(obj) - m.base());
+    e.size = type.size;
+    e.count = 1;
+    e.type_len = static_cast<std::uint32_t>(type_len);
+    e.align = static_cast<std::uint32_t>(type.align);
+    e.state = DirState::live;
+    t->live += 1;
+    if (reuse) t->deleted -= 1;
+    return obj;
+  }();
+  return made != nullptr ? made : m.touch_object(existing, existing_size);
 }
 
 void* MappedHeap::named_find(std::string_view name, const detail::TypeTag& type) {
   Impl& m = *impl_;
-  DirGuard g(m.dir_lock);
-  const DirEntry* e = m.find_typed(name, heap::fnv1a(name.data(), name.size()), type);
-  return e != nullptr ? m.base() + e->object : nullptr;
+  std::uint64_t object = 0, size = 0;
+  {
+    DirGuard g(m.dir_lock);
+    const DirEntry* e = m.find_typed(name, heap::fnv1a(name.data(), name.size()), type);
+    if (e == nullptr) return nullptr;
+    object = e->object;
+    size = e->size;
+  }
+  return m.touch_object(object, size);  // its first page, after the lock
 }
 
 bool MappedHeap::named_destroy(std::string_view name, const detail::TypeTag& type, void (*dtor)(void*)) {

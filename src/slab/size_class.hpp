@@ -283,6 +283,17 @@ constexpr std::size_t class_size(ClassIndex cls) noexcept {
   return kClasses.size[cls];
 }
 
+// The class of a request of `size` bytes aligned to at most kQuantum (align
+// 0 or a power of two up to it): the size's class, except that a request
+// below 16 bytes that asks for 16-byte alignment takes the 16-byte class
+// (the 8-byte class is only 8-aligned). Both the engine's caches and the
+// slab layer pick a small request's class here, so that a sized free finds
+// the class the allocation took. REQUIRES: size <= kMaxSmallSize.
+constexpr ClassIndex small_request_class(std::size_t size, std::size_t align) noexcept {
+  return class_of(align == kQuantum && size < kQuantum ? kQuantum : size);
+}
+static_assert(class_of(0) == class_of(1), "a request of 0 bytes is served as one of 1");
+
 // A class whose objects hold `size` bytes and are all aligned to `align` (a
 // power of two) inside a page-aligned slab run: the smallest class that is a
 // multiple of align and >= size. kNoClass when size > kMaxSmallSize, when

@@ -98,11 +98,8 @@ class SlabHeap {
   // The class alloc(size, align) serves from, kNoClass if the page layer
   // serves it (a large block) or it cannot be met. Reads no memory.
   static unsigned request_class(std::size_t size, std::size_t align) noexcept {
-    if (size == 0) size = 1;
-    // Classes of 16 bytes and up are 16-byte aligned, the 8-byte class only
-    // 8: a small request that asks for 16 takes the 16-byte class.
-    if (align == kQuantum && size < kQuantum) size = kQuantum;
-    if (align <= kQuantum) return size <= kMaxSmallSize && (align & (align - 1)) == 0 ? class_of(size) : kNoClass;
+    if (align <= kQuantum)
+      return size <= kMaxSmallSize && (align & (align - 1)) == 0 ? small_request_class(size, align) : kNoClass;
     return class_for(size, align);
   }
   // The bytes alloc(size, align) promises: its class's object size, or

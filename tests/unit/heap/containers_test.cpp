@@ -343,7 +343,13 @@ TEST_F(ContainersTest, AllocatorBasics) {
   EXPECT_EQ(r.ptr[3], 5);
   a.deallocate(r.ptr, r.count);
   a.deallocate(big.ptr, big.count);
-  EXPECT_EQ(w.allocate_at_least(3).count, 3u) << "64-byte elements fill their class exactly";
+  const auto wide = w.allocate_at_least(3);
+  EXPECT_EQ(wide.count, 3u) << "64-byte elements fill their class exactly";
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(wide.ptr.get()) % 64, 0u);
+  w.deallocate(wide.ptr, wide.count);
+  const auto none = a.allocate_at_least(0);  // one byte's block: the 8-byte class
+  EXPECT_EQ(none.count, 2u);
+  a.deallocate(none.ptr, none.count);
   // Full: bad_alloc, as from new.
   EXPECT_THROW((void)a.allocate(std::size_t{1} << 40), std::bad_alloc);
   EXPECT_THROW((void)a.allocate(a.max_size() + 1), std::bad_array_new_length);

@@ -319,6 +319,20 @@ TEST_F(VectorTest, GrowthTakesWholeSizeClasses) {
   vector<char> c(h);
   c.push_back('a');
   EXPECT_EQ(c.capacity(), 8u);
+  // Elements of 5 bytes: growth asks for 4, 8, 16, 32, ... of them and gets
+  // what their size classes hold (20 -> 32 bytes, 60 -> 64, 120 -> 128,
+  // 250 -> 256).
+  struct Five {
+    char b[5];
+  };
+  vector<Five> f(h);
+  std::vector<std::size_t> grown;
+  for (int i = 0; i < 52; ++i) {
+    f.push_back(Five{{static_cast<char>(i), 0, 0, 0, static_cast<char>(i)}});
+    if (grown.empty() || f.capacity() != grown.back()) grown.push_back(f.capacity());
+  }
+  EXPECT_EQ(grown, (std::vector<std::size_t>{6, 12, 25, 51, 102}));
+  for (int i = 0; i < 52; ++i) ASSERT_EQ(f[static_cast<std::size_t>(i)].b[4], static_cast<char>(i));
   vector<std::uint32_t> r(h);
   r.reserve(3);  // 12 bytes: the 16-byte class holds 4
   EXPECT_EQ(r.capacity(), 4u);
@@ -346,6 +360,8 @@ TEST_F(VectorTest, GrowthTakesWholeSizeClasses) {
   for (auto* x : {&v, &r}) x->shrink_to_fit();
   s.shrink_to_fit();
   c.shrink_to_fit();
+  f.clear();
+  f.shrink_to_fit();
   EXPECT_TRUE(h.check().ok) << h.check().message;
   EXPECT_EQ(h.stats().used_bytes, 0u) << "every block given back with the count allocate_at_least returned";
 }
