@@ -1010,8 +1010,12 @@ Report reopen_in_new_program(const Place& place, const std::string& name, std::u
 
 // The new program's side: argv = {_, kReopenProgram, kind, place, name, id, fd}.
 int reopen_program_main(int argc, char** argv) {
-  if (argc != 7) return 2;
-  const Place place{static_cast<Kind>(std::atoi(argv[2])), argv[3]};
+  const int kind = argc == 7 ? std::atoi(argv[2]) : -1;
+  if (kind < 0 || std::find(kMappedKinds.begin(), kMappedKinds.end(), static_cast<Kind>(kind)) == kMappedKinds.end()) {
+    std::fprintf(stderr, "heap_bench %s: internal option, used by the reopen workload\n", kReopenProgram);
+    return 2;
+  }
+  const Place place{static_cast<Kind>(kind), argv[3]};
   Report rep;
   try {
     rep = with_mapped_arena(place.kind, [&]<class Arena>(std::type_identity<Arena>) {

@@ -207,8 +207,7 @@ class allocator {
   // heap of this process maps the allocator's heap.
   [[nodiscard]] pointer allocate(size_type n) {
     if (n > max_size()) throw std::bad_array_new_length();
-    const size_type bytes = n == 0 ? 1 : n * sizeof(T);
-    void* p = heap().allocate(bytes, alignof(T));
+    void* p = heap().allocate(bytes_for(n), alignof(T));
     if (p == nullptr) throw std::bad_alloc();
     return pointer(static_cast<T*>(p));
   }
@@ -217,14 +216,14 @@ class allocator {
   // what deallocate must be given back. mapheap::vector grows by it.
   [[nodiscard]] allocation_result<pointer> allocate_at_least(size_type n) {
     const pointer p = allocate(n);
-    const size_type fits = MappedHeap::good_size(n == 0 ? 1 : n * sizeof(T), alignof(T)) / sizeof(T);
+    const size_type fits = MappedHeap::good_size(bytes_for(n), alignof(T)) / sizeof(T);
     return {p, fits > n ? fits : n};
   }
   void deallocate(pointer p, size_type n) noexcept {
     if (!p) return;
     MappedHeap* h = MappedHeap::of(base_.get());
     if (h == nullptr) detail::allocator_without_heap(base_.get(), p.get());
-    h->deallocate(p.get(), n == 0 ? 1 : n * sizeof(T), alignof(T));  // as allocate asked
+    h->deallocate(p.get(), bytes_for(n), alignof(T));  // as allocate asked, up to its good size
   }
   size_type max_size() const noexcept {
     return std::numeric_limits<size_type>::max() / sizeof(T);
@@ -248,6 +247,9 @@ class allocator {
   }
 
  private:
+  // What allocate(n) asks the heap for (a zero-length array takes a byte).
+  // REQUIRES: n <= max_size().
+  static constexpr size_type bytes_for(size_type n) noexcept { return n == 0 ? 1 : n * sizeof(T); }
   offset_ptr<void> base_;
 };
 

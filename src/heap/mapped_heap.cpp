@@ -715,6 +715,50 @@ struct MappedHeap::Impl {
     }
     return e;
   }
+  // A new entry for `name` (whose hash is `hash`) holding a `type` built by
+  // ctor(obj, ctx), its strings beside it; the object. Under the directory
+  // lock, with no live entry of that name.
+  void* add_entry(std::string_view name, std::uint64_t hash, const detail::TypeTag& type,
+                  void (*ctor)(void*, void*), void* ctx) {
+    DirTable* t = reserve_entry();
+    const std::size_t type_len = std::strlen(type.name);
+    void* obj = engine.allocate(type.size == 0 ? 1 : type.size, type.align);
+    void* str = obj != nullptr ? engine.allocate(name.size() + 1 + type_len + 1) : nullptr;
+    if (str == nullptr) {
+      if (obj != nullptr) engine.deallocate(obj);
+      fail(ENOMEM, "full: no room to construct '" + std::string(name) + "' (" + std::to_string(type.size) + " bytes)");
+    }
+    auto* s = static_cast<char*>(str);
+    std::memcpy(s, name.data(), name.size());
+    s[name.size()] = '\0';
+    std::memcpy(s + name.size() + 1, type.name, type_len + 1);
+    try {
+      ctor(obj, ctx);
+    } catch (...) {
+      engine.deallocate(obj);
+      engine.deallocate(str);
+      throw;
+    }
+    const std::uint32_t mask = t->capacity - 1;
+    std::uint32_t i = static_cast<std::uint32_t>(hash) & mask;
+    while (t->entries[i].state == DirState::live) i = (i + 1) & mask;
+    DirEntry& e = t->entries[i];
+    core::undo_save(e);
+    core::undo_save(&t->live, sizeof(std::uint32_t) * 2);  // live, deleted
+    const bool reuse = e.state == DirState::deleted;
+    e.name_len = static_cast<std::uint32_t>(name.size());
+    e.hash = hash;
+    e.strings = static_cast<std::uint64_t>(static_cast<std::byte*>(str) - base());
+    e.object = static_cast<std::uint64_t>(static_cast<std::byte*>(obj) - base());
+    e.size = type.size;
+    e.count = 1;
+    e.type_len = static_cast<std::uint32_t>(type_len);
+    e.align = static_cast<std::uint32_t>(type.align);
+    e.state = DirState::live;
+    t->live += 1;
+    if (reuse) t->deleted -= 1;
+    return obj;
+  }
   // Room for one more entry: a larger table, published by one journaled store.
   DirTable* reserve_entry() {
     DirTable* t = table();
@@ -931,56 +975,16 @@ void* MappedHeap::named_construct(std::string_view name, const detail::TypeTag& 
     m.fail(EINVAL, "a name must have 1 to " + std::to_string(kMaxName) + " bytes");
   if (!m.writable) m.fail(EROFS, "opened read-only: cannot construct '" + std::string(name) + "'");
   const std::uint64_t hash = heap::fnv1a(name.data(), name.size());
-  // Found: its first page is populated once the lock is released.
   std::uint64_t existing = 0, existing_size = 0;
-  void* made = [&]() -> void* {
+  {
     DirGuard g(m.dir_lock);
-    if (const DirEntry* e = m.find_typed(name, hash, type)) {
-      if (if_exists != 1) m.fail(EEXIST, "named object '" + std::string(name) + "' exists");
-      existing = e->object;
-      existing_size = e->size;
-      return nullptr;
-    }
-    DirTable* t = m.reserve_entry();
-    const std::size_t type_len = std::strlen(type.name);
-    void* obj = m.engine.allocate(type.size == 0 ? 1 : type.size, type.align);
-    void* str = obj != nullptr ? m.engine.allocate(name.size() + 1 + type_len + 1) : nullptr;
-    if (str == nullptr) {
-      if (obj != nullptr) m.engine.deallocate(obj);
-      m.fail(ENOMEM, "full: no room to construct '" + std::string(name) + "' (" + std::to_string(type.size) + " bytes)");
-    }
-    auto* s = static_cast<char*>(str);
-    std::memcpy(s, name.data(), name.size());
-    s[name.size()] = '\0';
-    std::memcpy(s + name.size() + 1, type.name, type_len + 1);
-    try {
-      ctor(obj, ctx);
-    } catch (...) {
-      m.engine.deallocate(obj);
-      m.engine.deallocate(str);
-      throw;
-    }
-    const std::uint32_t mask = t->capacity - 1;
-    std::uint32_t i = static_cast<std::uint32_t>(hash) & mask;
-    while (t->entries[i].state == DirState::live) i = (i + 1) & mask;
-    DirEntry& e = t->entries[i];
-    core::undo_save(e);
-    core::undo_save(&t->live, sizeof(std::uint32_t) * 2);  // live, deleted
-    const bool reuse = e.state == DirState::deleted;
-    e.name_len = static_cast<std::uint32_t>(name.size());
-    e.hash = hash;
-    e.strings = static_cast<std::uint64_t>(static_cast<std::byte*>(str) - m.base());
-    e.object = static_cast<std::uint64_t>(static_cast<std::byte*>(obj) - m.base());
-    e.size = type.size;
-    e.count = 1;
-    e.type_len = static_cast<std::uint32_t>(type_len);
-    e.align = static_cast<std::uint32_t>(type.align);
-    e.state = DirState::live;
-    t->live += 1;
-    if (reuse) t->deleted -= 1;
-    return obj;
-  }();
-  return made != nullptr ? made : m.touch_object(existing, existing_size);
+    const DirEntry* e = m.find_typed(name, hash, type);
+    if (e == nullptr) return m.add_entry(name, hash, type, ctor, ctx);
+    if (if_exists != 1) m.fail(EEXIST, "named object '" + std::string(name) + "' exists");
+    existing = e->object;
+    existing_size = e->size;
+  }
+  return m.touch_object(existing, existing_size);  // its first page, after the lock
 }
 
 void* MappedHeap::named_find(std::string_view name, const detail::TypeTag& type) {
