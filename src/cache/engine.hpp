@@ -59,6 +59,13 @@ struct EngineOptions {
   // a compiled slab run table (slab::runs_for: 4, 8, 16 or 64 KiB).
   std::size_t page_size = 0;
   CacheMode cache = CacheMode::automatic;
+  // How many objects a class's cache array keeps at most: about 64 KiB of
+  // them, at least this many (2 to cache::kMinCapacity; cache::class_limit).
+  // A higher floor means fewer misses of the big classes, each a locked
+  // batch, for more memory parked in the arrays. The process heap keeps 16;
+  // the mapped heap, whose misses take a lock in the mapping and journal
+  // every slab operation, fills the arrays to their capacity.
+  std::uint32_t cache_floor = 16;
   // How free pages go back to the OS: the region's method (Mapping::release,
   // which picks MADV_DONTNEED or hole punching). Null: pages are never released.
   page::Buddy::ReleaseFn release = nullptr;
@@ -157,6 +164,7 @@ struct EngineStats {
   CacheMode cache_mode = CacheMode::none;
   std::uint32_t cpu_slots = 0;
   std::uint32_t thread_slots = 0;
+  std::uint32_t cache_floor = 0;  // EngineOptions::cache_floor, as clamped
 };
 
 // JSON text of a snapshot (cache/front_cache.cpp); returns the length needed.
@@ -378,6 +386,7 @@ class Engine {
     s.cache_mode = mode_;
     s.cpu_slots = cache_.cpu_slots();
     s.thread_slots = cache_.thread_slots();
+    s.cache_floor = std::clamp(options_.cache_floor, kMinCacheFloor, kMinCapacity);
     return s;
   }
 
@@ -489,6 +498,8 @@ class Engine {
     shift_ = static_cast<unsigned>(std::countr_zero(zone_.header().page_size));
     arena_off_ = std::uint64_t{zone_.first_page()} << shift_;
     refresh_limit();
+    for (unsigned cls = 0; cls < slab::kClassCount; ++cls)
+      fill_[cls] = static_cast<std::uint16_t>(class_limit(cls, options_.cache_floor));
     key_ = cache_.key();
 #if MAPHEAP_CHECKED
     verify_all_ = true;
@@ -627,13 +638,14 @@ class Engine {
       t_refs[0].slot = cache_.claim_thread_slot();
   }
 
-  // Pop and push on the calling CPU's array (rseq), by class.
+  // Pop and push on the calling CPU's array (rseq), by class. A pop is
+  // bounded by the array's capacity (a count read from the region is checked
+  // against what the layout holds), a push by this engine's limit.
   std::uint64_t cpu_pop(unsigned cls) noexcept {
     return rseq_pop<kSlot.bytes>(cache_.class_base(cls), cache_.cpu_slots(), class_capacity(cls));
   }
   bool cpu_push(unsigned cls, std::uint64_t off) noexcept {
-    return rseq_push<kSlot.bytes>(cache_.class_base(cls), cache_.cpu_slots(), class_capacity(cls),
-                                  off);
+    return rseq_push<kSlot.bytes>(cache_.class_base(cls), cache_.cpu_slots(), fill_[cls], off);
   }
   // Raw pop and push on the calling CPU's (or thread's) array: offsets, no
   // key handling and no counting.
@@ -651,7 +663,7 @@ class Engine {
     if (mode_ != CacheMode::per_thread) return false;
     const std::uint32_t slot = thread_slot();
     if (slot == kNoSlot) return false;
-    return array_push(cache_.array(slot, cls), class_capacity(cls), off);
+    return array_push(cache_.array(slot, cls), fill_[cls], off);
   }
   bool has_array() noexcept {
     if (mode_ == CacheMode::per_cpu) {
@@ -784,7 +796,7 @@ class Engine {
     // No array for this thread (its CPU is beyond the slots, or every thread
     // slot is taken): a batch would only go back; the locked path serves it.
     if (!has_array()) return nullptr;
-    const std::uint32_t want = class_capacity(cls) / 2;
+    const std::uint32_t want = fill_[cls] / 2u;
     void* batch[kMaxCapacity / 2];
     slab::SlabHeap::FreshPages fresh;
     unsigned n;
@@ -866,7 +878,7 @@ class Engine {
   bool transfer_give(unsigned cls, void* const* batch, unsigned n) noexcept {
     if (!cache_.has_transfer()) return false;
     ClassArray* t = cache_.transfer(cls);
-    if (count_of(load_relaxed(t->word)) + n > class_capacity(cls)) return false;
+    if (count_of(load_relaxed(t->word)) + n > fill_[cls]) return false;
     core::undo_save(t->word);
     for (unsigned i = 0; i < n; ++i)
       (void)array_push(t, class_capacity(cls), offset_of(static_cast<const std::byte*>(batch[i])));
@@ -906,7 +918,7 @@ class Engine {
     void* batch[kMaxCapacity / 2 + 1];
     unsigned n = 0;
     batch[n++] = p;
-    for (std::uint32_t want = class_capacity(cls) / 2; n <= want;) {
+    for (std::uint32_t want = fill_[cls] / 2u; n <= want;) {
       const std::uint64_t off = cache_take(cls);
       if (off == 0) break;
 #ifdef MAPHEAP_TSAN
@@ -1220,6 +1232,9 @@ class Engine {
   CacheMode mode_ = CacheMode::none;
   std::uint64_t id_ = 0;
   std::uint64_t metadata_pages_ = 0;
+  // Each class's cache limit (class_limit with options_.cache_floor): how
+  // full a push, a refill and the transfer slot may fill its arrays.
+  std::array<std::uint16_t, slab::kClassCount> fill_{};
   alignas(64) Lock lock_;
   alignas(64) std::atomic<std::uint32_t> last_decay_{0};
   std::atomic<bool> decaying_{false};

@@ -11,7 +11,7 @@ namespace mapheap::cache {
 namespace {
 
 constexpr std::uint64_t kCacheMagic = 0x4548434143504d00ull;  // "\0MPCACHE"
-constexpr std::uint32_t kCacheVersion = 2;  // 2: the transfer slot
+constexpr std::uint32_t kCacheVersion = 3;  // 2: the transfer slot; 3: arrays of 32 objects or more
 
 constexpr std::size_t slots_offset() noexcept {
   return (sizeof(CacheHeader) + 63) / 64 * 64;

@@ -39,17 +39,20 @@
 
 namespace mapheap::cache {
 
-// Objects a class's array holds: about kCacheBytes of them, 16 to 256.
-// The floor of 16 is for the big classes (4 KiB and up): a class's count
-// walks up and down with the program's frees and allocations, and an array
-// refilled or drained to half its capacity meets an end again after about
-// (capacity / 2)^2 operations. At 4 objects that was every 4th operation of
-// a class, each a locked batch of objects that went cold in the slabs; 16
-// makes it every 64th (docs/design/engine.md, "Capacity"). The price is
-// memory: a CPU's arrays hold at most 14.2 MiB of free objects (5.8 MiB at a
-// floor of 4).
+// Objects a class's array holds: about kCacheBytes of them, 32 to 256. This is
+// the slots' layout, the same for every engine; how full an engine lets its
+// arrays get is its own policy (class_limit, below).
+//
+// The floor: a class's count walks up and down with the program's frees and
+// allocations, and an array refilled or drained to half its limit meets an
+// end again after about (limit / 2)^2 operations, each end a locked batch of
+// objects that went cold in the slabs. At 4 (engine v2) that was every 4th
+// operation of a big class; at 16, every 64th; at 32, every 256th
+// (docs/design/engine.md, "Capacity"). The price is memory: a CPU's arrays
+// filled to their limits hold at most 26.2 MiB of free objects at a floor of
+// 32, 14.2 MiB at 16 and 5.8 MiB at 4. A slot is 63.1 KiB (58 at 16).
 inline constexpr std::size_t kCacheBytes = 64 * 1024;
-inline constexpr std::uint32_t kMinCapacity = 16;
+inline constexpr std::uint32_t kMinCapacity = 32;
 inline constexpr std::uint32_t kMaxCapacity = 256;
 // A table, so that the fast paths never divide.
 inline constexpr auto kClassCapacity = [] {
@@ -63,6 +66,23 @@ inline constexpr auto kClassCapacity = [] {
 constexpr std::uint32_t class_capacity(unsigned cls) noexcept {
   return kClassCapacity[cls];
 }
+
+// How many objects an engine keeps in a class's array at most: about
+// kCacheBytes of them, at least `floor` (2 to kMinCapacity), at most the
+// capacity (EngineOptions::cache_floor). A miss costs the shared heap more
+// than the process heap: its lock is in the mapping, and every slab operation
+// under it is journaled for crash recovery. The shared heap fills its arrays
+// to the capacity (floor 32: its alloc loop ran 1.1-1.6x faster than at 16);
+// the process heap keeps a floor of 16 (at 32 its workloads were no faster
+// and held more memory). docs/design/engine.md, "Capacity".
+inline constexpr std::uint32_t kMinCacheFloor = 2;
+constexpr std::uint32_t class_limit(unsigned cls, std::uint32_t floor) noexcept {
+  const std::size_t n = kCacheBytes / slab::class_size(cls);
+  const std::uint32_t f = std::clamp(floor, kMinCacheFloor, kMinCapacity);
+  return static_cast<std::uint32_t>(std::clamp<std::size_t>(n, f, class_capacity(cls)));
+}
+static_assert(class_limit(slab::kClassCount - 1, kMinCapacity) == class_capacity(slab::kClassCount - 1));
+static_assert(class_limit(0, 16) == class_capacity(0));
 
 // One class's array in a slot. Its capacity is the compiled
 // class_capacity(cls), never a number read from the mapping.

@@ -9,8 +9,8 @@ std::size_t render_stats_json(const EngineStats& s, char* buf, std::size_t cap) 
   if (cap > 0) buf[0] = '\0';
   using ull = unsigned long long;
   const EngineCounters& c = s.counters;
-  out.printf("{\"cache\":{\"mode\":\"%s\",\"cpu_slots\":%u,\"thread_slots\":%u},",
-             to_string(s.cache_mode), s.cpu_slots, s.thread_slots);
+  out.printf("{\"cache\":{\"mode\":\"%s\",\"cpu_slots\":%u,\"thread_slots\":%u,\"floor\":%u},",
+             to_string(s.cache_mode), s.cpu_slots, s.thread_slots, s.cache_floor);
   out.printf("\"counters\":{\"allocations\":%lld,\"frees\":%lld,\"bytes_in_use\":%lld,",
              static_cast<long long>(c.allocations), static_cast<long long>(c.frees),
              static_cast<long long>(c.bytes_in_use));

@@ -44,12 +44,13 @@ std::string validate_header(const HeapHeader& h, std::uint64_t file_bytes, bool 
   if (header_checksum(h) != h.checksum) return "corrupt header: checksum mismatch";
   const auto older = [](const char* what) {
     return std::string("made by an older mapheap (") + what +
-           "); this build opens engine v3 heaps only (classes up to 64 KiB, cache arrays of 16 "
+           "); this build opens engine v4 heaps only (classes up to 64 KiB, cache arrays of 32 "
            "objects or more)";
   };
   if ((h.incompat & kIncompatEngineV1) != 0) return older("engine v1: slab classes up to 32 KiB");
   if ((h.incompat & kIncompatEngineV2) != 0) return older("engine v2: cache arrays of 4 objects or more");
-  if ((h.incompat & kIncompatEngineV3) == 0) return "corrupt header: no engine feature bit";
+  if ((h.incompat & kIncompatEngineV3) != 0) return older("engine v3: cache arrays of 16 objects or more");
+  if ((h.incompat & kIncompatEngineV4) == 0) return "corrupt header: no engine feature bit";
   if ((h.incompat & kIncompatOffsetPtrV2) == 0)
     return "made by an older mapheap (offset_ptr v1: null stored as the distance 1); this build "
            "reads null offset_ptrs as words with the sign bit clear";
@@ -288,6 +289,9 @@ struct MappedHeap::Impl {
       eo.release_ctx = this;
     }
     eo.checked = opt.checked;
+    // Its caches' misses take the lock in the mapping and journal every slab
+    // operation: the arrays are filled to their capacity (engine v4).
+    eo.cache_floor = cache::kMinCapacity;
     return eo;
   }
 
@@ -364,7 +368,7 @@ struct MappedHeap::Impl {
     HeapHeader h{};
     h.version = heap::kHeapVersion;
     h.header_bytes = sizeof(HeapHeader);
-    h.incompat = heap::kIncompatEngineV3 | heap::kIncompatOffsetPtrV2;
+    h.incompat = heap::kIncompatEngineV4 | heap::kIncompatOffsetPtrV2;
     h.page_size = static_cast<std::uint32_t>(page);
     h.zone_journal_entries = heap::kZoneJournalEntries;
     h.dir_journal_entries = heap::kDirJournalEntries;

@@ -32,16 +32,17 @@ inline constexpr std::uint32_t kHeapVersion = 1;
 // The engine's layout in the mapping: exactly one of these is set. v1 had 73
 // slab classes up to 32 KiB; v2 has 81 up to 64 KiB (the cache slots and the
 // classes' slab runs differ); v3 holds at least 16 objects in each class's
-// cache array, where v2 held 4 (the cache slots differ). v3 is the only one
-// this build opens.
+// cache array, where v2 held 4 (the cache slots differ); v4 holds at least 32
+// (the cache slots differ again). v4 is the only one this build opens.
 inline constexpr std::uint64_t kIncompatEngineV1 = 1u << 0;  // buddy v1 + slab (to 32 KiB) + cache run v2
 inline constexpr std::uint64_t kIncompatEngineV2 = 1u << 1;  // buddy v1 + slab (to 64 KiB) + cache run v2
 inline constexpr std::uint64_t kIncompatEngineV3 = 1u << 2;  // v2 + cache arrays of 16 to 256 objects
+inline constexpr std::uint64_t kIncompatEngineV4 = 1u << 4;  // v2 + cache arrays of 32 to 256 objects
 // The user data's offset_ptrs: null is any word with the sign bit clear
 // (mapheap/offset_ptr.hpp). Heaps without it stored null as the tagged
 // distance 1, which this build would read as a pointer.
 inline constexpr std::uint64_t kIncompatOffsetPtrV2 = 1u << 3;
-inline constexpr std::uint64_t kIncompatKnown = kIncompatEngineV3 | kIncompatOffsetPtrV2;
+inline constexpr std::uint64_t kIncompatKnown = kIncompatEngineV4 | kIncompatOffsetPtrV2;
 inline constexpr std::uint64_t kRoCompatKnown = 0;
 
 inline constexpr std::uint32_t kZoneJournalEntries = 16384;  // 1 MiB

@@ -150,8 +150,8 @@ TEST_P(EngineModes, TransferSlotPassesBatchesBetweenCaches) {
   EXPECT_EQ(st.cached_objects[cls], st.slabs.inuse_objects[cls]);
   const ClassArray* t = e.front_cache().transfer(cls);
   // One overflow batch: the freed object and half the array; a second did
-  // not fit in the class's capacity and went to the slabs.
-  EXPECT_EQ(t->word & 0xffff, cache::class_capacity(cls) / 2 + 1);
+  // not fit in the class's limit and went to the slabs.
+  EXPECT_EQ(t->word & 0xffff, cache::class_limit(cls, EngineOptions{}.cache_floor) / 2 + 1);
   // A double free of an object in any cache, the transfer slot included.
   const std::uint64_t base = reinterpret_cast<std::uintptr_t>(m.data());
   void* in_transfer = reinterpret_cast<void*>(base + t->items[0]);
@@ -167,6 +167,44 @@ TEST_P(EngineModes, TransferSlotPassesBatchesBetweenCaches) {
   EXPECT_EQ(st.cached_objects[cls], 0u);
   EXPECT_EQ(st.slabs.inuse_objects[cls], 0u);
   expect_valid(e);
+}
+
+// How full an engine lets a class's arrays get is its own policy
+// (EngineOptions::cache_floor), within the layout's capacity: for 8 KiB
+// objects (8 of them make the 64 KiB an array aims at) the limit is the
+// floor. Frees fill an array to the limit, not past it, and the first
+// overflow batch, which the transfer slot takes, is the freed object and
+// half the limit; a second does not fit there.
+TEST_P(EngineModes, CacheFloorSetsHowFullArraysGet) {
+  if (GetParam() == CacheMode::none) GTEST_SKIP() << "no front caches";
+  const unsigned cls = slab::class_of(8192);
+  ASSERT_EQ(slab::class_size(cls), 8192u);
+  EXPECT_EQ(cache::class_limit(cls, 0), 8u);                   // clamped up to 2: 8 of them still
+  EXPECT_EQ(cache::class_limit(cls, 1000), cache::kMinCapacity);  // clamped to the capacity
+  for (const std::uint32_t floor : {4u, 16u, 32u}) {
+    SCOPED_TRACE(floor);
+    const std::uint32_t limit = cache::class_limit(cls, floor);
+    ASSERT_EQ(limit, std::max(floor, 8u));
+    ASSERT_LE(limit, cache::class_capacity(cls));
+    Mapping m = Mapping::create(MappingOptions::anonymous(64 << 20));
+    TestEngine e;
+    EngineOptions o = options_for(m, GetParam());
+    o.cache_floor = floor;
+    ASSERT_TRUE(e.format(m.data(), m.size(), o));
+    EXPECT_EQ(e.stats().cache_floor, floor);
+    std::vector<void*> v;
+    for (int i = 0; i < 200; ++i) v.push_back(e.allocate(8192));
+    for (void* p : v) e.deallocate(p);
+    const FrontCache& c = e.front_cache();
+    EXPECT_EQ(c.transfer(cls)->word & 0xffff, limit / 2 + 1);
+    std::uint64_t fullest = 0;
+    for (std::uint32_t s = 0; s < c.slots(); ++s) fullest = std::max(fullest, c.array(s, cls)->word & 0xffff);
+    EXPECT_GE(fullest, limit / 2);  // drained to half the limit at each overflow, then refilled
+    EXPECT_LE(fullest, limit);
+    expect_valid(e);
+    e.trim();
+    EXPECT_EQ(e.stats().cached_objects[cls], 0u);
+  }
 }
 
 // A program that writes over a freed object (erasing the key that marks it

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "core/journal.hpp"
 #include "heap/mapped_heap_format.hpp"
@@ -884,6 +885,33 @@ TEST(MappedHeapGc, ReclaimsWhatKilledProcessesLeaked) {
   EXPECT_TRUE(c.ok) << c.message;
 }
 
+// A shared heap fills its cache arrays to their capacity (engine v4: cache
+// floor 32), where the process heap stops at 16 for the big classes: a miss
+// here takes the lock in the mapping and journals its slab operations. 200
+// blocks of 8 KiB freed by one thread leave at least 33 of them cached (an
+// array drained to 16 at its last overflow, and the transfer slot's batch of
+// 17); a floor of 16 keeps at most 25 on one CPU (16, and a batch of 9).
+TEST(MappedHeapCache, SharedHeapFillsCacheArraysToCapacity) {
+  TempDir dir;
+  MappedHeap h = MappedHeap::open(HeapOptions::file(dir.file("cache.heap"), HeapMode::create).with_size(32 * kMiB));
+  std::vector<void*> v;
+  for (int i = 0; i < 200; ++i) {
+    v.push_back(h.allocate(8192));
+    ASSERT_NE(v.back(), nullptr);
+  }
+  for (void* p : v) h.deallocate(p);
+  const nlohmann::json j = nlohmann::json::parse(h.stats().json);
+  if (j["cache"]["mode"] == "none") GTEST_SKIP() << "no front caches here";
+  EXPECT_EQ(j["cache"]["floor"], 32);
+  std::uint64_t cached = 0;
+  for (const auto& c : j["classes"])
+    if (c["size"] == 8192) cached = c["cached"].get<std::uint64_t>();
+  EXPECT_GE(cached, 33u);
+  EXPECT_LE(cached, 200u);
+  const HeapCheck chk = h.check();
+  EXPECT_TRUE(chk.ok) << chk.message;
+}
+
 // ---------------------------------------------------------------- snapshot
 
 TEST(MappedHeapSnapshot, ACopyTakenWhileOpenOpensAsAHeap) {
@@ -974,14 +1002,16 @@ TEST_F(BadFiles, UnknownIncompatibleFeature) {
   patch(0, &h, offsetof(heap::HeapHeader, clean));
   expect_refused("features");
 }
-// Heaps of the older engine layouts (v1: size classes to 32 KiB; v2: cache
-// arrays of 4 objects for the big classes) are refused with that reason,
-// not misread with this build's classes and cache slots.
+// Heaps of the older engine layouts (v1: size classes to 32 KiB; v2 and v3:
+// cache arrays of 4 and 16 objects for the big classes) are refused with that
+// reason, not misread with this build's classes and cache slots; an engine v4
+// heap without the offset_ptr v2 bit, for its null pointers.
 TEST_F(BadFiles, OlderEngineLayouts) {
   const std::pair<std::uint64_t, const char*> older[] = {
       {heap::kIncompatEngineV1, "older mapheap (engine v1"},
       {heap::kIncompatEngineV2, "older mapheap (engine v2"},
-      {heap::kIncompatEngineV3, "older mapheap (offset_ptr v1"}};
+      {heap::kIncompatEngineV3 | heap::kIncompatOffsetPtrV2, "older mapheap (engine v3"},
+      {heap::kIncompatEngineV4, "older mapheap (offset_ptr v1"}};
   for (const auto& [bit, why] : older) {
     SCOPED_TRACE(why);
     heap::HeapHeader h = header();
