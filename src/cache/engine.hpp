@@ -386,7 +386,7 @@ class Engine {
     s.cache_mode = mode_;
     s.cpu_slots = cache_.cpu_slots();
     s.thread_slots = cache_.thread_slots();
-    s.cache_floor = std::clamp(options_.cache_floor, kMinCacheFloor, kMinCapacity);
+    s.cache_floor = cache_floor_of(options_.cache_floor);
     return s;
   }
 
@@ -499,7 +499,7 @@ class Engine {
     arena_off_ = std::uint64_t{zone_.first_page()} << shift_;
     refresh_limit();
     for (unsigned cls = 0; cls < slab::kClassCount; ++cls)
-      fill_[cls] = static_cast<std::uint16_t>(class_limit(cls, options_.cache_floor));
+      cache_limit_[cls] = static_cast<std::uint16_t>(class_limit(cls, options_.cache_floor));
     key_ = cache_.key();
 #if MAPHEAP_CHECKED
     verify_all_ = true;
@@ -645,7 +645,7 @@ class Engine {
     return rseq_pop<kSlot.bytes>(cache_.class_base(cls), cache_.cpu_slots(), class_capacity(cls));
   }
   bool cpu_push(unsigned cls, std::uint64_t off) noexcept {
-    return rseq_push<kSlot.bytes>(cache_.class_base(cls), cache_.cpu_slots(), fill_[cls], off);
+    return rseq_push<kSlot.bytes>(cache_.class_base(cls), cache_.cpu_slots(), cache_limit_[cls], off);
   }
   // Raw pop and push on the calling CPU's (or thread's) array: offsets, no
   // key handling and no counting.
@@ -663,7 +663,7 @@ class Engine {
     if (mode_ != CacheMode::per_thread) return false;
     const std::uint32_t slot = thread_slot();
     if (slot == kNoSlot) return false;
-    return array_push(cache_.array(slot, cls), fill_[cls], off);
+    return array_push(cache_.array(slot, cls), cache_limit_[cls], off);
   }
   bool has_array() noexcept {
     if (mode_ == CacheMode::per_cpu) {
@@ -746,7 +746,8 @@ class Engine {
       // The region cannot grow: before failing, take back what the caches
       // park (every CPU's arrays, the transfer slot, this thread's and dead
       // threads' slots) and the empty slabs, and try once more. The front
-      // caches may hold 14 MiB a CPU of objects no other size can use. (Not
+      // caches may hold 14 MiB a CPU of objects no other size can use (26 MiB
+      // at the mapped heap's floor of 32: cache::class_limit). (Not
       // for a request larger than the whole region: nothing could serve it.)
       if (reclaimed || size > zone_.region_bytes()) break;
       reclaim_parked();
@@ -796,7 +797,7 @@ class Engine {
     // No array for this thread (its CPU is beyond the slots, or every thread
     // slot is taken): a batch would only go back; the locked path serves it.
     if (!has_array()) return nullptr;
-    const std::uint32_t want = fill_[cls] / 2u;
+    const std::uint32_t want = cache_limit_[cls] / 2u;
     void* batch[kMaxCapacity / 2];
     slab::SlabHeap::FreshPages fresh;
     unsigned n;
@@ -878,7 +879,7 @@ class Engine {
   bool transfer_give(unsigned cls, void* const* batch, unsigned n) noexcept {
     if (!cache_.has_transfer()) return false;
     ClassArray* t = cache_.transfer(cls);
-    if (count_of(load_relaxed(t->word)) + n > fill_[cls]) return false;
+    if (count_of(load_relaxed(t->word)) + n > cache_limit_[cls]) return false;
     core::undo_save(t->word);
     for (unsigned i = 0; i < n; ++i)
       (void)array_push(t, class_capacity(cls), offset_of(static_cast<const std::byte*>(batch[i])));
@@ -918,7 +919,7 @@ class Engine {
     void* batch[kMaxCapacity / 2 + 1];
     unsigned n = 0;
     batch[n++] = p;
-    for (std::uint32_t want = fill_[cls] / 2u; n <= want;) {
+    for (std::uint32_t want = cache_limit_[cls] / 2u; n <= want;) {
       const std::uint64_t off = cache_take(cls);
       if (off == 0) break;
 #ifdef MAPHEAP_TSAN
@@ -1234,7 +1235,7 @@ class Engine {
   std::uint64_t metadata_pages_ = 0;
   // Each class's cache limit (class_limit with options_.cache_floor): how
   // full a push, a refill and the transfer slot may fill its arrays.
-  std::array<std::uint16_t, slab::kClassCount> fill_{};
+  std::array<std::uint16_t, slab::kClassCount> cache_limit_{};
   alignas(64) Lock lock_;
   alignas(64) std::atomic<std::uint32_t> last_decay_{0};
   std::atomic<bool> decaying_{false};

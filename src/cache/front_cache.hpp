@@ -72,14 +72,17 @@ constexpr std::uint32_t class_capacity(unsigned cls) noexcept {
 // capacity (EngineOptions::cache_floor). A miss costs the shared heap more
 // than the process heap: its lock is in the mapping, and every slab operation
 // under it is journaled for crash recovery. The shared heap fills its arrays
-// to the capacity (floor 32: its alloc loop ran 1.1-1.6x faster than at 16);
-// the process heap keeps a floor of 16 (at 32 its workloads were no faster
-// and held more memory). docs/design/engine.md, "Capacity".
+// to the capacity (floor 32: its alloc loop ran faster than at 16, by 1.1x
+// in one process on a new heap up to 2x with two processes); the process heap
+// keeps a floor of 16 (at 32 its workloads were no faster and held more
+// memory). docs/design/engine.md, "Capacity and limit".
 inline constexpr std::uint32_t kMinCacheFloor = 2;
+constexpr std::uint32_t cache_floor_of(std::uint32_t asked) noexcept {
+  return std::clamp(asked, kMinCacheFloor, kMinCapacity);
+}
 constexpr std::uint32_t class_limit(unsigned cls, std::uint32_t floor) noexcept {
   const std::size_t n = kCacheBytes / slab::class_size(cls);
-  const std::uint32_t f = std::clamp(floor, kMinCacheFloor, kMinCapacity);
-  return static_cast<std::uint32_t>(std::clamp<std::size_t>(n, f, class_capacity(cls)));
+  return static_cast<std::uint32_t>(std::clamp<std::size_t>(n, cache_floor_of(floor), class_capacity(cls)));
 }
 static_assert(class_limit(slab::kClassCount - 1, kMinCapacity) == class_capacity(slab::kClassCount - 1));
 static_assert(class_limit(0, 16) == class_capacity(0));

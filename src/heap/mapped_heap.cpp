@@ -50,13 +50,14 @@ std::string validate_header(const HeapHeader& h, std::uint64_t file_bytes, bool 
   if ((h.incompat & kIncompatEngineV1) != 0) return older("engine v1: slab classes up to 32 KiB");
   if ((h.incompat & kIncompatEngineV2) != 0) return older("engine v2: cache arrays of 4 objects or more");
   if ((h.incompat & kIncompatEngineV3) != 0) return older("engine v3: cache arrays of 16 objects or more");
+  // A bit this build does not know before a bit it misses: a newer engine's
+  // heap has its own layout bit instead of V4, and is not corrupt.
+  if (const std::uint64_t unknown = h.incompat & ~(kIncompatKnown | kIncompatRetired); unknown != 0)
+    return "uses features this build does not have (incompatible feature bits " + std::to_string(unknown) + ")";
   if ((h.incompat & kIncompatEngineV4) == 0) return "corrupt header: no engine feature bit";
   if ((h.incompat & kIncompatOffsetPtrV2) == 0)
     return "made by an older mapheap (offset_ptr v1: null stored as the distance 1); this build "
            "reads null offset_ptrs as words with the sign bit clear";
-  if ((h.incompat & ~kIncompatKnown) != 0)
-    return "uses features this build does not have (incompatible feature bits " +
-           std::to_string(h.incompat & ~kIncompatKnown) + ")";
   if (writable && (h.ro_compat & ~kRoCompatKnown) != 0)
     return "uses features this build can only read (open it read-only)";
   if (h.header_bytes != sizeof(HeapHeader)) return "corrupt header: header size " + std::to_string(h.header_bytes);

@@ -43,6 +43,8 @@ inline constexpr std::uint64_t kIncompatEngineV4 = 1u << 4;  // v2 + cache array
 // distance 1, which this build would read as a pointer.
 inline constexpr std::uint64_t kIncompatOffsetPtrV2 = 1u << 3;
 inline constexpr std::uint64_t kIncompatKnown = kIncompatEngineV4 | kIncompatOffsetPtrV2;
+// Engine layouts this build knows and refuses as older.
+inline constexpr std::uint64_t kIncompatRetired = kIncompatEngineV1 | kIncompatEngineV2 | kIncompatEngineV3;
 inline constexpr std::uint64_t kRoCompatKnown = 0;
 
 inline constexpr std::uint32_t kZoneJournalEntries = 16384;  // 1 MiB

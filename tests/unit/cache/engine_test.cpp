@@ -54,6 +54,29 @@ EngineOptions options_for(Mapping& m, CacheMode mode, std::uint32_t decay_ms = 1
 
 class EngineModes : public ::testing::TestWithParam<CacheMode> {};
 
+// Keeps the calling thread on one CPU while it lives: tests that count what
+// overflows a per-CPU array, where a move between a full push and its drain
+// would split a batch.
+class OnOneCpu {
+ public:
+  OnOneCpu() {
+    if (!aff_.save().ok()) return;
+    unsigned cpu = 0;
+    while (cpu < 1024 && !aff_.allowed(cpu)) ++cpu;
+    pinned_ = aff_.pin(cpu).ok();
+  }
+  ~OnOneCpu() {
+    if (pinned_) (void)aff_.restore();
+  }
+  OnOneCpu(const OnOneCpu&) = delete;
+  OnOneCpu& operator=(const OnOneCpu&) = delete;
+  bool pinned() const { return pinned_; }
+
+ private:
+  pal::CpuAffinity aff_;
+  bool pinned_ = false;
+};
+
 TEST_P(EngineModes, AllocatesFreesAndChecks) {
   Mapping m = Mapping::create(MappingOptions::anonymous(32 << 20));
   TestEngine e;
@@ -141,6 +164,8 @@ TEST_P(EngineModes, TransferSlotPassesBatchesBetweenCaches) {
   std::vector<void*> v;
   for (int i = 0; i < 2000; ++i) v.push_back(e.allocate(64));
   std::thread([&] {
+    const OnOneCpu pin;
+    ASSERT_TRUE(pin.pinned());
     for (void* p : v) e.deallocate(p);
   }).join();
   EngineStats st = e.stats();
@@ -172,9 +197,9 @@ TEST_P(EngineModes, TransferSlotPassesBatchesBetweenCaches) {
 // How full an engine lets a class's arrays get is its own policy
 // (EngineOptions::cache_floor), within the layout's capacity: for 8 KiB
 // objects (8 of them make the 64 KiB an array aims at) the limit is the
-// floor. Frees fill an array to the limit, not past it, and the first
-// overflow batch, which the transfer slot takes, is the freed object and
-// half the limit; a second does not fit there.
+// floor when it is above 8. Frees fill an array to the limit, not past it,
+// and the first overflow batch, which the transfer slot takes, is the freed
+// object and half the limit; a second does not fit there.
 TEST_P(EngineModes, CacheFloorSetsHowFullArraysGet) {
   if (GetParam() == CacheMode::none) GTEST_SKIP() << "no front caches";
   const unsigned cls = slab::class_of(8192);
@@ -193,8 +218,12 @@ TEST_P(EngineModes, CacheFloorSetsHowFullArraysGet) {
     ASSERT_TRUE(e.format(m.data(), m.size(), o));
     EXPECT_EQ(e.stats().cache_floor, floor);
     std::vector<void*> v;
-    for (int i = 0; i < 200; ++i) v.push_back(e.allocate(8192));
-    for (void* p : v) e.deallocate(p);
+    {
+      const OnOneCpu pin;
+      ASSERT_TRUE(pin.pinned());
+      for (int i = 0; i < 200; ++i) v.push_back(e.allocate(8192));
+      for (void* p : v) e.deallocate(p);
+    }
     const FrontCache& c = e.front_cache();
     EXPECT_EQ(c.transfer(cls)->word & 0xffff, limit / 2 + 1);
     std::uint64_t fullest = 0;

@@ -1002,6 +1002,15 @@ TEST_F(BadFiles, UnknownIncompatibleFeature) {
   patch(0, &h, offsetof(heap::HeapHeader, clean));
   expect_refused("features");
 }
+// A newer engine's heap carries its own layout bit instead of this build's:
+// a feature this build does not have, not a corrupt header.
+TEST_F(BadFiles, NewerEngineLayout) {
+  heap::HeapHeader h = header();
+  h.incompat = (h.incompat & ~heap::kIncompatEngineV4) | std::uint64_t{1} << 5;
+  h.checksum = heap::header_checksum(h);
+  patch(0, &h, offsetof(heap::HeapHeader, clean));
+  expect_refused("features this build does not have");
+}
 // Heaps of the older engine layouts (v1: size classes to 32 KiB; v2 and v3:
 // cache arrays of 4 and 16 objects for the big classes) are refused with that
 // reason, not misread with this build's classes and cache slots; an engine v4
