@@ -54,13 +54,19 @@ namespace mapheap::cache {
 inline constexpr std::size_t kCacheBytes = 64 * 1024;
 inline constexpr std::uint32_t kMinCapacity = 32;
 inline constexpr std::uint32_t kMaxCapacity = 256;
+// The one rule for a class's array: about kCacheBytes of its objects, at
+// least `floor`, at most kMaxCapacity. The layout holds it at the floor
+// kMinCapacity (class_capacity); an engine fills it at its own floor, which
+// is at most that (class_limit), so a limit never exceeds the capacity.
+constexpr std::uint32_t cache_share(unsigned cls, std::uint32_t floor) noexcept {
+  return static_cast<std::uint32_t>(
+      std::clamp<std::size_t>(kCacheBytes / slab::class_size(cls), floor, kMaxCapacity));
+}
 // A table, so that the fast paths never divide.
 inline constexpr auto kClassCapacity = [] {
   std::array<std::uint16_t, slab::kClassCount> t{};
-  for (unsigned cls = 0; cls < slab::kClassCount; ++cls) {
-    const std::size_t n = kCacheBytes / slab::class_size(cls);
-    t[cls] = static_cast<std::uint16_t>(std::clamp<std::size_t>(n, kMinCapacity, kMaxCapacity));
-  }
+  for (unsigned cls = 0; cls < slab::kClassCount; ++cls)
+    t[cls] = static_cast<std::uint16_t>(cache_share(cls, kMinCapacity));
   return t;
 }();
 constexpr std::uint32_t class_capacity(unsigned cls) noexcept {
@@ -81,8 +87,7 @@ constexpr std::uint32_t cache_floor_of(std::uint32_t asked) noexcept {
   return std::clamp(asked, kMinCacheFloor, kMinCapacity);
 }
 constexpr std::uint32_t class_limit(unsigned cls, std::uint32_t floor) noexcept {
-  const std::size_t n = kCacheBytes / slab::class_size(cls);
-  return static_cast<std::uint32_t>(std::clamp<std::size_t>(n, cache_floor_of(floor), class_capacity(cls)));
+  return cache_share(cls, cache_floor_of(floor));
 }
 static_assert(class_limit(slab::kClassCount - 1, kMinCapacity) == class_capacity(slab::kClassCount - 1));
 static_assert(class_limit(0, 16) == class_capacity(0));

@@ -55,8 +55,8 @@ EngineOptions options_for(Mapping& m, CacheMode mode, std::uint32_t decay_ms = 1
 class EngineModes : public ::testing::TestWithParam<CacheMode> {};
 
 // Keeps the calling thread on one CPU while it lives: tests that count what
-// overflows a per-CPU array, where a move between a full push and its drain
-// would split a batch.
+// overflows a per-CPU array (a move between a full push and its drain would
+// split a batch) or find again what this CPU's array cached.
 class OnOneCpu {
  public:
   OnOneCpu() {
@@ -750,15 +750,8 @@ TEST_P(EngineModes, AttachesThroughASecondMappingAtAnotherAddress) {
   // One CPU for the whole test: per-CPU caches hand back what was freed on
   // the CPU that allocates, so a migration in between would find another
   // CPU's (empty) cache.
-  pal::CpuAffinity aff;
-  ASSERT_TRUE(aff.save().ok());
-  unsigned cpu = 0;
-  while (!aff.allowed(cpu)) ++cpu;
-  ASSERT_TRUE(aff.pin(cpu).ok());
-  struct Restore {
-    pal::CpuAffinity& a;
-    ~Restore() { (void)a.restore(); }
-  } restore{aff};
+  const OnOneCpu pin;
+  ASSERT_TRUE(pin.pinned());
   Mapping a = Mapping::create(MappingOptions::memfd("engine-attach", 32 << 20));
   std::vector<std::uint64_t> offsets;
   {
