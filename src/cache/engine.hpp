@@ -458,9 +458,16 @@ class Engine {
   std::uint64_t reclaim_dead_threads() noexcept { return drain_thread_slots(false); }
   // After a crash: blocks a dead process had isolated for release go back
   // to the free lists. REQUIRES: no other user of the region.
+  // A critical section per journal's worth of blocks (page::Buddy).
   std::uint64_t reclaim_isolated() noexcept {
-    core::LockGuard<Lock> g(lock_);
-    return zone_.reclaim_isolated();
+    std::uint64_t pages = 0;
+    std::uint32_t from = 0;
+    for (bool done = false; !done;) {
+      core::LockGuard<Lock> g(lock_);
+      pages += zone_.reclaim_isolated(from);
+      done = from >= zone_.end_page();
+    }
+    return pages;
   }
   page::Buddy& zone() noexcept { return zone_; }
   const page::Buddy& zone() const noexcept { return zone_; }
@@ -741,7 +748,12 @@ class Engine {
     bool reclaimed = false;
     for (;;) {
       const std::uint64_t seen = limit();
-      if (void* p = allocate_once_slow(size, align)) return p;
+      bool merge_cut = false;
+      if (void* p = allocate_once_slow(size, align, merge_cut)) return p;
+      // The zone has the pages but stopped merging them into a block for
+      // want of journal room (page::Buddy::merge_cut): the section that
+      // ended committed its merges; the next one goes on from there.
+      if (merge_cut) continue;
       if (grow_slow(size, align, seen)) continue;
       // The region cannot grow: before failing, take back what the caches
       // park (every CPU's arrays, the transfer slot, this thread's and dead
@@ -767,7 +779,9 @@ class Engine {
     }
   }
 
-  void* allocate_once_slow(std::size_t size, std::size_t align) noexcept {
+  // merge_cut: set when it failed with pages free but not yet merged
+  // (page::Buddy::merge_cut); the caller tries again.
+  void* allocate_once_slow(std::size_t size, std::size_t align, bool& merge_cut) noexcept {
     if (cacheable(size, align) && mode_ != CacheMode::none) {
       if (mode_ == CacheMode::per_thread) retry_thread_slot();
       if (void* p = refill_slow(cache_class(size, align))) return p;
@@ -776,7 +790,9 @@ class Engine {
     std::size_t usable = 0;
     {
       core::LockGuard<Lock> g(lock_);
+      zone_.clear_merge_cut();
       p = slabs_.alloc(size, align, &usable);
+      merge_cut = p == nullptr && zone_.merge_cut();
     }
     tick();
     if (p == nullptr) return nullptr;
@@ -1024,12 +1040,18 @@ class Engine {
 
   std::uint64_t release_older_than(std::uint32_t age) noexcept {
     std::uint64_t pages = 0;
-    {
+    // Slabs empty that long go back to the zone; their pages go back to
+    // the OS at a later step, once free that long as pages. A critical
+    // section per class: a class keeps up to 32 empty slabs, each freed
+    // with its merges (11 to 180 journal entries), and all classes at once
+    // could fill a shared heap's undo journal.
+    for (unsigned cls = 0; cls < slab::kClassCount; ++cls) {
       const StampedLock g = lock_stamped();
-      // Slabs empty that long go back to the zone; their pages go back to
-      // the OS at a later step, once free that long as pages.
-      slabs_.release_empty(age);
-      if (options_.release != nullptr) pages = zone_.release_free(release_unlocked, this, age);
+      slabs_.release_empty(cls, age);
+    }
+    if (options_.release != nullptr) {
+      const StampedLock g = lock_stamped();
+      pages = zone_.release_free(release_unlocked, this, age);
     }
     counts_.add(kDecays, 1);
     counts_.add(kReleased, static_cast<std::int64_t>(pages));

@@ -79,6 +79,11 @@ class Journal {
   bool bound() const noexcept { return area_ != nullptr; }
   JournalArea* area() const noexcept { return area_; }
   std::uint32_t pending() const noexcept { return area_->count.load(std::memory_order_acquire); }
+  // Entries the section in progress may still write before the journal is full.
+  std::uint32_t room() const noexcept {
+    const std::uint32_t used = area_->count.load(std::memory_order_relaxed);
+    return used < area_->capacity ? area_->capacity - used : 0;
+  }
 
   void save(const void* p, std::size_t len) noexcept {
     if (fault_countdown_.load(std::memory_order_relaxed) >= 0) [[unlikely]]
@@ -170,6 +175,14 @@ inline void undo_save(const void* p, std::size_t len) noexcept {
 template <class T>
 inline void undo_save(const T& obj) noexcept {
   undo_save(&obj, sizeof(T));
+}
+// Entries this thread's critical section may still journal; unbounded outside
+// a journaled section (the process heap). For work whose size depends on the
+// metadata (page::Buddy's merge of mixed-state buddies): it stops while there
+// is room, where a full journal would abort the process.
+inline std::uint32_t undo_room() noexcept {
+  const Journal* j = t_journal;
+  return j == nullptr ? UINT32_MAX : j->room();
 }
 
 // Makes `j` this thread's journal for a scope (nested scopes restore the outer one).

@@ -9,11 +9,20 @@
 //
 // For a heap shared between processes, where a holder may die, the engine
 // uses pal::RobustMutex instead (the lock kind is a compile-time policy).
+//
+// A FutexLock section journals nothing. A thread inside a shared heap's
+// section (whose lock set core::t_journal) can reach the process heap:
+// mapheap as the process's malloc, under a named object's constructor, a
+// std::string in an error path. Those stores are not the shared heap's; in
+// its undo journal they would fill it (it aborts when full) and a rollback
+// would write them into the heap. The lock takes the thread's journal away
+// for its section and gives it back at unlock.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
 
+#include "core/journal.hpp"
 #include "pal/pal.hpp"
 
 namespace mapheap::core {
@@ -22,14 +31,17 @@ class FutexLock {
  public:
   void lock() noexcept {
     std::uint32_t c = 0;
-    if (word_.compare_exchange_strong(c, 1, std::memory_order_acquire)) return;
-    lock_slow(c);
+    if (!word_.compare_exchange_strong(c, 1, std::memory_order_acquire)) lock_slow(c);
+    enter();
   }
   bool try_lock() noexcept {
     std::uint32_t c = 0;
-    return word_.compare_exchange_strong(c, 1, std::memory_order_acquire);
+    if (!word_.compare_exchange_strong(c, 1, std::memory_order_acquire)) return false;
+    enter();
+    return true;
   }
   void unlock() noexcept {
+    t_journal = outer_;
     if (word_.exchange(0, std::memory_order_release) == 2) unlock_slow();
   }
 
@@ -49,8 +61,14 @@ class FutexLock {
     }
   }
   void unlock_slow() noexcept { (void)pal::futex_wake(&word_, 1, /*shared=*/false); }
+  // The holder's: its journal, away for the section (see the top).
+  void enter() noexcept {
+    outer_ = t_journal;
+    t_journal = nullptr;
+  }
 
   std::atomic<std::uint32_t> word_{0};
+  Journal* outer_ = nullptr;  // written and read by the holder only
 };
 
 // Holds a lock for a scope.

@@ -289,7 +289,16 @@ std::uint32_t Buddy::take(std::uint64_t n) noexcept {
 // Merges free buddies of the same order whose states differ (one dirty, one
 // released) into dirty blocks, from order 0 up, stopping once a block of
 // order `want` exists. True if a block of that order exists now.
+//
+// How many merges that takes depends on the zone, not on the request: a
+// heap whose free pages alternate dirty and released (freed, part of it
+// released, the rest freed later) has thousands of mixed pairs, and a
+// shared heap journals every store of each merge (14 to kMergeEntries
+// entries). It stops while the section's journal keeps kMergeReserve
+// entries, and says so (merge_cut); every merge is whole, so the zone is
+// consistent there.
 bool Buddy::merge_mixed(unsigned want) noexcept {
+  bool merged = false;
   for (unsigned k = 0; k < want && k < kMaxOrder; ++k) {
     for (std::uint32_t idx = header_->free_head[k]; idx != kNone;) {
       std::uint32_t next = map_[idx].next;
@@ -298,6 +307,12 @@ bool Buddy::merge_mixed(unsigned want) noexcept {
       if (static_cast<std::uint64_t>(buddy) + (std::uint64_t{1} << k) <= header_->arena_pages) {
         const PageDesc& b = rel_desc(buddy);
         if (b.state == PageState::free && b.order == k) {
+          if (core::undo_room() < kMergeReserve + kMergeEntries) {
+            // A retry in a section of its own goes on from here; one that
+            // could not merge a single pair is no cut (it would not progress).
+            merge_cut_ = merged;
+            return first_order(want, false) <= kMaxOrder;
+          }
           if (next == header_->first_page + buddy) next = b.next;
           std::uint32_t stamp = map_[idx].freed_at;
           if (static_cast<std::int32_t>(b.freed_at - stamp) > 0) stamp = b.freed_at;
@@ -306,6 +321,7 @@ bool Buddy::merge_mixed(unsigned want) noexcept {
           // Dirty: part of it may hold memory. It goes on list k + 1, which
           // the next round of the outer loop walks.
           insert_coalescing(rel < buddy ? rel : buddy, k + 1, 0, stamp);
+          merged = true;
         }
       }
       idx = next;
@@ -482,18 +498,26 @@ void Buddy::put_back(PageIndex head, bool released) noexcept {
   insert_coalescing(head.i - header_->first_page, k, released ? kPageReleased : 0, stamp);
 }
 
-std::uint64_t Buddy::reclaim_isolated() noexcept {
+std::uint64_t Buddy::reclaim_isolated(std::uint32_t& from) noexcept {
   std::uint64_t pages = 0;
-  for (std::uint32_t i = header_->first_page; i < end_page(); ++i) {
+  bool first = true;
+  std::uint32_t i = from < header_->first_page ? header_->first_page : from;
+  for (; i < end_page(); ++i) {
     const PageDesc& d = map_[i];
     if (d.state != PageState::isolated || d.order > kMaxOrder) continue;
     const std::uint32_t rel = i - header_->first_page;
     if ((rel & ((std::uint32_t{1} << d.order) - 1)) != 0 ||
         static_cast<std::uint64_t>(rel) + (std::uint64_t{1} << d.order) > header_->arena_pages)
       continue;  // not a block head: check() reports it
+    // A block costs a descriptor, a counter and its merges (fewer than
+    // kMergeEntries): one at least per call, then as many as the section's
+    // journal has room for.
+    if (!first && core::undo_room() < kMergeEntries) break;
+    first = false;
     pages += std::uint64_t{1} << d.order;
     put_back(PageIndex(i), false);
   }
+  from = i;
   return pages;
 }
 

@@ -221,8 +221,12 @@ class Buddy {
   void set_clock(std::uint32_t now) noexcept { header_->clock = now; }
   // After a crash: blocks left isolated by a release that never finished
   // (its process died) go back to the free lists, dirty. O(pages). Returns
-  // the pages. REQUIRES: no release in progress (no other user).
-  std::uint64_t reclaim_isolated() noexcept;
+  // the pages. From page `from` on, as many blocks as the critical
+  // section's undo journal has room for (one at least: a long-lived heap
+  // can gather thousands); `from` is left where it stopped, end_page() once
+  // done, and the owner calls again in a new section until then.
+  // REQUIRES: no release in progress (no other user).
+  std::uint64_t reclaim_isolated(std::uint32_t& from) noexcept;
   // Gives back free-dirty blocks that were last freed at least `min_age`
   // ticks before the clock (0: all of them), largest first, by calling
   // `release(ctx, address, bytes)` — the owner picks the method (MADV_DONTNEED,
@@ -271,6 +275,25 @@ class Buddy {
   std::uint32_t end_page() const noexcept { return header_->first_page + header_->arena_pages; }
   std::uint32_t arena_pages() const noexcept { return header_->arena_pages; }
 
+  // Whether an allocation failed because merge_mixed stopped for want of
+  // undo-journal room, not for want of pages: the caller ends its critical
+  // section (which commits the merges made so far) and tries again; each
+  // try merges more, and the merges a zone can need are finite. Set by a
+  // failed alloc() that merged at least one pair (one that could not is
+  // out of room before it began: no retry would progress), cleared by
+  // clear_merge_cut(); under the owner's lock.
+  bool merge_cut() const noexcept { return merge_cut_; }
+  void clear_merge_cut() noexcept { merge_cut_ = false; }
+  // Journal entries merge_mixed leaves to the rest of the critical section
+  // (the split, the run's marks, what the caller writes after it).
+  static constexpr std::uint32_t kMergeReserve = 4096;
+  // The most entries one merge writes: two unlinks (7 each: four counters,
+  // the descriptor, two neighbours' links), then a cascade of up to
+  // kMaxOrder merges with the next buddy up (an unlink and a descriptor
+  // each) and a push (6). It starts one only with this much room above
+  // the reserve.
+  static constexpr std::uint32_t kMergeEntries = 2 * 7 + kMaxOrder * 8 + 6;
+
  private:
   std::uint32_t take(std::uint64_t n) noexcept;
   bool merge_mixed(unsigned want) noexcept;
@@ -290,6 +313,7 @@ class Buddy {
   std::byte* base_ = nullptr;
   ZoneHeader* header_ = nullptr;
   PageDesc* map_ = nullptr;
+  bool merge_cut_ = false;  // merge_cut(): this process's, not the zone's
 };
 
 }  // namespace mapheap::page

@@ -3,6 +3,7 @@
 // counters and renderings, trim and decay that really give memory back, and
 // a checker that finds a corrupted cache.
 #include "cache/engine.hpp"
+#include "core/journal.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -76,6 +77,38 @@ class OnOneCpu {
   pal::CpuAffinity aff_;
   bool pinned_ = false;
 };
+
+// The process heap's slow paths inside a shared heap's critical section
+// (mapheap as malloc, called from a named object's constructor): a refill
+// or drain batch of a small class writes hundreds of stores, which went to
+// that heap's undo journal (256 entries for the directory's) until it was
+// full and aborted the process. They journal nothing now (core::FutexLock).
+TEST_P(EngineModes, SlowPathsInsideASharedHeapsSectionJournalNothing) {
+  Mapping m = Mapping::create(MappingOptions::anonymous(32 << 20));
+  TestEngine e;
+  ASSERT_TRUE(e.format(m.data(), m.size(), options_for(m, GetParam())));
+  Mapping other = Mapping::create(MappingOptions::anonymous(1 << 20));
+  constexpr std::uint32_t kEntries = 256;
+  std::vector<std::uint64_t> area_words(core::JournalArea::bytes_for(kEntries) / 8 + 1);
+  auto* area = reinterpret_cast<core::JournalArea*>(area_words.data());
+  core::Journal journal;
+  journal.bind(other.data(), other.size(), area);
+  journal.format(kEntries);
+  {
+    core::JournalScope in_section(&journal);
+    std::vector<void*> live;
+    for (int i = 0; i < 20000; ++i) live.push_back(e.allocate(16 + (i % 8) * 16));
+    for (int i = 0; i < 200; ++i) live.push_back(e.allocate(100000));
+    for (void* p : live) {
+      ASSERT_NE(p, nullptr);
+      e.deallocate(p);
+    }
+    e.trim();
+    EXPECT_EQ(core::t_journal, &journal);
+  }
+  EXPECT_EQ(journal.pending(), 0u);
+  expect_valid(e);
+}
 
 TEST_P(EngineModes, AllocatesFreesAndChecks) {
   Mapping m = Mapping::create(MappingOptions::anonymous(32 << 20));

@@ -1,10 +1,12 @@
 // FutexLock: mutual exclusion under contention (a plain counter protected by
-// it must come out exact), try_lock, and sleeping waiters that are woken.
+// it must come out exact), try_lock, sleeping waiters that are woken, and
+// sections that journal nothing even inside a shared heap's section.
 #include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
 
+#include "core/journal.hpp"
 #include "core/lock.hpp"
 
 namespace mapheap::core {
@@ -24,6 +26,36 @@ TEST(FutexLock, ExcludesUnderContention) {
     });
   for (auto& t : ts) t.join();
   EXPECT_EQ(counter, std::uint64_t{kThreads} * kIters);
+}
+
+// A thread in a shared heap's critical section (its journal set) that
+// reaches the process heap: the process heap's stores are not that heap's
+// and must not be journaled there. The lock takes the journal away for its
+// section and gives it back.
+TEST(FutexLock, SectionsJournalNothingAndGiveTheJournalBack) {
+  std::vector<std::uint64_t> region(1024), area_words(JournalArea::bytes_for(64) / 8 + 1);
+  auto* area = reinterpret_cast<JournalArea*>(area_words.data());
+  Journal journal;
+  journal.bind(reinterpret_cast<std::byte*>(region.data()), region.size() * 8, area);
+  journal.format(64);
+  JournalScope outer(&journal);
+  undo_save(region[1]);
+  ASSERT_EQ(journal.pending(), 1u);
+  FutexLock lock;
+  lock.lock();
+  EXPECT_EQ(t_journal, nullptr);
+  undo_save(region[2]);  // a process-heap store: not journaled
+  EXPECT_EQ(undo_room(), UINT32_MAX);
+  lock.unlock();
+  EXPECT_EQ(t_journal, &journal);
+  ASSERT_TRUE(lock.try_lock());
+  undo_save(region[3]);
+  lock.unlock();
+  EXPECT_EQ(journal.pending(), 1u);
+  undo_save(region[4]);  // the shared heap's section goes on
+  EXPECT_EQ(journal.pending(), 2u);
+  EXPECT_EQ(journal.room(), 62u);
+  journal.commit();
 }
 
 TEST(FutexLock, TryLock) {

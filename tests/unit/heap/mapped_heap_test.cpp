@@ -16,6 +16,7 @@
 #include <fstream>
 #include <random>
 #include <set>
+#include <chrono>
 #include <string>
 #include <thread>
 #include <vector>
@@ -27,6 +28,9 @@
 #include "heap/mapped_heap_format.hpp"
 #include "mapheap/heap.hpp"
 #include "mapheap/offset_ptr.hpp"
+#include "page/buddy.hpp"
+#include "slab/size_class.hpp"
+#include "slab/slab.hpp"
 #include "bench/support/page_faults.hpp"
 #include "support/death.hpp"
 #include "support/process.hpp"
@@ -227,6 +231,75 @@ TEST_P(Backings, AFullHeapTakesBackWhatItsCachesHold) {
   EXPECT_GE(small.size() * 12000, big.size() * 60000 * 9 / 10)
       << big.size() << " blocks of 60,000 bytes, then " << small.size() << " of 12,000";
   for (void* p : small) h.deallocate(p);
+  EXPECT_TRUE(h.check().ok) << h.check().message;
+}
+
+// Free pages that alternate dirty and released (half freed and trimmed,
+// then the other half freed) merge only on demand, thousands of pairs for
+// one large block: more than one critical section's undo journal holds. The
+// allocation merges section by section (page::Buddy::merge_cut) and
+// succeeds, where it once filled the journal and aborted the process.
+TEST_P(Backings, AHeapOfMixedFreePagesStillServesALargeBlock) {
+  MappedHeap h = MappedHeap::open(create_options().with_size(16 * kMiB, 16 * kMiB));
+  std::vector<void*> small;
+  for (void* p; (p = h.allocate(512)) != nullptr;) small.push_back(p);
+  ASSERT_GT(small.size(), 20000u);
+  const auto page_of = [&](const void* p) {
+    return static_cast<std::size_t>(static_cast<const std::byte*>(p) - h.base()) / h.page_size();
+  };
+  for (void* p : small)
+    if (page_of(p) % 2 == 0) h.deallocate(p);
+  h.trim();
+  for (void* p : small)
+    if (page_of(p) % 2 == 1) h.deallocate(p);
+  void* big = h.allocate(kMiB);
+  ASSERT_NE(big, nullptr) << h.stats().buddyinfo;
+  std::memset(big, 0x5a, kMiB);
+  h.deallocate(big);
+  const HeapStats st = h.stats();
+  EXPECT_LE(st.journal_high_water, st.journal_capacity);
+  EXPECT_TRUE(h.check().ok) << h.check().message;
+}
+
+// A decay step gives the zone every class's long-empty slabs: up to 32 of
+// each small class, 1,100 in all, each freed with its merges. One critical
+// section per class bounds what a section journals by one class's share;
+// all classes in one section journaled 11,000 entries here (of the 16,384
+// the journal holds: a fuller heap would have filled it and aborted).
+TEST_P(Backings, DecayJournalsOneClassAtATime) {
+  MappedHeap h = MappedHeap::open(create_options().with_size(64 * kMiB, 64 * kMiB));
+  // Every class, a few slabs past what it keeps empty (slab::kKeepEmptyBytes
+  // of them, two at least).
+  std::vector<void*> objs;
+  std::uint64_t kept = 0, section_bound = 0;
+  for (unsigned c = 0; c < slab::kClassCount; ++c) {
+    const std::uint64_t pages = slab::class_pages(c);
+    const std::uint64_t keep = std::max<std::uint64_t>(2, slab::kKeepEmptyBytes / (pages * slab::kPageSize));
+    kept += keep;
+    // Freeing a slab: its pages' descriptors, the class lists and the
+    // zone's counters (16), a cascade of merges (Buddy::kMergeEntries).
+    section_bound = std::max(section_bound, keep * (pages + 16 + page::Buddy::kMergeEntries));
+    const std::uint64_t n = (keep + 4) * slab::class_objects(c);
+    for (std::uint64_t i = 0; i < n; ++i) {
+      void* p = h.allocate(slab::class_size(c));
+      ASSERT_NE(p, nullptr);
+      objs.push_back(p);
+    }
+  }
+  ASSERT_GT(kept, 1000u);
+  for (void* p : objs) h.deallocate(p);
+  const HeapStats before = h.stats();
+  ASSERT_LT(before.journal_high_water, section_bound);
+  // Empty for longer than the decay period (1 s); then a slow path runs decay.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1300));
+  void* big = h.allocate(kMiB);
+  ASSERT_NE(big, nullptr);
+  h.deallocate(big);
+  const HeapStats after = h.stats();
+  EXPECT_GE(nlohmann::json::parse(after.json)["counters"]["decays"].get<std::int64_t>(), 1);
+  EXPECT_GT(after.free_bytes, before.free_bytes + kept / 2 * h.page_size())
+      << "decay did not give the empty slabs back";
+  EXPECT_LT(after.journal_high_water, section_bound);
   EXPECT_TRUE(h.check().ok) << h.check().message;
 }
 

@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 
+#include "core/journal.hpp"
 #include "mapheap/mapping.hpp"
 #include "page/buddy.hpp"
 #include "pal/pal.hpp"
@@ -406,6 +407,53 @@ TEST(BuddyReclaim, IsolatedBlocksAreOffLimitsUntilPutBack) {
   for (unsigned k = 0; k < kOrders; ++k) EXPECT_EQ(after.free_blocks[k], before.free_blocks[k]) << k;
 }
 
+// Recovery puts back every block a dead process left isolated; a heap that
+// lived long can have thousands, more than one section's journal takes.
+// reclaim_isolated goes as far as the journal has room for, says where it
+// stopped, and the next section goes on from there.
+TEST(BuddyReclaim, ReclaimingIsolatedBlocksFitsTheJournal) {
+  Zone z(8 << 20, 512);
+  std::vector<PageIndex> pages;
+  for (PageIndex p; (p = z.buddy.alloc(Pages(1))).valid();) pages.push_back(p);
+  for (std::size_t i = 0; i < pages.size(); i += 2) ASSERT_EQ(z.buddy.free(pages[i]), FreeResult::ok);
+  std::vector<PageIndex> iso(pages.size());
+  const std::size_t n = z.buddy.isolate_dirty(0, iso.data(), iso.size());
+  ASSERT_GT(n, 500u);
+  ASSERT_EQ(z.buddy.info().isolated_pages, n);
+
+  // Room for a few dozen blocks past one merge's worst case.
+  constexpr std::uint32_t kCapacity = 2 * Buddy::kMergeEntries + 100;
+  Mapping area_map = Mapping::create(MappingOptions::anonymous(core::JournalArea::bytes_for(kCapacity)));
+  core::Journal journal;
+  journal.bind(z.mapping.data(), z.mapping.size(), reinterpret_cast<core::JournalArea*>(area_map.data()));
+  journal.format(kCapacity);
+  std::uint64_t back = 0;
+  unsigned sections = 0;
+  for (std::uint32_t from = 0; from < z.buddy.end_page();) {
+    ASSERT_LT(sections, n) << "no progress";
+    core::JournalScope scope(&journal);
+    const std::uint32_t was = from;
+    back += z.buddy.reclaim_isolated(from);
+    EXPECT_GT(from, was);
+    EXPECT_LE(journal.pending(), kCapacity);
+    journal.commit();
+    ++sections;
+    expect_valid(z.buddy);
+  }
+  EXPECT_GT(sections, 10u);
+  EXPECT_EQ(back, n);
+  EXPECT_EQ(z.buddy.info().isolated_pages, 0u);
+  // Without a journal (or a large one) it is one call.
+  for (std::size_t i = 1; i < pages.size(); i += 2) ASSERT_EQ(z.buddy.free(pages[i]), FreeResult::ok);
+  const std::size_t m = z.buddy.isolate_dirty(0, iso.data(), iso.size());
+  ASSERT_GE(m, 1u);
+  std::uint32_t from = 0;
+  EXPECT_GT(z.buddy.reclaim_isolated(from), 0u);
+  EXPECT_EQ(from, z.buddy.end_page());
+  EXPECT_EQ(z.buddy.info().isolated_pages, 0u);
+  expect_valid(z.buddy);
+}
+
 TEST(BuddyReclaim, DecayIsRightAcrossAClockWrap) {
   Zone z(8 << 20);
   const PageIndex p = z.buddy.alloc(Pages(64));
@@ -575,6 +623,93 @@ TEST(BuddyReclaim, ReleaseStopsAtItsBudget) {
   EXPECT_LT(got, 256u);
   EXPECT_EQ(z.buddy.dirty_pages(), 256u - got);
   expect_valid(z.buddy);
+}
+
+
+// A zone whose free pages alternate dirty and released has as many mixed
+// pairs as pages: an allocation larger than any one block merges them all.
+// In a shared heap every store of a merge is journaled; merge_mixed stops
+// while its section's journal keeps Buddy::kMergeReserve entries, says so
+// (merge_cut), and the next section goes on. (Before, one allocation on a
+// 16 MiB shared heap in this state filled the 16,384-entry journal and
+// aborted the process.)
+struct MixedZone {
+  Zone z{8 << 20, 512};
+  std::vector<PageIndex> pages;
+  MixedZone() {
+    for (PageIndex p; (p = z.buddy.alloc(Pages(1))).valid();) pages.push_back(p);
+    const std::uint32_t first = z.buddy.header().first_page;
+    for (PageIndex p : pages) {
+      if ((p.i - first) % 2 == 0) {
+        EXPECT_EQ(z.buddy.free(p), FreeResult::ok);
+      }
+    }
+    z.buddy.release_free(release_through_mapping, &z.mapping);
+    for (PageIndex p : pages) {
+      if ((p.i - first) % 2 == 1) {
+        EXPECT_EQ(z.buddy.free(p), FreeResult::ok);
+      }
+    }
+  }
+};
+
+TEST(BuddyReclaim, MergingMixedBuddiesStopsWhileTheJournalHasRoom) {
+  MixedZone m;
+  Buddy& b = m.z.buddy;
+  ASSERT_GT(m.pages.size(), 1500u);
+  ASSERT_EQ(b.info().free_blocks[0], m.pages.size()) << "every free page on its own";
+  // A journal with room for a few dozen merges past the reserve.
+  constexpr std::uint32_t kCapacity = Buddy::kMergeReserve + 1000;
+  Mapping area_map = Mapping::create(MappingOptions::anonymous(core::JournalArea::bytes_for(kCapacity)));
+  auto* area = reinterpret_cast<core::JournalArea*>(area_map.data());
+  core::Journal journal;
+  journal.bind(m.z.mapping.data(), m.z.mapping.size(), area);
+  journal.format(kCapacity);
+
+  // A cut section rolled back leaves the zone as it was: each merge is whole.
+  const BuddyInfo before = b.info();
+  {
+    core::JournalScope scope(&journal);
+    b.clear_merge_cut();
+    EXPECT_FALSE(b.alloc(Pages(256)).valid());
+    EXPECT_TRUE(b.merge_cut());
+    EXPECT_GT(journal.pending(), 0u);
+    EXPECT_LE(journal.pending(), kCapacity);
+    EXPECT_GE(journal.room(), Buddy::kMergeReserve);
+  }
+  journal.rollback();
+  EXPECT_TRUE(same_info(b.info(), before));
+  expect_valid(b);
+
+  // Committed section by section, the merges add up to the block.
+  unsigned sections = 0;
+  PageIndex run;
+  while (!run.valid()) {
+    ASSERT_LT(sections, m.pages.size()) << "no progress";
+    core::JournalScope scope(&journal);
+    b.clear_merge_cut();
+    run = b.alloc(Pages(256));
+    ++sections;
+    if (!run.valid()) {
+      EXPECT_TRUE(b.merge_cut()) << "it failed for want of pages, in section " << sections;
+    }
+    EXPECT_LE(journal.pending(), kCapacity);
+    journal.commit();
+    expect_valid(b);
+  }
+  EXPECT_GT(sections, 2u);
+  EXPECT_EQ(b.free(run), FreeResult::ok);
+  expect_valid(b);
+}
+
+// Outside a journaled section (the process heap) the merge is not cut.
+TEST(BuddyReclaim, MergingMixedBuddiesWithoutAJournalIsWhole) {
+  MixedZone m;
+  m.z.buddy.clear_merge_cut();
+  const PageIndex run = m.z.buddy.alloc(Pages(256));
+  ASSERT_TRUE(run.valid());
+  EXPECT_FALSE(m.z.buddy.merge_cut());
+  expect_valid(m.z.buddy);
 }
 
 }  // namespace
