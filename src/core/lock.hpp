@@ -16,7 +16,9 @@
 // std::string in an error path. Those stores are not the shared heap's; in
 // its undo journal they would fill it (it aborts when full) and a rollback
 // would write them into the heap. The lock takes the thread's journal away
-// for its section and gives it back at unlock.
+// for its section and gives it back at unlock. (So a thread that holds two
+// FutexLocks releases them in the reverse order it took them, as every
+// LockGuard does: otherwise the outer one's unlock would give back null.)
 #pragma once
 
 #include <atomic>

@@ -11,6 +11,7 @@
 
 #include <cstdlib>
 
+#include "core/journal.hpp"
 #include "pal/pal.hpp"
 
 namespace mapheap::heap {
@@ -259,6 +260,9 @@ ProcessEngine* process_engine_slow() noexcept {
   if (s == kReady) return engine();
   if (s == kNone && g_state.compare_exchange_strong(s, kCreating, std::memory_order_acq_rel)) {
     g_creator.store(pal::thread_id(), std::memory_order_relaxed);
+    // Its first use may come inside a shared heap's critical section (a
+    // constructor there calling malloc): formatting it journals nothing.
+    const core::JournalScope none(nullptr);
     const bool ok = create();
     g_state.store(ok ? kReady : kFailed, std::memory_order_release);
     if (ok) g_ready.store(engine(), std::memory_order_release);

@@ -308,9 +308,9 @@ bool Buddy::merge_mixed(unsigned want) noexcept {
         const PageDesc& b = rel_desc(buddy);
         if (b.state == PageState::free && b.order == k) {
           if (core::undo_room() < kMergeReserve + kMergeEntries) {
-            // A retry in a section of its own goes on from here; one that
+            // A retry in a section of its own goes on from here; a call that
             // could not merge a single pair is no cut (it would not progress).
-            merge_cut_ = merged;
+            if (merged) merge_cut_ = true;
             return first_order(want, false) <= kMaxOrder;
           }
           if (next == header_->first_page + buddy) next = b.next;

@@ -275,13 +275,14 @@ class Buddy {
   std::uint32_t end_page() const noexcept { return header_->first_page + header_->arena_pages; }
   std::uint32_t arena_pages() const noexcept { return header_->arena_pages; }
 
-  // Whether an allocation failed because merge_mixed stopped for want of
-  // undo-journal room, not for want of pages: the caller ends its critical
-  // section (which commits the merges made so far) and tries again; each
-  // try merges more, and the merges a zone can need are finite. Set by a
-  // failed alloc() that merged at least one pair (one that could not is
-  // out of room before it began: no retry would progress), cleared by
-  // clear_merge_cut(); under the owner's lock.
+  // Whether merge_mixed stopped for want of undo-journal room, not for want
+  // of pages: an allocation that then failed may succeed in a new critical
+  // section (which goes on from the merges this one commits); each try
+  // merges more, and the merges a zone can need are finite. Set when a
+  // merge_mixed call stopped after merging at least one pair (one that could
+  // not is out of room before it began: no retry would progress), also when
+  // its merges still made the block (alloc() then succeeds: look at the flag
+  // only after a failure); cleared by clear_merge_cut(); under the owner's lock.
   bool merge_cut() const noexcept { return merge_cut_; }
   void clear_merge_cut() noexcept { merge_cut_ = false; }
   // Journal entries merge_mixed leaves to the rest of the critical section

@@ -20,6 +20,7 @@
 
 #include "mapheap/mapping.hpp"
 #include "pal/pal.hpp"
+#include "support/cpu.hpp"
 #include "support/death.hpp"
 #include "support/engine_modes.hpp"
 #include "support/release.hpp"
@@ -55,28 +56,7 @@ EngineOptions options_for(Mapping& m, CacheMode mode, std::uint32_t decay_ms = 1
 
 class EngineModes : public ::testing::TestWithParam<CacheMode> {};
 
-// Keeps the calling thread on one CPU while it lives: tests that count what
-// overflows a per-CPU array (a move between a full push and its drain would
-// split a batch) or find again what this CPU's array cached.
-class OnOneCpu {
- public:
-  OnOneCpu() {
-    if (!aff_.save().ok()) return;
-    unsigned cpu = 0;
-    while (cpu < 1024 && !aff_.allowed(cpu)) ++cpu;
-    pinned_ = aff_.pin(cpu).ok();
-  }
-  ~OnOneCpu() {
-    if (pinned_) (void)aff_.restore();
-  }
-  OnOneCpu(const OnOneCpu&) = delete;
-  OnOneCpu& operator=(const OnOneCpu&) = delete;
-  bool pinned() const { return pinned_; }
-
- private:
-  pal::CpuAffinity aff_;
-  bool pinned_ = false;
-};
+using test::OnOneCpu;
 
 // The process heap's slow paths inside a shared heap's critical section
 // (mapheap as malloc, called from a named object's constructor): a refill
@@ -84,7 +64,8 @@ class OnOneCpu {
 // that heap's undo journal (256 entries for the directory's) until it was
 // full and aborted the process. They journal nothing now (core::FutexLock).
 TEST_P(EngineModes, SlowPathsInsideASharedHeapsSectionJournalNothing) {
-  Mapping m = Mapping::create(MappingOptions::anonymous(32 << 20));
+  // 64 MiB: the front caches' run grows with the CPUs configured (up to 4 MiB).
+  Mapping m = Mapping::create(MappingOptions::anonymous(64 << 20));
   TestEngine e;
   ASSERT_TRUE(e.format(m.data(), m.size(), options_for(m, GetParam())));
   Mapping other = Mapping::create(MappingOptions::anonymous(1 << 20));
@@ -98,7 +79,7 @@ TEST_P(EngineModes, SlowPathsInsideASharedHeapsSectionJournalNothing) {
     core::JournalScope in_section(&journal);
     std::vector<void*> live;
     for (int i = 0; i < 20000; ++i) live.push_back(e.allocate(16 + (i % 8) * 16));
-    for (int i = 0; i < 200; ++i) live.push_back(e.allocate(100000));
+    for (int i = 0; i < 50; ++i) live.push_back(e.allocate(100000));
     for (void* p : live) {
       ASSERT_NE(p, nullptr);
       e.deallocate(p);

@@ -32,6 +32,7 @@
 #include "slab/size_class.hpp"
 #include "slab/slab.hpp"
 #include "bench/support/page_faults.hpp"
+#include "support/cpu.hpp"
 #include "support/death.hpp"
 #include "support/process.hpp"
 #include "support/temp_dir.hpp"
@@ -257,7 +258,9 @@ TEST_P(Backings, AHeapOfMixedFreePagesStillServesALargeBlock) {
   std::memset(big, 0x5a, kMiB);
   h.deallocate(big);
   const HeapStats st = h.stats();
-  EXPECT_LE(st.journal_high_water, st.journal_capacity);
+  // Merging stopped with the reserve left: the rest of the allocation took
+  // a few hundred entries of it at most.
+  EXPECT_LT(st.journal_high_water, st.journal_capacity - page::Buddy::kMergeReserve / 2);
   EXPECT_TRUE(h.check().ok) << h.check().message;
 }
 
@@ -267,6 +270,9 @@ TEST_P(Backings, AHeapOfMixedFreePagesStillServesALargeBlock) {
 // all classes in one section journaled 11,000 entries here (of the 16,384
 // the journal holds: a fuller heap would have filled it and aborted).
 TEST_P(Backings, DecayJournalsOneClassAtATime) {
+  // On one CPU: a move in the loops below would fill a second CPU's caches,
+  // whose objects keep more slabs in use.
+  const test::OnOneCpu pin;
   MappedHeap h = MappedHeap::open(create_options().with_size(64 * kMiB, 64 * kMiB));
   // Every class, a few slabs past what it keeps empty (slab::kKeepEmptyBytes
   // of them, two at least).
