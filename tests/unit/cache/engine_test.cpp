@@ -23,6 +23,7 @@
 #include "support/cpu.hpp"
 #include "support/death.hpp"
 #include "support/engine_modes.hpp"
+#include "support/journal.hpp"
 #include "support/release.hpp"
 
 namespace mapheap::cache {
@@ -70,11 +71,7 @@ TEST_P(EngineModes, SlowPathsInsideASharedHeapsSectionJournalNothing) {
   ASSERT_TRUE(e.format(m.data(), m.size(), options_for(m, GetParam())));
   Mapping other = Mapping::create(MappingOptions::anonymous(1 << 20));
   constexpr std::uint32_t kEntries = 256;
-  std::vector<std::uint64_t> area_words(core::JournalArea::bytes_for(kEntries) / 8 + 1);
-  auto* area = reinterpret_cast<core::JournalArea*>(area_words.data());
-  core::Journal journal;
-  journal.bind(other.data(), other.size(), area);
-  journal.format(kEntries);
+  test::ScratchJournal journal(other.data(), other.size(), kEntries);
   {
     core::JournalScope in_section(&journal);
     std::vector<void*> live;

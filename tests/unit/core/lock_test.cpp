@@ -8,6 +8,7 @@
 
 #include "core/journal.hpp"
 #include "core/lock.hpp"
+#include "support/journal.hpp"
 
 namespace mapheap::core {
 namespace {
@@ -33,11 +34,8 @@ TEST(FutexLock, ExcludesUnderContention) {
 // and must not be journaled there. The lock takes the journal away for its
 // section and gives it back.
 TEST(FutexLock, SectionsJournalNothingAndGiveTheJournalBack) {
-  std::vector<std::uint64_t> region(1024), area_words(JournalArea::bytes_for(64) / 8 + 1);
-  auto* area = reinterpret_cast<JournalArea*>(area_words.data());
-  Journal journal;
-  journal.bind(reinterpret_cast<std::byte*>(region.data()), region.size() * 8, area);
-  journal.format(64);
+  std::vector<std::uint64_t> region(1024);
+  test::ScratchJournal journal(region.data(), region.size() * sizeof(std::uint64_t), 64);
   JournalScope outer(&journal);
   undo_save(region[1]);
   ASSERT_EQ(journal.pending(), 1u);

@@ -13,6 +13,7 @@
 #include "mapheap/mapping.hpp"
 #include "page/buddy.hpp"
 #include "pal/pal.hpp"
+#include "support/journal.hpp"
 #include "support/release.hpp"
 
 namespace mapheap::page {
@@ -423,10 +424,7 @@ TEST(BuddyReclaim, ReclaimingIsolatedBlocksFitsTheJournal) {
 
   // Room for a few dozen blocks past one merge's worst case.
   constexpr std::uint32_t kCapacity = 2 * Buddy::kMergeEntries + 100;
-  Mapping area_map = Mapping::create(MappingOptions::anonymous(core::JournalArea::bytes_for(kCapacity)));
-  core::Journal journal;
-  journal.bind(z.mapping.data(), z.mapping.size(), reinterpret_cast<core::JournalArea*>(area_map.data()));
-  journal.format(kCapacity);
+  test::ScratchJournal journal(z.mapping.data(), z.mapping.size(), kCapacity);
   std::uint64_t back = 0;
   unsigned sections = 0;
   for (std::uint32_t from = 0; from < z.buddy.end_page();) {
@@ -663,11 +661,7 @@ TEST(BuddyReclaim, MergingMixedBuddiesStopsWhileTheJournalHasRoom) {
   ASSERT_EQ(b.info().free_blocks[0], m.pages.size()) << "every free page on its own";
   // A journal with room for a few dozen merges past the reserve.
   constexpr std::uint32_t kCapacity = Buddy::kMergeReserve + 1000;
-  Mapping area_map = Mapping::create(MappingOptions::anonymous(core::JournalArea::bytes_for(kCapacity)));
-  auto* area = reinterpret_cast<core::JournalArea*>(area_map.data());
-  core::Journal journal;
-  journal.bind(m.z.mapping.data(), m.z.mapping.size(), area);
-  journal.format(kCapacity);
+  test::ScratchJournal journal(m.z.mapping.data(), m.z.mapping.size(), kCapacity);
 
   // A cut section rolled back leaves the zone as it was: each merge is whole.
   const BuddyInfo before = b.info();
