@@ -439,14 +439,26 @@ class Engine {
     }
   }
   void after_fork(bool child) noexcept {
-    if (child) {
-      decaying_.store(false, std::memory_order_relaxed);  // its runner is gone
-      // This thread's slot references name its parent's slots (owner words
-      // of a thread that is not in this process): claim afresh.
-      for (ThreadRef& r : t_refs)
-        if (r.id == id_) r = ThreadRef{};
-    }
+    if (child) forget_parent();
     lock_.unlock();
+  }
+  // In a fork()ed child: forgets what this engine's state in the child names
+  // of its parent's threads. A decay run's flag (its runner is gone), and
+  // this thread's slot references (per-thread mode): they name slots owned
+  // by a thread of the parent, whose arrays have that one user, which goes
+  // on using them; the child claims slots of its own at its next slow path.
+  // after_fork(true) calls it; an owner whose lock is in shared memory (the
+  // mapped heap, whose heaps fork()ed children go on using alongside their
+  // parent) calls it alone, from a pthread_atfork child handler.
+  void forget_parent() noexcept {
+    decaying_.store(false, std::memory_order_relaxed);
+    for (ThreadRef& r : t_refs)
+      if (r.id == id_) r = ThreadRef{};
+  }
+  // The slot references of every engine of this type at once, for a child
+  // handler that may not know every engine.
+  static void forget_parents_slots() noexcept {
+    for (ThreadRef& r : t_refs) r = ThreadRef{};
   }
 
   CacheMode cache_mode() const noexcept { return mode_; }
@@ -841,7 +853,7 @@ class Engine {
     counts_.add(kInternalPushes, n - keep);
     if (keep > 1) {
       const StampedLock g = lock_stamped();
-      for (unsigned i = 1; i < keep; ++i) (void)slabs_.free(batch[i]);
+      free_batch(batch + 1, keep - 1, [](void*, slab::FreeStatus) {});
     }
     tick();
     counts_.add(kAllocMisses, 1);
@@ -951,10 +963,9 @@ class Engine {
       // The batch goes whole to the transfer slot for the next refill (of
       // any CPU or thread); to the slabs object by object only when full.
       if (!transfer_give(cls, batch, n)) {
-        for (unsigned i = 0; i < n; ++i) {
-          const slab::FreeStatus s = slabs_.free(batch[i]);
-          if (s != slab::FreeStatus::ok && bad == slab::FreeStatus::ok) bad = s;
-        }
+        free_batch(batch, n, [&](void*, slab::FreeStatus s) {
+          if (bad == slab::FreeStatus::ok) bad = s;
+        });
       }
     }
     // The first object is the caller's; a cached one refused means the heap is corrupt.
@@ -1099,9 +1110,7 @@ class Engine {
     for (unsigned cls = 0; cls < slab::kClassCount; ++cls) {
       const StampedLock g = lock_stamped();
       void* batch[kMaxCapacity];
-      const unsigned n = transfer_take(cls, batch, kMaxCapacity);
-      for (unsigned i = 0; i < n; ++i)
-        if (slabs_.free(batch[i]) != slab::FreeStatus::ok) corrupt(batch[i], kCacheCorrupt);
+      free_batch(batch, transfer_take(cls, batch, kMaxCapacity), refused_from_cache);
     }
   }
   // Thread slots whose owner is gone (and this thread's, if `mine_too`),
@@ -1148,9 +1157,29 @@ class Engine {
     if (n == 0) return;
     counts_.add(kInternalPops, n);
     const StampedLock g = lock_stamped();
-    for (unsigned i = 0; i < n; ++i)
-      if (slabs_.free(batch[i]) != slab::FreeStatus::ok) corrupt(batch[i], kCacheCorrupt);
+    free_batch(batch, n, refused_from_cache);
   }
+  // Frees a batch of cached objects to their slabs, in the critical section
+  // the caller holds; `refused(p, status)` for each the slabs refuse. A free
+  // can journal up to slab::kFreeEntries entries (its slab's last object
+  // gives the run to the zone, with its merges) and a batch holds up to
+  // kMaxCapacity objects: in the worst case, more than a shared heap's undo
+  // journal holds. Between two frees the metadata is whole, so when the room
+  // left is less than one free's worst case, the frees so far are committed
+  // (core::undo_checkpoint) and the section goes on with the journal empty.
+  // A death after that takes back only the frees since; the batch's objects
+  // not yet freed are lost to the heap, as they would have been at any point
+  // of the section (docs/design/crash.md).
+  template <class Refused>
+  void free_batch(void* const* batch, unsigned n, Refused&& refused) noexcept {
+    for (unsigned i = 0; i < n; ++i) {
+      if (core::undo_room() < slab::kFreeEntries) core::undo_checkpoint();
+      const slab::FreeStatus s = slabs_.free(batch[i]);
+      if (s != slab::FreeStatus::ok) refused(batch[i], s);
+    }
+  }
+  // A cached object its slab refuses: the cache or the slab is corrupt.
+  static void refused_from_cache(void* p, slab::FreeStatus) noexcept { corrupt(p, kCacheCorrupt); }
 
   // ---- statistics and checking
 

@@ -185,6 +185,22 @@ inline std::uint32_t undo_room() noexcept {
   return j == nullptr ? UINT32_MAX : j->room();
 }
 
+// Journal entries one undo_save of `bytes` bytes takes (save() cuts a store
+// into pieces of JournalEntry::data).
+constexpr std::uint32_t entries_for(std::size_t bytes) noexcept {
+  return static_cast<std::uint32_t>((bytes + sizeof(JournalEntry::data) - 1) / sizeof(JournalEntry::data));
+}
+// Commits this thread's critical section so far: a death after this point
+// takes back only what follows. For a section whose work grows with its
+// input (a batch of frees), between two whole steps, so that it goes on
+// with an empty journal where it would have filled it and aborted.
+// REQUIRES: the metadata is consistent here, as it must be at unlock; what
+// the section took out of it before (a batch popped from a cache) is lost
+// if it dies later, as it would have been at any point of the section.
+inline void undo_checkpoint() noexcept {
+  if (Journal* j = t_journal) j->commit();
+}
+
 // Makes `j` this thread's journal for a scope (nested scopes restore the outer one).
 class JournalScope {
  public:

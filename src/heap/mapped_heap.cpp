@@ -18,6 +18,7 @@
 #include "pal/pal.hpp"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -29,6 +30,16 @@ using heap::DirTable;
 using heap::HeapHeader;
 using heap::HeapLocks;
 using Engine = cache::Engine<heap::RegionLock>;
+
+// What bounds the zone's critical sections by construction (crash.md,
+// "What bounds a section"): a class's empty slabs given back in one (decay,
+// trim), for the run table of every page size; and one free of a batch,
+// which commits as it goes (cache::Engine::free_batch), with room to spare.
+static_assert(slab::release_entries(slab::kRuns) <= heap::kZoneJournalEntries);
+static_assert(slab::release_entries(slab::kRuns8K) <= heap::kZoneJournalEntries);
+static_assert(slab::release_entries(slab::kRuns16K) <= heap::kZoneJournalEntries);
+static_assert(slab::release_entries(slab::kRuns64K) <= heap::kZoneJournalEntries);
+static_assert(4 * slab::kFreeEntries <= heap::kZoneJournalEntries);
 
 namespace heap {
 
@@ -862,6 +873,22 @@ MappedHeap& MappedHeap::operator=(MappedHeap&& o) noexcept {
   return *this;
 }
 
+namespace {
+// A fork()ed child goes on using its parent's open heaps (the same engine
+// objects, copied), alongside the parent. Its thread is a copy of the
+// forking thread, with that thread's references to the front caches'
+// per-thread slots (per-thread mode, where rseq is not available): two
+// processes pushing and popping one slot's arrays hand out one block twice.
+// The child forgets them (Engine::forget_parent) and claims its own. Only
+// the forking thread is left in the child, so the registry is read without
+// its mutex (a slot is set, or cleared, by one atomic store).
+void forget_parents_slots() noexcept {
+  Engine::forget_parents_slots();  // every heap's, registered or not
+  for (auto& r : g_registry)
+    if (MappedHeap::Impl* m = r.impl.load(std::memory_order_acquire)) m->engine.forget_parent();
+}
+}  // namespace
+
 MappedHeap MappedHeap::open(const HeapOptions& options) {
   const std::uint64_t t0 = pal::monotonic_ns();
   MappedHeap h;
@@ -874,6 +901,8 @@ MappedHeap MappedHeap::open(const HeapOptions& options) {
                        std::to_string(options.max_size));
   if ((options.backing == Backing::file || options.backing == Backing::shm) && options.path.empty())
     m.fail(EINVAL, std::string("a ") + to_string(options.backing) + " heap needs a path");
+  static const int at_fork = ::pthread_atfork(nullptr, nullptr, forget_parents_slots);
+  if (at_fork != 0) m.fail(at_fork, "cannot register its fork() handler (pthread_atfork)");
   m.open();
   {
     std::lock_guard<std::mutex> g(g_registry_mu);

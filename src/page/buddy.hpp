@@ -31,6 +31,7 @@
 #pragma once
 
 #include <atomic>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 
@@ -288,12 +289,26 @@ class Buddy {
   // Journal entries merge_mixed leaves to the rest of the critical section
   // (the split, the run's marks, what the caller writes after it).
   static constexpr std::uint32_t kMergeReserve = 4096;
-  // The most entries one merge writes: two unlinks (7 each: four counters,
-  // the descriptor, two neighbours' links), then a cascade of up to
-  // kMaxOrder merges with the next buddy up (an unlink and a descriptor
-  // each) and a push (6). It starts one only with this much room above
-  // the reserve.
-  static constexpr std::uint32_t kMergeEntries = 2 * 7 + kMaxOrder * 8 + 6;
+  // Journal entries of the zone's steps: unlinking a free block (four
+  // counters, its descriptor, two neighbours' links), one merge of a
+  // cascade (that unlink and the absorbed head's descriptor), pushing a
+  // block (four counters, its descriptor, the old head's link).
+  static constexpr std::uint32_t kUnlinkEntries = 7;
+  static constexpr std::uint32_t kMergeStepEntries = kUnlinkEntries + 1;
+  static constexpr std::uint32_t kPushEntries = 6;
+  // The most entries one merge writes: two unlinks, then a cascade of up to
+  // kMaxOrder merges with the next buddy up, and a push. It starts one only
+  // with this much room above the reserve.
+  static constexpr std::uint32_t kMergeEntries =
+      2 * kUnlinkEntries + kMaxOrder * kMergeStepEntries + kPushEntries;
+  // The most entries free() writes for a run of `pages` pages: the run's
+  // descriptors (a slab's tails), its head's and a counter, and its pages
+  // as free blocks (at most two of each order below the run's length), each
+  // pushed after a cascade of up to kMaxOrder merges.
+  static constexpr std::uint32_t free_entries(std::uint32_t pages) noexcept {
+    return pages + 1 +
+           2 * static_cast<std::uint32_t>(std::bit_width(pages)) * (kMaxOrder * kMergeStepEntries + kPushEntries);
+  }
 
  private:
   std::uint32_t take(std::uint64_t n) noexcept;

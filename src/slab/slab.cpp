@@ -394,7 +394,7 @@ FreeStatus SlabHeap::free_small(std::uint32_t head, std::uint32_t off, std::size
     // would otherwise leave every class it passed full of empty slabs.
     const std::uint64_t kept = root_->cls[cls].count[static_cast<unsigned>(SlabList::empty)];
     const std::uint64_t slab_bytes = std::uint64_t{pages_of(cls)} * zone_->header().page_size;
-    if (kept >= 2 && (kept + 1) * slab_bytes > kKeepEmptyBytes) {
+    if (kept >= max_empty_slabs(slab_bytes)) {
       (void)zone_->free(PageIndex(head));
     } else {
       push(cls, SlabList::empty, head);

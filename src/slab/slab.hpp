@@ -27,6 +27,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "core/journal.hpp"
 #include "page/buddy.hpp"
 #include "slab/size_class.hpp"
 
@@ -75,6 +76,32 @@ struct SlabStats {
 // Empty slabs a class keeps for reuse (at least two); the rest go back to
 // the zone as soon as they empty.
 inline constexpr std::size_t kKeepEmptyBytes = 128 << 10;
+// How many empty slabs of `slab_bytes` bytes that is.
+constexpr std::uint64_t max_empty_slabs(std::uint64_t slab_bytes) noexcept {
+  return std::max<std::uint64_t>(2, kKeepEmptyBytes / slab_bytes);
+}
+// The most undo journal entries SlabHeap::free() writes for an object of a
+// slab of `pages` pages: the object's link, the slab's descriptor and the
+// class's count; the slab moved between lists (an unlink and a push, each
+// the class's lists, the descriptor and two neighbours' links); and the run
+// back to the zone if that was its last object (page::Buddy::free_entries).
+constexpr std::uint32_t free_entries(std::uint32_t pages) noexcept {
+  return 3 + 2 * (core::entries_for(sizeof(ClassLists)) + 3) + page::Buddy::free_entries(pages);
+}
+// The same for an object of any class: what a batch of frees in one
+// critical section makes room for before each (cache::Engine::free_batch).
+inline constexpr std::uint32_t kFreeEntries = free_entries(kMaxLargeRunPages);
+// The most entries SlabHeap::release_empty(cls, age) writes for any class of
+// `runs`: the empty slabs a class keeps, each unlinked and freed to the zone.
+constexpr std::uint64_t release_entries(const RunTable& runs) noexcept {
+  std::uint64_t most = 0;
+  for (unsigned c = 0; c < kClassCount; ++c) {
+    const std::uint64_t each =
+        core::entries_for(sizeof(ClassLists)) + 3 + page::Buddy::free_entries(runs.pages[c]);
+    most = std::max(most, max_empty_slabs(std::uint64_t{runs.pages[c]} * runs.page_size) * each);
+  }
+  return most;
+}
 // The most objects a slab holds (class 8 in 4 KiB pages: 512; larger pages
 // hold no more, as runs cap the count in the page map's 16-bit fields).
 inline constexpr std::uint32_t kMaxSlabObjects = 8192;

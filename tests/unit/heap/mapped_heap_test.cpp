@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -24,6 +25,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "cache/rseq.hpp"
 #include "core/journal.hpp"
 #include "heap/mapped_heap_format.hpp"
 #include "mapheap/heap.hpp"
@@ -972,9 +974,27 @@ TEST(MappedHeapGc, ReclaimsWhatKilledProcessesLeaked) {
 // blocks of 8 KiB freed by one thread leave at least 33 of them cached (an
 // array drained to 16 at its last overflow, and the transfer slot's batch of
 // 17); a floor of 16 keeps at most 25 on one CPU (16, and a batch of 9).
+// The front caches are per CPU (rseq) where the C library registers rseq,
+// and per thread where it does not: make test runs this binary's process
+// and crash tests both ways (tests/CMakeLists.txt: GLIBC_TUNABLES turns
+// rseq off for the "per_thread:" ones).
+TEST(MappedHeapCache, PerCpuWithRseqPerThreadWithout) {
+  const char* tunables = std::getenv("GLIBC_TUNABLES");
+  if (tunables != nullptr && std::strstr(tunables, "glibc.pthread.rseq=0") != nullptr) {
+    EXPECT_FALSE(cache::rseq_available()) << "GLIBC_TUNABLES did not turn rseq off";
+  }
+  TempDir dir;
+  // Room for the slots of both kinds (a heap too small for them has none).
+  MappedHeap h =
+      MappedHeap::open(HeapOptions::file(dir.file("mode.heap"), HeapMode::create).with_size(32 * kMiB, kMiB * 1024));
+  const nlohmann::json j = nlohmann::json::parse(h.stats().json);
+  EXPECT_EQ(j["cache"]["mode"], cache::rseq_available() ? "per-cpu" : "per-thread");
+}
+
 TEST(MappedHeapCache, SharedHeapFillsCacheArraysToCapacity) {
   TempDir dir;
-  MappedHeap h = MappedHeap::open(HeapOptions::file(dir.file("cache.heap"), HeapMode::create).with_size(32 * kMiB));
+  MappedHeap h =
+      MappedHeap::open(HeapOptions::file(dir.file("cache.heap"), HeapMode::create).with_size(32 * kMiB, kMiB * 1024));
   std::vector<void*> v;
   for (int i = 0; i < 200; ++i) {
     v.push_back(h.allocate(8192));

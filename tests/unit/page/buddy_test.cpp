@@ -2,6 +2,7 @@
 // count are allocated and freed; they never overlap, stay inside the arena,
 // keep their contents, and the zone passes check() throughout; freeing
 // everything coalesces back to the first tiling.
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <random>
@@ -268,6 +269,41 @@ std::uint64_t resident_pages(const Zone& z, PageIndex p, std::uint64_t n) {
   return z.mapping
       .residency(static_cast<std::size_t>(z.buddy.address(p) - z.mapping.data()), n * page())
       .resident_pages;
+}
+
+// Buddy::free_entries bounds what one free journals: a batch of frees in
+// one critical section makes room for that much before each
+// (cache::Engine::free_batch), and the static bounds of crash.md add it up.
+// Runs of every length a slab takes (and large ones), freed in random order
+// so that their blocks merge in cascades, some up to the whole arena.
+TEST(Buddy, AFreeJournalsAtMostFreeEntries) {
+  Zone z(32 << 20);
+  std::mt19937 rng(17);
+  test::ScratchJournal journal(z.mapping.data(), z.mapping.size(), Buddy::free_entries(64));
+  std::uint32_t most_merging = 0;  // the most entries a free wrote past its run's descriptors
+  for (int round = 0; round < 6; ++round) {
+    std::vector<std::pair<PageIndex, std::uint32_t>> runs;
+    for (;;) {
+      const auto n = static_cast<std::uint32_t>(1 + rng() % 64);
+      const PageIndex p = z.buddy.alloc(Pages(n), rng() % 2 == 0 ? PageState::slab : PageState::large);
+      if (!p.valid()) break;
+      runs.emplace_back(p, n);
+    }
+    ASSERT_GT(runs.size(), 100u);
+    std::shuffle(runs.begin(), runs.end(), rng);
+    for (const auto& [p, n] : runs) {
+      core::JournalScope in_section(&journal);
+      ASSERT_EQ(z.buddy.free(p), FreeResult::ok);
+      const std::uint32_t wrote = journal.pending();
+      ASSERT_LE(wrote, Buddy::free_entries(n)) << "a free of " << n << " pages";
+      most_merging = std::max(most_merging, wrote - std::min(wrote, n + 1));
+      journal.commit();
+    }
+    expect_valid(z.buddy);
+    EXPECT_EQ(z.buddy.info().free_pages, z.buddy.header().arena_pages);
+  }
+  // The last frees of a round merged up to the whole arena (2^13 pages).
+  EXPECT_GE(most_merging, 8 * Buddy::kMergeStepEntries);
 }
 
 TEST(BuddyReclaim, AFreshZoneHasNothingToRelease) {

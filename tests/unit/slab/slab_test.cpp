@@ -11,9 +11,11 @@
 
 #include <gtest/gtest.h>
 
+#include "core/journal.hpp"
 #include "mapheap/mapping.hpp"
 #include "pal/pal.hpp"
 #include "slab/slab.hpp"
+#include "support/journal.hpp"
 
 namespace mapheap::slab {
 namespace {
@@ -126,6 +128,40 @@ TEST(Slab, AClassKeepsFewEmptySlabs) {
     EXPECT_TRUE(h.heap.has_empty());
     EXPECT_EQ(h.heap.trim(), keep * class_pages(cls));
     EXPECT_FALSE(h.heap.has_empty());
+    expect_valid(h.heap);
+  }
+}
+
+// slab::free_entries bounds what one free journals, and release_entries
+// what giving a class's empty slabs back does: the bounds a batch of frees
+// (cache::Engine::free_batch) and the static asserts of the mapped heap
+// rest on. Objects of small and large classes freed in random order, every
+// slab emptied, its run merged back into the zone.
+TEST(Slab, FreesJournalAtMostTheirBound) {
+  Heap h(64 << 20);
+  test::ScratchJournal journal(h.mapping.data(), h.mapping.size(), kFreeEntries);
+  std::mt19937 rng(5);
+  for (std::size_t size : {std::size_t{16}, std::size_t{256}, std::size_t{3000}, std::size_t{36864}, kMaxSmallSize}) {
+    const unsigned cls = class_of(size);
+    std::vector<void*> v;
+    for (std::uint32_t i = 0; i < class_objects(cls) * 60; ++i) v.push_back(h.heap.alloc(size));
+    std::shuffle(v.begin(), v.end(), rng);
+    std::uint32_t most = 0;
+    for (void* p : v) {
+      core::JournalScope in_section(&journal);
+      ASSERT_EQ(h.heap.free(p), FreeStatus::ok);
+      most = std::max(most, journal.pending());
+      journal.commit();
+    }
+    EXPECT_LE(most, free_entries(class_pages(cls))) << size;
+    // Some free gave its slab's run back to the zone.
+    EXPECT_GT(most, class_pages(cls) + 8) << size;
+    {
+      core::JournalScope in_section(&journal);
+      h.heap.release_empty(cls, 0);
+      EXPECT_LE(journal.pending(), release_entries(kRuns)) << size;
+      journal.commit();
+    }
     expect_valid(h.heap);
   }
 }
