@@ -1106,11 +1106,15 @@ class Engine {
     }
     (void)drain_thread_slots(true);
     // The transfer slot (its pops are not the front caches' own: not
-    // counted), a critical section per class.
+    // counted), a critical section per class. Its objects are off the slot
+    // (a journaled pop) until freed: taken in chunks whose frees fit the
+    // journal's room, so that the section commits only between chunks,
+    // with nothing in hand, and a death never loses them.
     for (unsigned cls = 0; cls < slab::kClassCount; ++cls) {
       const StampedLock g = lock_stamped();
       void* batch[kMaxCapacity];
-      free_batch(batch, transfer_take(cls, batch, kMaxCapacity), refused_from_cache);
+      for (unsigned n; (n = transfer_take(cls, batch, frees_with_room())) != 0;)
+        free_batch(batch, n, refused_from_cache);
     }
   }
   // Thread slots whose owner is gone (and this thread's, if `mine_too`),
@@ -1167,9 +1171,15 @@ class Engine {
   // journal holds. Between two frees the metadata is whole, so when the room
   // left is less than one free's worst case, the frees so far are committed
   // (core::undo_checkpoint) and the section goes on with the journal empty.
-  // A death after that takes back only the frees since; the batch's objects
-  // not yet freed are lost to the heap, as they would have been at any point
-  // of the section (docs/design/crash.md).
+  // A death after that takes back only the frees since. The batch's objects
+  // not yet freed are lost to the heap then, as at any point of the
+  // section: every caller took them out of a cache before the section or in
+  // a section of its own, except the transfer slot's drain, which takes
+  // only what fits (frees_with_room). A large run in a batch (a sized free
+  // told a wrong size, which only checked engines catch, parks a run in a
+  // class's cache) can write more than kFreeEntries: with less room than
+  // that left, the journal overflows and the process aborts, reporting it
+  // (docs/design/crash.md).
   template <class Refused>
   void free_batch(void* const* batch, unsigned n, Refused&& refused) noexcept {
     for (unsigned i = 0; i < n; ++i) {
@@ -1177,6 +1187,15 @@ class Engine {
       const slab::FreeStatus s = slabs_.free(batch[i]);
       if (s != slab::FreeStatus::ok) refused(batch[i], s);
     }
+  }
+  // How many objects the section can take from the transfer slot (one
+  // journal entry) and free without a commit in between: after a commit if
+  // the journal is short of one, at least one; kMaxCapacity with no journal.
+  static unsigned frees_with_room() noexcept {
+    constexpr std::uint32_t kTake = 1;
+    if (core::undo_room() < kTake + slab::kFreeEntries) core::undo_checkpoint();
+    const std::uint32_t fit = (core::undo_room() - kTake) / slab::kFreeEntries;
+    return std::clamp<std::uint32_t>(fit, 1, kMaxCapacity);
   }
   // A cached object its slab refuses: the cache or the slab is corrupt.
   static void refused_from_cache(void* p, slab::FreeStatus) noexcept { corrupt(p, kCacheCorrupt); }

@@ -194,9 +194,9 @@ constexpr std::uint32_t entries_for(std::size_t bytes) noexcept {
 // takes back only what follows. For a section whose work grows with its
 // input (a batch of frees), between two whole steps, so that it goes on
 // with an empty journal where it would have filled it and aborted.
-// REQUIRES: the metadata is consistent here, as it must be at unlock; what
-// the section took out of it before (a batch popped from a cache) is lost
-// if it dies later, as it would have been at any point of the section.
+// REQUIRES: the metadata is consistent here, as it must be at unlock, and
+// the section holds nothing it took out of it (objects popped under the
+// lock and not yet put anywhere would be lost to a death after the commit).
 inline void undo_checkpoint() noexcept {
   if (Journal* j = t_journal) j->commit();
 }

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstring>
 #include <mutex>
+#include <new>
 #include <random>
 #include <thread>
 
@@ -880,12 +881,28 @@ namespace {
 // per-thread slots (per-thread mode, where rseq is not available): two
 // processes pushing and popping one slot's arrays hand out one block twice.
 // The child forgets them (Engine::forget_parent) and claims its own. Only
-// the forking thread is left in the child, so the registry is read without
-// its mutex (a slot is set, or cleared, by one atomic store).
-void forget_parents_slots() noexcept {
+// the forking thread is left in the child: the registry is read without
+// its mutex (an entry's heap pointer is stored last when it is set and
+// first when it is cleared), and the mutex is made new, in case a thread
+// the child does not have held it. A
+// child made by _Fork() or a raw clone runs no handler: it must not use its
+// parent's heaps.
+void fork_child() noexcept {
+  new (&g_registry_mu) std::mutex();
   Engine::forget_parents_slots();  // every heap's, registered or not
   for (auto& r : g_registry)
     if (MappedHeap::Impl* m = r.impl.load(std::memory_order_acquire)) m->engine.forget_parent();
+}
+// Registered by the first open, without a lock or a once-flag that a fork
+// at the wrong moment would leave taken in the child: two opens at once may
+// both register it, and it bears being run twice. A failure is retried at
+// the next open.
+std::atomic<bool> g_fork_handler{false};
+int register_fork_handler() noexcept {
+  if (g_fork_handler.load(std::memory_order_acquire)) return 0;
+  if (const int rc = ::pthread_atfork(nullptr, nullptr, fork_child); rc != 0) return rc;
+  g_fork_handler.store(true, std::memory_order_release);
+  return 0;
 }
 }  // namespace
 
@@ -901,8 +918,8 @@ MappedHeap MappedHeap::open(const HeapOptions& options) {
                        std::to_string(options.max_size));
   if ((options.backing == Backing::file || options.backing == Backing::shm) && options.path.empty())
     m.fail(EINVAL, std::string("a ") + to_string(options.backing) + " heap needs a path");
-  static const int at_fork = ::pthread_atfork(nullptr, nullptr, forget_parents_slots);
-  if (at_fork != 0) m.fail(at_fork, "cannot register its fork() handler (pthread_atfork)");
+  if (const int rc = register_fork_handler(); rc != 0)
+    m.fail(rc, "cannot register its fork() handler (pthread_atfork)");
   m.open();
   {
     std::lock_guard<std::mutex> g(g_registry_mu);

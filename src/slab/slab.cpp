@@ -440,6 +440,7 @@ std::uint64_t SlabHeap::release_empty(unsigned cls, std::uint32_t min_age) noexc
     const std::uint32_t next = d.next;
     // Unsigned difference: right across a wrap of the 32-bit clock.
     if (min_age == 0 || static_cast<std::uint32_t>(now - d.freed_at) >= min_age) {
+      if (core::undo_room() < release_slab_entries(d.run)) core::undo_checkpoint();
       unlink(cls, head);
       pages += d.run;
       (void)zone_->free(PageIndex(head));

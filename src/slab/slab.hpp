@@ -91,15 +91,20 @@ constexpr std::uint32_t free_entries(std::uint32_t pages) noexcept {
 // The same for an object of any class: what a batch of frees in one
 // critical section makes room for before each (cache::Engine::free_batch).
 inline constexpr std::uint32_t kFreeEntries = free_entries(kMaxLargeRunPages);
-// The most entries SlabHeap::release_empty(cls, age) writes for any class of
-// `runs`: the empty slabs a class keeps, each unlinked and freed to the zone.
+// The most entries releasing one empty slab of `pages` pages writes: its
+// unlink from the class's lists and its run freed to the zone.
+constexpr std::uint32_t release_slab_entries(std::uint32_t pages) noexcept {
+  return core::entries_for(sizeof(ClassLists)) + 3 + page::Buddy::free_entries(pages);
+}
+// The most entries SlabHeap::release_empty(cls, age) writes for class c of
+// `runs`, in a heap where the class keeps no more empty slabs than its
+// quota; and for any class of `runs`.
+constexpr std::uint64_t release_entries(const RunTable& runs, unsigned c) noexcept {
+  return max_empty_slabs(std::uint64_t{runs.pages[c]} * runs.page_size) * release_slab_entries(runs.pages[c]);
+}
 constexpr std::uint64_t release_entries(const RunTable& runs) noexcept {
   std::uint64_t most = 0;
-  for (unsigned c = 0; c < kClassCount; ++c) {
-    const std::uint64_t each =
-        core::entries_for(sizeof(ClassLists)) + 3 + page::Buddy::free_entries(runs.pages[c]);
-    most = std::max(most, max_empty_slabs(std::uint64_t{runs.pages[c]} * runs.page_size) * each);
-  }
+  for (unsigned c = 0; c < kClassCount; ++c) most = std::max(most, release_entries(runs, c));
   return most;
 }
 // The most objects a slab holds (class 8 in 4 KiB pages: 512; larger pages
@@ -180,7 +185,12 @@ class SlabHeap {
   // (0: all of them) to the buddy allocator; the pages freed.
   std::uint64_t release_empty(std::uint32_t min_age) noexcept;
   // The same for class `cls` alone (a caller that bounds its critical
-  // sections takes one class at a time).
+  // sections takes one class at a time). A class keeps at most its quota of
+  // empty slabs (release_entries bounds what that writes), but a heap file
+  // may list more (a corrupt one, or one written before the quota): when
+  // the section's journal has no room for one more slab, what was released
+  // is committed (core::undo_checkpoint) and it goes on.
+  // REQUIRES: the caller's critical section is consistent at the call.
   std::uint64_t release_empty(unsigned cls, std::uint32_t min_age) noexcept;
   // Returns every empty slab to the buddy allocator; the pages freed.
   std::uint64_t trim() noexcept { return release_empty(0); }

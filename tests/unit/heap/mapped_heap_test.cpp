@@ -984,9 +984,10 @@ TEST(MappedHeapCache, PerCpuWithRseqPerThreadWithout) {
     EXPECT_FALSE(cache::rseq_available()) << "GLIBC_TUNABLES did not turn rseq off";
   }
   TempDir dir;
-  // Room for the slots of both kinds (a heap too small for them has none).
-  MappedHeap h =
-      MappedHeap::open(HeapOptions::file(dir.file("mode.heap"), HeapMode::create).with_size(32 * kMiB, kMiB * 1024));
+  // Room for the slots of both kinds on a machine of hundreds of CPUs (a
+  // heap too small for them has none).
+  MappedHeap h = MappedHeap::open(
+      HeapOptions::file(dir.file("mode.heap"), HeapMode::create).with_size(256 * kMiB, kMiB * 1024));
   const nlohmann::json j = nlohmann::json::parse(h.stats().json);
   EXPECT_EQ(j["cache"]["mode"], cache::rseq_available() ? "per-cpu" : "per-thread");
 }

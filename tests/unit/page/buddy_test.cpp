@@ -306,6 +306,36 @@ TEST(Buddy, AFreeJournalsAtMostFreeEntries) {
   EXPECT_GE(most_merging, 8 * Buddy::kMergeStepEntries);
 }
 
+// The step costs free_entries is built from, counted on one free whose
+// cascade is known: every page of the arena taken, pages 1 to 511 freed in
+// order (one free block of each order 0 to 8 is left, each alone on its
+// list), then page 0, which merges 9 times. Should a step write more than
+// this, the bounds of free_entries, kMergeEntries and the crash contract
+// must be checked again.
+TEST(Buddy, AFreesCascadeJournalsWhatItsStepsCount) {
+  Zone z(8 << 20, 512);
+  std::vector<PageIndex> pages;
+  for (PageIndex p; (p = z.buddy.alloc(Pages(1))).valid();) pages.push_back(p);
+  ASSERT_GE(pages.size(), 512u);
+  std::sort(pages.begin(), pages.end(), [](PageIndex a, PageIndex b) { return a.i < b.i; });
+  ASSERT_EQ(pages[0].i % 512, 0u);
+  for (std::size_t i = 1; i < 512; ++i) ASSERT_EQ(z.buddy.free(pages[i]), FreeResult::ok);
+  for (unsigned k = 0; k < 9; ++k) ASSERT_EQ(z.buddy.info().free_blocks[k], 1u) << k;
+  test::ScratchJournal journal(z.mapping.data(), z.mapping.size(), Buddy::free_entries(1));
+  core::JournalScope in_section(&journal);
+  ASSERT_EQ(z.buddy.free(pages[0]), FreeResult::ok);
+  // The run's head and the large-page count (2); nine merges, each the
+  // unlink of a buddy alone on its list (four counters and its descriptor:
+  // Buddy::kUnlinkEntries less the two neighbours' links); the push of the
+  // merged block onto an empty list (kPushEntries less the old head's link).
+  constexpr std::uint32_t kUnlinkAlone = Buddy::kUnlinkEntries - 2, kPushOnEmpty = Buddy::kPushEntries - 1;
+  EXPECT_EQ(journal.pending(), 2 + 9 * kUnlinkAlone + kPushOnEmpty);
+  EXPECT_LE(journal.pending(), Buddy::free_entries(1));
+  journal.commit();
+  EXPECT_EQ(z.buddy.info().free_blocks[9], 1u);
+  expect_valid(z.buddy);
+}
+
 TEST(BuddyReclaim, AFreshZoneHasNothingToRelease) {
   Zone z(8 << 20);
   EXPECT_EQ(z.buddy.info().released_pages, z.buddy.arena_pages());
