@@ -1177,13 +1177,14 @@ class Engine {
   // a section of its own, except the transfer slot's drain, which takes
   // only what fits (frees_with_room). A large run in a batch (a sized free
   // told a wrong size, which only checked engines catch, parks a run in a
-  // class's cache) can write more than kFreeEntries: with less room than
-  // that left, the journal overflows and the process aborts, reporting it
+  // class's cache) has a bound of its own, slab::kLargeFreeEntries
   // (docs/design/crash.md).
   template <class Refused>
   void free_batch(void* const* batch, unsigned n, Refused&& refused) noexcept {
     for (unsigned i = 0; i < n; ++i) {
-      if (core::undo_room() < slab::kFreeEntries) core::undo_checkpoint();
+      // A large run here is a wrong-size free's (see above): its own bound.
+      const std::uint32_t room = core::undo_room();
+      if (room < slab::kLargeFreeEntries && room < slabs_.free_entries_of(batch[i])) core::undo_checkpoint();
       const slab::FreeStatus s = slabs_.free(batch[i]);
       if (s != slab::FreeStatus::ok) refused(batch[i], s);
     }

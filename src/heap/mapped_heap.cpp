@@ -41,6 +41,7 @@ static_assert(slab::release_entries(slab::kRuns8K) <= heap::kZoneJournalEntries)
 static_assert(slab::release_entries(slab::kRuns16K) <= heap::kZoneJournalEntries);
 static_assert(slab::release_entries(slab::kRuns64K) <= heap::kZoneJournalEntries);
 static_assert(4 * slab::kFreeEntries <= heap::kZoneJournalEntries);
+static_assert(2 * slab::kLargeFreeEntries <= heap::kZoneJournalEntries);
 
 namespace heap {
 

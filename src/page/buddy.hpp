@@ -309,6 +309,10 @@ class Buddy {
     return pages + 1 +
            2 * static_cast<std::uint32_t>(std::bit_width(pages)) * (kMaxOrder * kMergeStepEntries + kPushEntries);
   }
+  // ... for a large run of any length (up to 2^kMaxOrder pages): only its
+  // head's descriptor and a counter, then its blocks.
+  static constexpr std::uint32_t kLargeFreeEntries =
+      2 + 2 * (kMaxOrder + 1) * (kMaxOrder * kMergeStepEntries + kPushEntries);
 
  private:
   std::uint32_t take(std::uint64_t n) noexcept;

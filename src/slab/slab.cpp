@@ -290,6 +290,13 @@ FreeStatus SlabHeap::free(void* ptr, std::size_t* freed) noexcept {
   return s;
 }
 
+std::uint32_t SlabHeap::free_entries_of(const void* p) const noexcept {
+  const PageIndex page = zone_->index_of(p);
+  const bool large = page.valid() && page.i >= zone_->first_page() &&
+                     zone_->desc(page).state == PageState::large;
+  return large ? kLargeFreeEntries : kFreeEntries;
+}
+
 FreeStatus SlabHeap::locate(const void* ptr, Located& at) const noexcept {
   const auto* p = static_cast<const std::byte*>(ptr);
   const PageIndex page = zone_->index_of(p);

@@ -91,6 +91,8 @@ constexpr std::uint32_t free_entries(std::uint32_t pages) noexcept {
 // The same for an object of any class: what a batch of frees in one
 // critical section makes room for before each (cache::Engine::free_batch).
 inline constexpr std::uint32_t kFreeEntries = free_entries(kMaxLargeRunPages);
+// ... and for a large run (the run's free and the count of large runs).
+inline constexpr std::uint32_t kLargeFreeEntries = page::Buddy::kLargeFreeEntries + 1;
 // The most entries releasing one empty slab of `pages` pages writes: its
 // unlink from the class's lists and its run freed to the zone.
 constexpr std::uint32_t release_slab_entries(std::uint32_t pages) noexcept {
@@ -146,6 +148,10 @@ class SlabHeap {
   // slab has no object in use or the object was never handed out.
   // If `freed` is given, it receives the usable bytes given back.
   FreeStatus free(void* p, std::size_t* freed = nullptr) noexcept;
+  // The most journal entries free(p) can write: kLargeFreeEntries if p is
+  // the start of a large run, else kFreeEntries (a slab object, or a bad
+  // pointer, which writes nothing). Reads p's page descriptor.
+  std::uint32_t free_entries_of(const void* p) const noexcept;
   // The bytes usable at p (its class size, or the run's length); 0 if p is not
   // an object of this heap, or its slab has nothing in use. (A freed object
   // in a slab that still has others in use is not told apart here.)

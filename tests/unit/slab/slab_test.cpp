@@ -167,6 +167,20 @@ TEST(Slab, FreesJournalAtMostTheirBound) {
     }
     expect_valid(h.heap);
   }
+  // What a batch makes room for before each free: a large run has its own,
+  // larger bound (a wrong-size free can park one in a class's cache).
+  void* small = h.heap.alloc(100);
+  void* large = h.heap.alloc(3 * kMaxSmallSize);
+  ASSERT_NE(small, nullptr);
+  ASSERT_NE(large, nullptr);
+  EXPECT_EQ(h.heap.free_entries_of(small), kFreeEntries);
+  EXPECT_EQ(h.heap.free_entries_of(large), kLargeFreeEntries);
+  EXPECT_EQ(h.heap.free_entries_of(nullptr), kFreeEntries);
+  core::JournalScope in_section(&journal);
+  ASSERT_EQ(h.heap.free(large), FreeStatus::ok);
+  EXPECT_LE(journal.pending(), kLargeFreeEntries);
+  journal.commit();
+  ASSERT_EQ(h.heap.free(small), FreeStatus::ok);
 }
 
 // A large run is its whole buddy block: the usable size is a power of two
