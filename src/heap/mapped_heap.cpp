@@ -36,10 +36,9 @@ using Engine = cache::Engine<heap::RegionLock>;
 // "What bounds a section"): a class's empty slabs given back in one (decay,
 // trim), for the run table of every page size; and one free of a batch,
 // which commits as it goes (cache::Engine::free_batch), with room to spare.
-static_assert(slab::release_entries(slab::kRuns) <= heap::kZoneJournalEntries);
-static_assert(slab::release_entries(slab::kRuns8K) <= heap::kZoneJournalEntries);
-static_assert(slab::release_entries(slab::kRuns16K) <= heap::kZoneJournalEntries);
-static_assert(slab::release_entries(slab::kRuns64K) <= heap::kZoneJournalEntries);
+static_assert(std::max({slab::release_entries(slab::kRuns), slab::release_entries(slab::kRuns8K),
+                        slab::release_entries(slab::kRuns16K), slab::release_entries(slab::kRuns64K)}) <=
+              heap::kZoneJournalEntries);
 static_assert(4 * slab::kFreeEntries <= heap::kZoneJournalEntries);
 static_assert(2 * slab::kLargeFreeEntries <= heap::kZoneJournalEntries);
 
@@ -885,9 +884,8 @@ namespace {
 // the forking thread is left in the child: the registry is read without
 // its mutex (an entry's heap pointer is stored last when it is set and
 // first when it is cleared), and the mutex is made new, in case a thread
-// the child does not have held it. A
-// child made by _Fork() or a raw clone runs no handler: it must not use its
-// parent's heaps.
+// the child does not have held it. A child made by _Fork() or a raw clone
+// runs no handler: it must not use its parent's heaps.
 void fork_child() noexcept {
   new (&g_registry_mu) std::mutex();
   Engine::forget_parents_slots();  // every heap's, registered or not

@@ -80,13 +80,16 @@ inline constexpr std::size_t kKeepEmptyBytes = 128 << 10;
 constexpr std::uint64_t max_empty_slabs(std::uint64_t slab_bytes) noexcept {
   return std::max<std::uint64_t>(2, kKeepEmptyBytes / slab_bytes);
 }
-// The most undo journal entries SlabHeap::free() writes for an object of a
-// slab of `pages` pages: the object's link, the slab's descriptor and the
-// class's count; the slab moved between lists (an unlink and a push, each
-// the class's lists, the descriptor and two neighbours' links); and the run
+// Undo journal entries of a slab's unlink from its class's lists, or its
+// push onto one: the class's lists, the slab's descriptor, two neighbours'
+// links.
+inline constexpr std::uint32_t kListStepEntries = core::entries_for(sizeof(ClassLists)) + 3;
+// The most entries SlabHeap::free() writes for an object of a slab of
+// `pages` pages: the object's link, the slab's descriptor and the class's
+// count; the slab moved between lists (an unlink and a push); and the run
 // back to the zone if that was its last object (page::Buddy::free_entries).
 constexpr std::uint32_t free_entries(std::uint32_t pages) noexcept {
-  return 3 + 2 * (core::entries_for(sizeof(ClassLists)) + 3) + page::Buddy::free_entries(pages);
+  return 3 + 2 * kListStepEntries + page::Buddy::free_entries(pages);
 }
 // The same for an object of any class: what a batch of frees in one
 // critical section makes room for before each (cache::Engine::free_batch).
@@ -96,7 +99,7 @@ inline constexpr std::uint32_t kLargeFreeEntries = page::Buddy::kLargeFreeEntrie
 // The most entries releasing one empty slab of `pages` pages writes: its
 // unlink from the class's lists and its run freed to the zone.
 constexpr std::uint32_t release_slab_entries(std::uint32_t pages) noexcept {
-  return core::entries_for(sizeof(ClassLists)) + 3 + page::Buddy::free_entries(pages);
+  return kListStepEntries + page::Buddy::free_entries(pages);
 }
 // The most entries SlabHeap::release_empty(cls, age) writes for class c of
 // `runs`, in a heap where the class keeps no more empty slabs than its

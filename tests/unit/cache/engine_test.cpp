@@ -116,7 +116,7 @@ struct JournaledEngine {
   // object of them freed and the caches emptied: freeing the survivors
   // empties a slab each, past the 32 empty slabs the class keeps.
   std::vector<void*> survivors(std::size_t slabs) {
-    std::vector<void*> all, kept, rest;
+    std::vector<void*> kept, rest;
     std::set<std::uintptr_t> pages;
     while (kept.size() < slabs) {
       void* p = e.allocate(16);
@@ -129,6 +129,33 @@ struct JournaledEngine {
     return kept;
   }
   std::uint64_t free_pages() const { return e.zone().info().free_pages; }
+  // Runs `body` in a fork()ed child (with slots of its own, as the mapped
+  // heap's fork handler gives it) that dies at its `store`-th journaled
+  // store, inside a critical section, as a kill could stop it there; then a
+  // section of this process finds the lock's owner dead and takes the dead
+  // section back.
+  template <class Body>
+  ::testing::AssertionResult dies_at_store(long store, Body body) {
+    const pid_t child = ::fork();
+    if (child < 0) return ::testing::AssertionFailure() << "fork failed";
+    if (child == 0) {
+      e.forget_parent();
+      core::Journal::die_at_store(store);
+      body();
+      ::_exit(0);
+    }
+    int status = 0;
+    if (::waitpid(child, &status, 0) != child) return ::testing::AssertionFailure() << "waitpid failed";
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 86)
+      return ::testing::AssertionFailure() << "the child was to die at its store " << store << "; status " << status;
+    if (journal.pending() == 0) return ::testing::AssertionFailure() << "it died outside a critical section";
+    void* p = e.allocate(100000);
+    if (p == nullptr) return ::testing::AssertionFailure() << "no allocation after the death";
+    e.deallocate(p);
+    if (e.lock_policy().repairs() != 1)
+      return ::testing::AssertionFailure() << e.lock_policy().repairs() << " sections taken back, not 1";
+    return ::testing::AssertionSuccess();
+  }
 };
 
 // A batch of frees in one critical section (trim's drain of a CPU's or a
@@ -164,27 +191,12 @@ TEST_P(EngineModes, ADeathInABatchKeepsTheFreesItCommitted) {
   const std::vector<void*> kept = j.survivors(250);
   ASSERT_EQ(kept.size(), 250u);
   const std::uint64_t before = j.free_pages();
-  const pid_t child = ::fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    j.e.forget_parent();  // what the mapped heap's fork handler does: slots of its own
-    // Past the first commit (at 600 entries), inside the batch (thousands).
-    core::Journal::die_at_store(1500);
+  // Past the first commit (at 600 entries), inside the batch (thousands).
+  ASSERT_TRUE(j.dies_at_store(1500, [&] {
     for (void* p : kept) j.e.deallocate(p);
     j.e.trim();
-    ::_exit(0);  // not reached: the batch journals more than 1,500 stores
-  }
-  int status = 0;
-  ASSERT_EQ(::waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 86)
-      << "the child was to die at its 1,500th store; status " << status;
-  ASSERT_GT(j.journal.pending(), 0u) << "it died inside a section";
-  // The next section finds the lock's owner dead and takes its section back.
-  void* p = j.e.allocate(100000);
-  ASSERT_NE(p, nullptr);
-  j.e.deallocate(p);
+  }));
   expect_valid(j.e);
-  EXPECT_EQ(j.e.lock_policy().repairs(), 1u);
   // The slabs freed before the commit stayed free.
   EXPECT_GE(j.free_pages(), before + 10);
 }
@@ -211,23 +223,9 @@ TEST_P(EngineModes, ADeathInTheTransferSlotsDrainLosesNothing) {
   for (int i = 0; i <= 128; ++i) j.e.deallocate(kept[i]);
   const auto in_use = [&] { return j.e.stats().slabs.inuse_objects[cls]; };
   ASSERT_EQ(in_use(), 256u + 250u);  // cached objects count as in use in their slabs
-  const pid_t child = ::fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    j.e.forget_parent();
-    // Past the array's drain (a few hundred stores, per CPU only) and the
-    // first commits of the transfer slot's (about 30 stores an object).
-    core::Journal::die_at_store(2000);
-    j.e.trim();
-    ::_exit(0);
-  }
-  int status = 0;
-  ASSERT_EQ(::waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 86) << "status " << status;
-  void* p = j.e.allocate(100000);  // the next section takes the dead one back
-  ASSERT_NE(p, nullptr);
-  j.e.deallocate(p);
-  EXPECT_EQ(j.e.lock_policy().repairs(), 1u);
+  // Past the array's drain (a few hundred stores, per CPU only) and the
+  // first commits of the transfer slot's (about 30 stores an object).
+  ASSERT_TRUE(j.dies_at_store(2000, [&] { j.e.trim(); }));
   j.e.trim();
   expect_valid(j.e);
   // In use: the 128 fillers and 121 survivors never freed; every object
