@@ -892,16 +892,25 @@ void fork_child() noexcept {
   for (auto& r : g_registry)
     if (MappedHeap::Impl* m = r.impl.load(std::memory_order_acquire)) m->engine.forget_parent();
 }
-// Registered by the first open, without a lock or a once-flag that a fork
-// at the wrong moment would leave taken in the child: two opens at once may
-// both register it, and it bears being run twice. A failure is retried at
-// the next open.
+// Registered when the program starts (below), and by an open if that
+// failed, without a lock or a once-flag that a fork at the wrong moment
+// would leave taken in the child: two opens at once may both register it,
+// and it bears being run twice. A failure is retried at the next open.
 std::atomic<bool> g_fork_handler{false};
 int register_fork_handler() noexcept {
   if (g_fork_handler.load(std::memory_order_acquire)) return 0;
   if (const int rc = ::pthread_atfork(nullptr, nullptr, fork_child); rc != 0) return rc;
   g_fork_handler.store(true, std::memory_order_release);
   return 0;
+}
+// At start-up, so that no open pays for it: registering writes the C
+// library's list of handlers, and in a fork()ed child of a program that
+// had not opened a heap yet those writes were copy-on-write faults of the
+// child's first open (two, and a fault in the registering code). Children
+// fork()ed later inherit the registration. With no heap open the handler
+// finds nothing to do.
+[[gnu::constructor]] void register_fork_handler_at_start() noexcept {
+  (void)register_fork_handler();
 }
 }  // namespace
 
