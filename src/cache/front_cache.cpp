@@ -50,7 +50,7 @@ page::PageIndex FrontCache::format(page::Buddy& zone, std::uint32_t cpu_slots, s
   std::uint64_t pages;
   for (;;) {
     pages = (run_bytes(cpu_slots + threads) + page - 1) / page;
-    run = zone.alloc_lowest(page::Pages(pages));
+    run = zone.alloc(page::Pages(pages));
     if (run.valid() || (cpu_slots == 0 && threads == 0)) break;
     if (threads > 0)
       threads = 0;

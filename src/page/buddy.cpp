@@ -254,21 +254,6 @@ PageIndex Buddy::alloc(Pages n, PageState state) noexcept {
   return PageIndex(idx);
 }
 
-PageIndex Buddy::alloc_lowest(Pages n, PageState state) noexcept {
-  if (n.n == 0 || n.n > (std::uint64_t{1} << kMaxOrder)) return core::kNoPage;
-  std::uint32_t best = kNone;
-  unsigned best_k = 0;
-  for (unsigned k = core::order_for(n).k; k <= kMaxOrder; ++k)
-    for (std::uint32_t idx = header_->free_head[k]; idx != kNone; idx = map_[idx].next)
-      if (idx < best) {
-        best = idx;
-        best_k = k;
-      }
-  if (best == kNone) return core::kNoPage;
-  mark_run(carve(best, best_k, n.n), n.n, state);
-  return PageIndex(best);
-}
-
 // Takes n pages off the free lists: a block of the smallest sufficient order,
 // split down, its pages past n given back. Returns the first page, still
 // unmarked (tail), or kNone. REQUIRES: 1 <= n <= 2^kMaxOrder.
@@ -283,14 +268,8 @@ std::uint32_t Buddy::take(std::uint64_t n) noexcept {
   // Nothing large enough among same-state blocks: merge across states.
   if (k > kMaxOrder && merge_mixed(want)) k = first_order(want, false);
   if (k > kMaxOrder) return kNone;
-  return carve(header_->free_head[k], k, n);
-}
 
-// Takes the free block of order k headed by idx off its list and splits it
-// down to a run of n pages at its start. Returns idx, still unmarked (tail).
-// REQUIRES: idx heads a free block of order k >= order_for(n).
-std::uint32_t Buddy::carve(std::uint32_t idx, unsigned k, std::uint64_t n) noexcept {
-  const unsigned want = core::order_for(Pages(n)).k;
+  const std::uint32_t idx = header_->free_head[k];
   const std::uint32_t rel = idx - header_->first_page;
   const std::uint16_t flags = map_[idx].flags;  // the pieces keep the block's state
   const std::uint32_t stamp = map_[idx].freed_at;

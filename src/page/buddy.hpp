@@ -182,13 +182,6 @@ class Buddy {
   // A run of `n` pages (any count from 1 to 2^kMaxOrder), as `state` (large or
   // slab). Returns kNoPage when no block is large enough.
   PageIndex alloc(Pages n, PageState state = PageState::large) noexcept;
-  // The same, from the lowest-addressed free block large enough, whatever its
-  // order: for the metadata a heap's format places once (the slab root, the
-  // cache run), so that they sit at the arena's start, next to their page-map
-  // entries, where a new process maps them with the page tables it needs for
-  // the zone header anyway. It walks every free list from n's order up:
-  // O(free blocks), meant for a zone just formatted, not for a hot path.
-  PageIndex alloc_lowest(Pages n, PageState state = PageState::large) noexcept;
   // A run of `n` pages whose first page is aligned in memory to `align_pages`
   // pages (a power of two): takes n + align_pages - 1 pages and returns the
   // lead and trail to the free lists.
@@ -323,7 +316,6 @@ class Buddy {
 
  private:
   std::uint32_t take(std::uint64_t n) noexcept;
-  std::uint32_t carve(std::uint32_t idx, unsigned k, std::uint64_t n) noexcept;
   bool merge_mixed(unsigned want) noexcept;
   unsigned first_order(unsigned want, bool dirty) const noexcept;
   void mark_run(std::uint32_t idx, std::uint64_t n, PageState state) noexcept;

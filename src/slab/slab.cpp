@@ -60,7 +60,7 @@ bool SlabHeap::format(page::Buddy& zone, SlabHeap& out) noexcept {
   const RunTable* runs = runs_for(page);
   if (runs == nullptr) return false;
   const Pages pages((sizeof(SlabRoot) + page - 1) / page);
-  const PageIndex root = zone.alloc_lowest(pages);  // next to its page-map entry
+  const PageIndex root = zone.alloc(pages);
   if (!root.valid()) return false;
   auto* r = new (zone.address(root)) SlabRoot{};
   r->magic = kSlabMagic;

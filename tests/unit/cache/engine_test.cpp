@@ -7,7 +7,6 @@
 #include "heap/region_lock.hpp"
 
 #include <algorithm>
-#include <bit>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -430,26 +429,6 @@ TEST(EngineHugePages, LargeRunsReachTheHook) {
   EXPECT_EQ(seen[0].second, std::size_t{4} << 20);  // the whole block
   EXPECT_EQ(reinterpret_cast<std::uintptr_t>(big) % (2 << 20), 0u);
   for (void* q : {small, mid, big}) e.deallocate(q);
-  expect_valid(e);
-}
-
-// The metadata a format places once, the slab root and the cache run, sits
-// at the arena's start, next to the page-map entries of its pages, not in the
-// small blocks left over at the arena's top: a new process maps them with
-// page tables it needs anyway (mapped_heap.md, "What an open touches").
-TEST(EngineLayout, RootAndCacheRunSitAtTheArenasStart) {
-  Mapping m = Mapping::create(MappingOptions::anonymous(256 << 20));
-  TestEngine e;
-  ASSERT_TRUE(e.format(m.data(), m.size(), options_for(m, CacheMode::automatic)));
-  const page::Buddy& z = e.zone();
-  const std::uint32_t root = z.header().root, cache = e.slabs().cache_run();
-  EXPECT_EQ(root, z.first_page());
-  const std::uint64_t root_pages = z.desc(page::PageIndex(root)).run;
-  const std::uint64_t cache_pages = z.desc(page::PageIndex(cache)).run;
-  ASSERT_GT(cache_pages, root_pages);
-  // The lowest block of the cache run's order: the one the root's split left
-  // just above it.
-  EXPECT_EQ(cache, z.first_page() + std::bit_ceil(cache_pages));
   expect_valid(e);
 }
 

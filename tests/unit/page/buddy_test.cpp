@@ -93,41 +93,6 @@ TEST(Buddy, RunsOfAnyLengthAndTheirRemainder) {
   EXPECT_LE(z.buddy.info().large_pages, arena);
 }
 
-// alloc() takes the smallest block that fits, which on a zone just formatted
-// is a leftover at the arena's top; alloc_lowest() takes the run from the
-// lowest-addressed block instead, and what it splits off feeds the next
-// allocations from just above it.
-TEST(Buddy, LowestRunsComeFromTheArenasStart) {
-  // 8 MiB minus a page: the arena is not a power of two, so its last blocks
-  // are small ones.
-  Zone z((8 << 20) - page());
-  const std::uint32_t first = z.buddy.first_page();
-  const PageIndex top = z.buddy.alloc(Pages(1));
-  ASSERT_TRUE(top.valid());
-  EXPECT_GT(top.i, first + z.buddy.arena_pages() / 2);  // what alloc() does
-  // Each from the lowest free block of its order or more: 1 page at the
-  // start; 3 pages in the order-2 block split off at 4 (its fourth page goes
-  // back); 64 at 64; 5 in the order-3 block at 8; then the page at 1.
-  const std::pair<std::uint64_t, std::uint32_t> runs[] = {{1, 0}, {3, 4}, {64, 64}, {5, 8}, {1, 1}};
-  for (const auto& [n, at] : runs) {
-    const BuddyInfo before = z.buddy.info();
-    const PageIndex p = z.buddy.alloc_lowest(Pages(n));
-    ASSERT_TRUE(p.valid()) << n;
-    EXPECT_EQ(p.i, first + at) << n;
-    EXPECT_EQ(z.buddy.desc(p).state, PageState::large);
-    EXPECT_EQ(z.buddy.desc(p).run, n);
-    // Exactly n pages left the free lists.
-    EXPECT_EQ(z.buddy.info().free_pages, before.free_pages - n) << n;
-    expect_valid(z.buddy);
-  }
-  // The pieces it split off went on top of their lists: a plain alloc() of
-  // 2 pages takes the latest, the pair past the 5-page run at 8.
-  EXPECT_EQ(z.buddy.alloc(Pages(2)).i, first + 14);
-  EXPECT_FALSE(z.buddy.alloc_lowest(Pages(0)).valid());
-  EXPECT_FALSE(z.buddy.alloc_lowest(Pages(z.buddy.arena_pages() + 1)).valid());
-  expect_valid(z.buddy);
-}
-
 TEST(Buddy, TooLargeOrZeroRunsAreRefused) {
   Zone z(4 << 20);
   EXPECT_FALSE(z.buddy.alloc(Pages(0)).valid());
