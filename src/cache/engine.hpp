@@ -109,11 +109,12 @@ struct EngineOptions {
   HugeFn huge = nullptr;
   void* huge_ctx = nullptr;
   std::size_t huge_min = std::size_t{2} << 20;
-  // Prefaulting: called, without the lock, with the pages of slab objects a
-  // refill carved for the first time, just before the cache writes its key
-  // into each of them (the mapped heap populates them writable: one call
-  // instead of a page fault a page, which on a shared file mapping costs
-  // several microseconds). Null: they fault in one by one.
+  // Prefaulting: called, without the lock, with the pages that hold the
+  // first bytes of the slab objects a refill carved for the first time, just
+  // before the cache writes its key into each of them (the mapped heap
+  // populates them writable: one call a run of pages instead of a page fault
+  // a page). The rest of a multi-page object is left to the program, which
+  // may never touch it. Null: they fault in one by one.
   using PopulateFn = void (*)(void* ctx, void* addr, std::size_t bytes) noexcept;
   PopulateFn populate = nullptr;
   void* populate_ctx = nullptr;
@@ -827,6 +828,9 @@ class Engine {
     if (!has_array()) return nullptr;
     const std::uint32_t want = cache_limit_[cls] / 2u;
     void* batch[kMaxCapacity / 2];
+    // Objects larger than a page have a limit of at most kMinCapacity: a
+    // batch of them, a run of pages each, fits.
+    static_assert(slab::SlabHeap::FreshPages::kSpans >= kMinCapacity / 2);
     slab::SlabHeap::FreshPages fresh;
     unsigned n;
     {

@@ -211,16 +211,16 @@ void* SlabHeap::alloc_small(unsigned cls, bool& carved) noexcept {
 }
 
 void SlabHeap::FreshPages::add(std::byte* obj, std::size_t size, std::size_t page) noexcept {
-  // Objects are laid from the run's first byte on: one that starts inside a
-  // page shares it with the object carved before it.
-  const auto page_up = [page](std::byte* p) {
-    return p + (page - reinterpret_cast<std::uintptr_t>(p) % page) % page;
-  };
-  std::byte* b = page_up(obj);
-  std::byte* e = page_up(obj + size);
-  if (b >= e) return;
-  if (spans != 0 && b <= end[spans - 1] && b >= begin[spans - 1]) {
-    if (e > end[spans - 1]) end[spans - 1] = e;
+  // Objects are laid from the run's first byte on, in order: if the object
+  // before this one starts in the same page, that page was listed when it
+  // was carved (a run starts on a page, so its first object always lists).
+  const std::uintptr_t at = reinterpret_cast<std::uintptr_t>(obj);
+  const std::uintptr_t first = at - at % page;
+  if (at - first >= size) return;
+  std::byte* b = obj - (at - first);
+  std::byte* e = b + page;
+  if (spans != 0 && b == end[spans - 1]) {
+    end[spans - 1] = e;
   } else if (spans < kSpans) {
     begin[spans] = b;
     end[spans] = e;

@@ -160,14 +160,18 @@ class SlabHeap {
   // in a slab that still has others in use is not told apart here.)
   std::size_t usable_size(const void* p) const noexcept;
 
-  // The pages of objects carved for the first time (never handed out
-  // before), less the page where the object carved before them ends: the
-  // memory a caller about to write into every object of a batch touches for
-  // the first time, which it may prefault in one call instead of one page
-  // fault a page. Up to kSpans runs of contiguous pages; the rest is dropped
-  // (it faults in as it would anyway).
+  // Of objects carved for the first time (never handed out before), the
+  // pages that hold their first bytes, each page once: what a caller about
+  // to write a word at the start of every object of a batch (the front
+  // cache's key) touches for the first time, which it may prefault in one
+  // call a run instead of one page fault a page. The rest of a large
+  // object is not listed: those pages are the program's to touch, or not.
+  // Up to kSpans runs of contiguous pages; the rest is dropped (it faults
+  // in as it would anyway). 16: a batch of objects larger than a page, one
+  // run each, is at most 16 (half a class array of the big classes, whose
+  // limit is 32), and smaller objects' pages run together.
   struct FreshPages {
-    static constexpr unsigned kSpans = 4;
+    static constexpr unsigned kSpans = 16;
     std::byte* begin[kSpans];
     std::byte* end[kSpans];
     unsigned spans = 0;
@@ -175,7 +179,7 @@ class SlabHeap {
   };
   // Up to n objects of class cls into out (fewer when the zone runs out):
   // the refill of a front cache. Returns how many. `fresh`, if given,
-  // receives the pages of the carved ones.
+  // receives the pages where the carved ones start.
   unsigned alloc_batch(unsigned cls, void** out, unsigned n, FreshPages* fresh = nullptr) noexcept;
   // ok if p is an object of this heap that is allocated now (for a slab
   // object: carved and not on its slab's free list, which is searched); what

@@ -432,10 +432,12 @@ TEST(EngineHugePages, LargeRunsReachTheHook) {
   expect_valid(e);
 }
 
-// A refill hands the pages of the objects it carved for the first time to
-// the populate hook, before it writes into them: every page of every object
-// handed out is in some span, and no page is in two (none is populated
-// twice: objects that come back from a free are not populated again).
+// A refill hands the pages where the objects it carved for the first time
+// start to the populate hook, before it writes its key into them: the first
+// page of every object handed out is in some span, no page is in two (none
+// is populated twice: objects that come back from a free are not populated
+// again), and the pages inside a multi-page object, which only the program
+// writes, are in none.
 TEST_P(EngineModes, FreshObjectsArePopulatedOnce) {
   Mapping m = Mapping::create(MappingOptions::anonymous(32 << 20));
   EngineOptions o = options_for(m, GetParam());
@@ -448,20 +450,30 @@ TEST_P(EngineModes, FreshObjectsArePopulatedOnce) {
   TestEngine e;
   ASSERT_TRUE(e.format(m.data(), m.size(), o));
   const std::size_t page = pal::page_size();
+  const auto populated = [&](std::uintptr_t pg) {
+    return std::any_of(spans.begin(), spans.end(), [&](auto sp) { return pg >= sp.first && pg < sp.second; });
+  };
   const auto expect_covered = [&](const std::vector<void*>& objs, std::size_t size) {
     for (void* q : objs) {
       const auto a = reinterpret_cast<std::uintptr_t>(q);
-      for (std::uintptr_t pg = a / page * page; pg < a + size; pg += page)
-        ASSERT_TRUE(std::any_of(spans.begin(), spans.end(),
-                                [&](auto sp) { return pg >= sp.first && pg < sp.second; }))
-            << "size " << size << ": page " << pg << " of object " << q << " was not populated";
+      ASSERT_TRUE(populated(a / page * page)) << "size " << size << ": the first page of object " << q
+                                              << " was not populated";
+      // Pages wholly inside the object hold no other object's start.
+      const std::size_t usable = e.usable_size(q);
+      for (std::uintptr_t pg = a / page * page + page; pg + page <= a + usable; pg += page)
+        ASSERT_FALSE(populated(pg)) << "size " << size << ": page " << pg << " inside object " << q
+                                    << " was populated";
     }
   };
-  // 64 bytes: objects never straddle a page; 1,500: they do.
-  for (std::size_t size : {std::size_t{64}, std::size_t{1500}}) {
+  // 64 bytes: objects never straddle a page; 1,500: they do; 14,336 (3.5
+  // pages of 4 KiB): each object has pages of its own past its first.
+  for (std::size_t size : {std::size_t{64}, std::size_t{1500}, std::size_t{14336}}) {
     spans.clear();
     std::vector<void*> held;
-    for (int i = 0; i < 2000; ++i) held.push_back(e.allocate(size));
+    for (std::size_t i = 0; i < (size < 4096 ? 2000 : 300); ++i) {
+      held.push_back(e.allocate(size));
+      ASSERT_NE(held.back(), nullptr) << "size " << size;
+    }
     // Every other one freed (no slab empties, so no page goes back to the
     // OS) and as many taken again: recycled objects, or the untouched tails
     // of partial slabs.
