@@ -638,14 +638,13 @@ struct MappedHeap::Impl {
     if (alone_possible) (void)lock(kGateByte, pal::RangeLock::unlock, true);
     if (!report.created) prefetch_directory();
     opener = ::getpid();
-    // Heap pages are touched at random: no readahead (DESIGN contract 9).
-    if (opt.backing == Backing::file) {
-      try {
-        map.advise(Advice::random);
-      } catch (const error&) {
-        // advice only
-      }
-    }
+    // Heap pages are touched at random: no readahead (DESIGN contract 9),
+    // which would also fill the page cache with large folios that one
+    // store dirties whole. Over the whole reservation, not only the size at
+    // open: the file maps all of it, and the part the heap grows into later,
+    // here or in another process, is touched the same way. Advice only: a
+    // failure changes nothing else.
+    if (opt.backing == Backing::file) (void)pal::advise(map.data(), map.reserved(), pal::Advice::random);
   }
 
   void close() {

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -355,6 +356,43 @@ TEST(MappedHeapGrowth, CheckSeesWhatAnotherOpenGrew) {
   const HeapCheck chk = b.check();
   EXPECT_TRUE(chk.ok) << chk.message;
   EXPECT_TRUE(a.check().ok);
+  for (void* p : large) a.deallocate(p);
+}
+
+// A file heap asks for no readahead (MADV_RANDOM, DESIGN contract 9) over
+// its whole reservation: the part it grows into, here or through another
+// open, is read and written as randomly as the part it started with. The
+// kernel shows the advice as "rr" in each mapping's VmFlags.
+TEST(MappedHeapGrowth, NoReadaheadInTheGrownPart) {
+  TempDir dir;
+  const std::string path = dir.file("random.heap");
+  MappedHeap a = MappedHeap::open(HeapOptions::file(path, HeapMode::create).with_size(16 * kMiB, 512 * kMiB));
+  std::vector<void*> large;
+  for (int i = 0; i < 8; ++i) large.push_back(a.allocate(8 * kMiB));
+  ASSERT_EQ(std::count(large.begin(), large.end(), nullptr), 0);
+  ASSERT_GT(a.stats().committed_bytes, 16 * kMiB) << "the heap did not grow: the test tests nothing";
+  MappedHeap b = MappedHeap::open(HeapOptions::file(path, HeapMode::open));
+  // The VmFlags of every mapping that overlaps [lo, hi), from /proc/self/smaps.
+  const auto flags_over = [](const std::byte* lo, const std::byte* hi) {
+    std::ifstream smaps("/proc/self/smaps");
+    std::vector<std::string> out;
+    std::string line;
+    bool inside = false;
+    while (std::getline(smaps, line)) {
+      unsigned long start = 0, end = 0;
+      if (std::sscanf(line.c_str(), "%lx-%lx ", &start, &end) == 2 && line.find('-') < line.find(' ')) {
+        inside = start < reinterpret_cast<std::uintptr_t>(hi) && end > reinterpret_cast<std::uintptr_t>(lo);
+      } else if (inside && line.rfind("VmFlags:", 0) == 0) {
+        out.push_back(line);
+      }
+    }
+    return out;
+  };
+  for (MappedHeap* h : {&a, &b}) {
+    const std::vector<std::string> vmas = flags_over(h->base(), h->base() + h->stats().region_bytes);
+    ASSERT_FALSE(vmas.empty());
+    for (const std::string& f : vmas) EXPECT_NE((f + " ").find(" rr "), std::string::npos) << f;
+  }
   for (void* p : large) a.deallocate(p);
 }
 
