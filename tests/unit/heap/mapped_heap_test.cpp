@@ -362,7 +362,8 @@ TEST(MappedHeapGrowth, CheckSeesWhatAnotherOpenGrew) {
 // A file heap asks for no readahead (MADV_RANDOM, DESIGN contract 9) over
 // its whole reservation: the part it grows into, here or through another
 // open, is read and written as randomly as the part it started with. The
-// kernel shows the advice as "rr" in each mapping's VmFlags.
+// kernel shows the advice as "rr" in each mapping's VmFlags: checked in the
+// open that grew the heap, in one opened after, and in a private view.
 TEST(MappedHeapGrowth, NoReadaheadInTheGrownPart) {
   TempDir dir;
   const std::string path = dir.file("random.heap");
@@ -372,6 +373,8 @@ TEST(MappedHeapGrowth, NoReadaheadInTheGrownPart) {
   ASSERT_EQ(std::count(large.begin(), large.end(), nullptr), 0);
   ASSERT_GT(a.stats().committed_bytes, 16 * kMiB) << "the heap did not grow: the test tests nothing";
   MappedHeap b = MappedHeap::open(HeapOptions::file(path, HeapMode::open));
+  // A private view: the file mapped up to its length, anonymous memory past it.
+  MappedHeap c = MappedHeap::open(HeapOptions::file(path, HeapMode::copy_on_write));
   // The VmFlags of every mapping that overlaps [lo, hi), from /proc/self/smaps.
   const auto flags_over = [](const std::byte* lo, const std::byte* hi) {
     std::ifstream smaps("/proc/self/smaps");
@@ -388,7 +391,7 @@ TEST(MappedHeapGrowth, NoReadaheadInTheGrownPart) {
     }
     return out;
   };
-  for (MappedHeap* h : {&a, &b}) {
+  for (MappedHeap* h : {&a, &b, &c}) {
     const std::vector<std::string> vmas = flags_over(h->base(), h->base() + h->stats().region_bytes);
     ASSERT_FALSE(vmas.empty());
     for (const std::string& f : vmas) EXPECT_NE((f + " ").find(" rr "), std::string::npos) << f;
