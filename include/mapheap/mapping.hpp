@@ -127,6 +127,11 @@ struct MappingOptions {
   bool preallocate = false;      // claim the object's storage (fallocate) at create and grow
   bool follow_symlinks = false;  // default: a symlink is refused (O_NOFOLLOW)
   bool lock_memory = false;      // mlock the usable range
+  // MADV_RANDOM over the whole reservation, and over every piece a growth
+  // maps later: no readahead, for memory touched at random (DESIGN contract
+  // 9: a readahead fills the page cache with large folios that one store
+  // dirties whole). Advice: a kernel that refuses it changes nothing else.
+  bool random_access = false;
   unsigned mode = 0600;          // permissions of a created file or shm object
   int fd = -1;                   // memfd/file: map this descriptor (dup'ed) instead of opening path
 
@@ -161,6 +166,10 @@ struct MappingOptions {
   }
   MappingOptions& with_preallocate(bool p = true) {
     preallocate = p;
+    return *this;
+  }
+  MappingOptions& with_random_access(bool r = true) {
+    random_access = r;
     return *this;
   }
 };
@@ -230,6 +239,7 @@ class Mapping {
     bool preallocate = false;
     bool locked = false;
     bool piecewise = false;  // hugetlb: only [0, size) is mapped; grow maps more
+    bool random_access = false;  // MappingOptions::random_access
     bool hugetlb = false;
     bool dir_sync_pending = false;  // we created the file: sync() also syncs its directory
     bool sync_failed = false;       // an msync/fdatasync error is fatal for this mapping

@@ -324,6 +324,11 @@ struct MappedHeap::Impl {
     mo.follow_symlinks = opt.follow_symlinks;
     mo.sharing = shared ? Sharing::shared : Sharing::private_;
     mo.access = Access::read_write;  // a read-only heap is a private view: locks need writing
+    // Heap pages are touched at random: no readahead (DESIGN contract 9),
+    // over the whole reservation, from before the first read (the probe's
+    // too), and over the part the heap grows into later, here or in another
+    // process. shm and memfd have no readahead.
+    mo.random_access = opt.backing == Backing::file;
     return mo;
   }
 
@@ -344,19 +349,6 @@ struct MappedHeap::Impl {
 
   // ---- create
 
-  // Heap pages are touched at random: no readahead (DESIGN contract 9),
-  // which would fill the page cache with large folios that one store then
-  // dirties whole. Given as soon as a file is mapped, before the first page
-  // is read, and over the whole reservation, not only the size at open: a
-  // shared view maps the file over all of it, and the part the heap grows
-  // into later, here or in another process, is touched the same way (a
-  // private view's part past the file is anonymous; a hugetlbfs file, mapped
-  // piece by piece as it grows, has no readahead). Advice only: a failure
-  // changes nothing else.
-  void no_readahead(const Mapping& m) const noexcept {
-    if (opt.backing == Backing::file) (void)pal::advise(m.data(), m.reserved(), pal::Advice::random);
-  }
-
   void create() {
     const std::size_t page = pal::page_size();
     // The layout: header, locks, the two journals, then the engine.
@@ -373,7 +365,6 @@ struct MappedHeap::Impl {
     const std::size_t size = std::min(round_up(std::max(opt.initial_size, min_size), page), std::max(reserve, min_size));
     reserve = std::max(reserve, round_up(size, std::size_t{2} << 20));
     map = Mapping::create(mapping_options(OpenMode::create_exclusive, size, reserve));
-    no_readahead(map);
     try {
       format(size, engine_off, kLocks, kZoneJournal, kDirJournal);
     } catch (...) {
@@ -435,7 +426,6 @@ struct MappedHeap::Impl {
     // First a view of what is there, to read the header; then the view with
     // the reservation the header asks for.
     Mapping probe = Mapping::create(mapping_options(OpenMode::open_existing, 0, 0));
-    no_readahead(probe);
     const std::size_t have = probe.size();
     // The header's page, mapped before it is read (see prefetch_fn).
     if (have >= sizeof(HeapHeader)) prefetch_fn(this, probe.data(), sizeof(HeapHeader));
@@ -454,7 +444,6 @@ struct MappedHeap::Impl {
     if (h.region_bytes > probe.reserved()) {
       probe.close();
       map = Mapping::create(mapping_options(OpenMode::open_existing, 0, h.region_bytes));
-      no_readahead(map);
     } else {
       map = std::move(probe);
     }

@@ -324,7 +324,11 @@ pal::Status Mapping::map_range(std::size_t from, std::size_t to) noexcept {
   }
   auto m =
       pal::map(st_.base + from, to - from, prot_of(st_.access), flags, st_.fd, anon ? 0 : from);
-  if (m) return {};
+  if (m) {
+    // A new mapping does not inherit the advice the reservation had.
+    if (st_.random_access) (void)pal::advise(st_.base + from, to - from, pal::Advice::random);
+    return {};
+  }
   (void)pal::map(st_.base + from, to - from, pal::Prot::none,
                  pal::kMapPrivate | pal::kMapAnonymous | pal::kMapNoReserve | pal::kMapFixed, -1,
                  0);
@@ -550,6 +554,7 @@ result<Mapping> Mapping::try_create(const MappingOptions& o) {
     st.preallocate = o.preallocate;
     st.hugetlb = hugetlb;
     st.piecewise = hugetlb;
+    st.random_access = o.random_access;
     st.path = path;
     auto give_back_fd = [&] { st.fd = -1; };  // the guards own fd until success
 
@@ -612,6 +617,10 @@ result<Mapping> Mapping::try_create(const MappingOptions& o) {
       report.reason = why_not;  // what a lesser-but-acceptable choice passed over
     }
     st.huge = std::move(report);
+    // Before anything is read through the mapping, over all of it: a shared
+    // object maps the whole reservation, and what lies past the object now
+    // (reserved, anonymous) is where growth goes.
+    if (o.random_access) (void)pal::advise(st.base, reserve, pal::Advice::random);
 
     if (o.prefault) {
       if (auto s = m.populate(0, size); !s) {

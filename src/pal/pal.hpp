@@ -259,6 +259,7 @@ struct SmapsTotals {
   std::uint64_t swap = 0;
   std::uint64_t locked = 0;
   bool thp_eligible = false;  // any VMA with THPeligible: 1
+  std::uint64_t random_read_vmas = 0;  // VMAs advised MADV_RANDOM: "rr" in VmFlags
 };
 
 // Streaming parser for smaps text; separated from the file reading so that it

@@ -373,6 +373,14 @@ void SmapsParser::feed_line(const char* line, std::size_t len) noexcept {
   auto key_is = [&](const char* k) {
     return std::strlen(k) == key_len && std::memcmp(tmp, k, key_len) == 0;
   };
+  if (key_is("VmFlags")) {  // two-letter flags separated by spaces
+    for (const char* f = colon + 1; *f != '\0'; ++f)
+      if (f[0] == 'r' && f[1] == 'r' && f[-1] == ' ' && (f[2] == ' ' || f[2] == '\0')) {
+        ++totals_.random_read_vmas;
+        break;
+      }
+    return;
+  }
   std::uint64_t v = 0;
   const char* rest = nullptr;
   if (!parse_u64(colon + 1, v, &rest)) return;

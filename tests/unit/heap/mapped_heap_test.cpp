@@ -11,7 +11,6 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -32,6 +31,7 @@
 #include "mapheap/heap.hpp"
 #include "mapheap/offset_ptr.hpp"
 #include "page/buddy.hpp"
+#include "pal/pal.hpp"
 #include "slab/size_class.hpp"
 #include "slab/slab.hpp"
 #include "bench/support/page_faults.hpp"
@@ -362,8 +362,9 @@ TEST(MappedHeapGrowth, CheckSeesWhatAnotherOpenGrew) {
 // A file heap asks for no readahead (MADV_RANDOM, DESIGN contract 9) over
 // its whole reservation: the part it grows into, here or through another
 // open, is read and written as randomly as the part it started with. The
-// kernel shows the advice as "rr" in each mapping's VmFlags: checked in the
-// open that grew the heap, in one opened after, and in a private view.
+// kernel shows the advice as "rr" in each mapping's VmFlags (counted by
+// pal::smaps_range): checked in the open that grew the heap, in one opened
+// after, and in a private view.
 TEST(MappedHeapGrowth, NoReadaheadInTheGrownPart) {
   TempDir dir;
   const std::string path = dir.file("random.heap");
@@ -375,26 +376,11 @@ TEST(MappedHeapGrowth, NoReadaheadInTheGrownPart) {
   MappedHeap b = MappedHeap::open(HeapOptions::file(path, HeapMode::open));
   // A private view: the file mapped up to its length, anonymous memory past it.
   MappedHeap c = MappedHeap::open(HeapOptions::file(path, HeapMode::copy_on_write));
-  // The VmFlags of every mapping that overlaps [lo, hi), from /proc/self/smaps.
-  const auto flags_over = [](const std::byte* lo, const std::byte* hi) {
-    std::ifstream smaps("/proc/self/smaps");
-    std::vector<std::string> out;
-    std::string line;
-    bool inside = false;
-    while (std::getline(smaps, line)) {
-      unsigned long start = 0, end = 0;
-      if (std::sscanf(line.c_str(), "%lx-%lx ", &start, &end) == 2 && line.find('-') < line.find(' ')) {
-        inside = start < reinterpret_cast<std::uintptr_t>(hi) && end > reinterpret_cast<std::uintptr_t>(lo);
-      } else if (inside && line.rfind("VmFlags:", 0) == 0) {
-        out.push_back(line);
-      }
-    }
-    return out;
-  };
   for (MappedHeap* h : {&a, &b, &c}) {
-    const std::vector<std::string> vmas = flags_over(h->base(), h->base() + h->stats().region_bytes);
-    ASSERT_FALSE(vmas.empty());
-    for (const std::string& f : vmas) EXPECT_NE((f + " ").find(" rr "), std::string::npos) << f;
+    auto t = pal::smaps_range(h->base(), h->stats().region_bytes);
+    ASSERT_TRUE(t.ok());
+    ASSERT_GT(t->vmas, 0u);
+    EXPECT_EQ(t->random_read_vmas, t->vmas) << "of " << t->vmas << " mappings of the reservation";
   }
   for (void* p : large) a.deallocate(p);
 }

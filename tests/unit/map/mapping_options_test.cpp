@@ -166,6 +166,22 @@ TEST(MappingErrors, ReadOnlyCannotExtend) {
   expect_error([&] { ro.grow(2 * page()); }, ERANGE, {"reservation"});
 }
 
+// random_access advises MADV_RANDOM ("rr" in the kernel's VmFlags) over the
+// whole reservation, so the part a growth makes usable has it too; without
+// the option no mapping of the range has it.
+TEST(MappingOptions, RandomAccessCoversTheReservation) {
+  for (const bool random : {true, false}) {
+    TempPath p("random");
+    Mapping m = Mapping::create(
+        MappingOptions::file(p.str(), 4 * page()).with_reserve(64 * page()).with_random_access(random));
+    m.grow(32 * page());
+    auto t = pal::smaps_range(m.data(), m.reserved());
+    ASSERT_TRUE(t.ok());
+    ASSERT_GT(t->vmas, 0u);
+    EXPECT_EQ(t->random_read_vmas, random ? t->vmas : 0u) << "random_access " << random;
+  }
+}
+
 TEST(MappingErrors, TryCreateReturnsTheError) {
   auto r = Mapping::try_create(MappingOptions::file("/nonexistent-dir/x", page()));
   ASSERT_FALSE(r.ok());

@@ -453,6 +453,22 @@ void expect_header_ignored(const char* header) {
 
 }  // namespace
 
+// MADV_RANDOM shows as "rr" among the VmFlags; a flag that only contains
+// the letters (or a VMA out of range) does not count.
+TEST(PalSmapsParser, CountsVmasAdvisedRandom) {
+  std::string text;
+  text += "10000-11000 rw-s 0 00:00 0\nRss: 4 kB\nVmFlags: rd wr sh mr mw me ms rr nh\n";
+  text += "11000-12000 rw-s 0 00:00 0\nVmFlags: rd wr sh mr mw me ms nh\n";
+  text += "12000-13000 rw-s 0 00:00 0\nVmFlags: rd wr rrr xrr\n";
+  text += "13000-14000 rw-s 0 00:00 0\nVmFlags: rr\n";
+  text += "20000-21000 rw-s 0 00:00 0\nVmFlags: rd rr\n";  // out of range
+  const pal::SmapsTotals t = parse(0x10000, 0x20000, text);
+  EXPECT_EQ(t.vmas, 4u);
+  EXPECT_EQ(t.random_read_vmas, 2u);
+  EXPECT_EQ(t.rss, 4 * kKiB);
+  EXPECT_EQ(parse(0x10000, 0x20000, vma_block("10000-20000 rw-p 0 00:00 0", 1, 0)).random_read_vmas, 0u);
+}
+
 TEST(PalSmapsParser, MalformedHeadersAreIgnored) {
   for (const char* header : {
            "10000-",                             // no end address
